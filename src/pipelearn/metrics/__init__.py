@@ -1,0 +1,1 @@
+"""Timed events, busy and idle accounting, results files and Chrome traces."""

@@ -1,0 +1,116 @@
+"""The results of a run: metrics.json (times, busy and idle, bytes, accuracy), trace.json and the model."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from pipelearn.config import RunConfig
+from pipelearn.metrics.events import Event, compute_track, link_track
+from pipelearn.metrics.trace import write_trace
+
+
+def busy_seconds(intervals: Iterable[tuple[float, float]], start: float, end: float) -> float:
+    """Seconds within [start, end] covered by at least one interval (overlaps counted once)."""
+    total, reach = 0.0, start
+    for lo, hi in sorted((max(lo, start), min(hi, end)) for lo, hi in intervals):
+        if hi > reach:
+            total += hi - max(lo, reach)
+            reach = hi
+    return total
+
+
+def track_usage(events: Sequence[Event], track: str, start: float, end: float) -> dict[str, float]:
+    """Busy and idle seconds of one track over [start, end]; they add up to end - start."""
+    busy = busy_seconds(((e.start, e.end) for e in events if e.track == track), start, end)
+    return {"busy_s": busy, "idle_s": (end - start) - busy}
+
+
+def epoch_times(events: Sequence[Event], start: float, epochs: int) -> list[float]:
+    """Seconds each epoch took: from the end of the one before to the last event of this one."""
+    ends = [start] * epochs
+    for e in events:
+        epoch = e.args.get("epoch")
+        if epoch is not None and 0 <= epoch < epochs:
+            ends[epoch] = max(ends[epoch], e.end)
+    for i in range(1, epochs):
+        ends[i] = max(ends[i], ends[i - 1])
+    return [b - a for a, b in zip([start, *ends[:-1]], ends, strict=True)]
+
+
+def train_losses(events: Sequence[Event], epochs: int) -> list[float | None]:
+    """Mean training loss of each epoch, from the loss recorded with every forward pass that ends in the loss."""
+    sums: dict[int, float] = defaultdict(float)
+    counts: dict[int, int] = defaultdict(int)
+    for e in events:
+        if "loss_sum" in e.args:
+            sums[e.args["epoch"]] += e.args["loss_sum"]
+            counts[e.args["epoch"]] += e.args["samples"]
+    return [sums[i] / counts[i] if counts[i] else None for i in range(epochs)]
+
+
+def write_results(
+    out: Path,
+    config: RunConfig,
+    events: Sequence[Event],
+    start: float,
+    end: float,
+    accuracy: float,
+    state: dict[str, torch.Tensor],
+    *,
+    samples: list[int],
+    bytes_up: list[int],
+    bytes_down: list[int],
+    errors: dict[int, str],
+) -> dict[str, Any]:
+    """Write metrics.json, trace.json and model.safetensors into `out`; return the metrics."""
+    out.mkdir(parents=True, exist_ok=True)
+    wall = end - start
+    devices = []
+    for d in range(config.devices):
+        usage = track_usage(events, compute_track(d), start, end)
+        devices.append(
+            {
+                **usage,
+                "samples": samples[d],
+                "bytes_up": bytes_up[d],
+                "bytes_down": bytes_down[d],
+                "uplink_busy_s": track_usage(events, link_track(d, "uplink"), start, end)["busy_s"],
+                "downlink_busy_s": track_usage(events, link_track(d, "downlink"), start, end)["busy_s"],
+                "split": config.split_point(d) if config.mode != "fl" else None,
+                "microbatches": config.microbatch_count(d),
+                "slowdown": config.slowdown(d),
+                "error": errors.get(d),
+            }
+        )
+    metrics = {
+        "mode": config.mode,
+        "model": config.model,
+        "dataset": config.dataset,
+        "network": config.network,
+        "devices": config.devices,
+        "split": [d["split"] for d in devices],
+        "microbatches": [d["microbatches"] for d in devices],
+        "batch_size": config.batch_size,
+        "epochs": config.epochs,
+        "train_time_s": wall,
+        "epoch_times_s": epoch_times(events, start, config.epochs),
+        "train_loss": train_losses(events, config.epochs),
+        "test_accuracy": accuracy,
+        "bytes_up": sum(bytes_up),
+        "bytes_down": sum(bytes_down),
+        "server": track_usage(events, compute_track(None), start, end),
+        "device": devices,
+        "failed_devices": sorted(errors),
+        "config": json.loads(config.to_json()),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_trace(events, out / "trace.json", origin=start)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
+    return metrics

@@ -1,0 +1,48 @@
+"""Run a whole experiment on one machine: the server here, each device a separate process on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import torch
+
+from pipelearn.config import RunConfig
+from pipelearn.runtime.server import Server
+
+
+def run_local(config: RunConfig, progress: bool = True) -> dict[str, Any]:
+    """Start the server and one process per device over loopback; train; return the metrics."""
+    torch.set_num_threads(config.threads)
+    server = Server(config, progress)
+    port = server.listen("127.0.0.1:0")
+    devices = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipelearn",
+                "device",
+                "--server",
+                f"127.0.0.1:{port}",
+                "--id",
+                str(d),
+                "--timeout",
+                str(config.timeout_s),
+            ]
+        )
+        for d in range(config.devices)
+    ]
+    try:
+        metrics = server.run()
+    finally:
+        for p in devices:
+            try:
+                p.wait(timeout=config.timeout_s)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    failed = {d: p.returncode for d, p in enumerate(devices) if p.returncode not in (0, None)}
+    if failed:
+        print(f"run: device processes exited with errors: {failed}", file=sys.stderr)
+    return metrics

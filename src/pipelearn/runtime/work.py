@@ -1,0 +1,117 @@
+"""The arithmetic every trainer shares: models and their parts, data for a device, loss, optimizers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pipelearn.config import RunConfig
+from pipelearn.data import Dataset, iterate_batches, partition_dirichlet, partition_iid, select_subset
+from pipelearn.models import build_model, split
+from pipelearn.schedule import DevicePlan, Schedule, build_schedule
+
+
+def make_model(config: RunConfig, input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """The run's whole model, initialised from the run's seed."""
+    torch.manual_seed(config.seed)
+    return build_model(config.model, input_shape, num_classes, batchnorm=config.batchnorm)
+
+
+def device_part(model: nn.Sequential, config: RunConfig, device: int) -> nn.Sequential:
+    """What a device trains: the whole model in fl, else blocks 1..p."""
+    return model if config.mode == "fl" else split(model, config.split_point(device))[0]
+
+
+def server_part(model: nn.Sequential, config: RunConfig, device: int) -> nn.Sequential:
+    """What the server trains for a device: nothing in fl, else the blocks after p."""
+    return nn.Sequential() if config.mode == "fl" else split(model, config.split_point(device))[1]
+
+
+def make_optimizer(module: nn.Module, config: RunConfig) -> torch.optim.Optimizer | None:
+    """SGD with the run's learning rate and momentum, or None for a part without parameters."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum) if params else None
+
+
+def scaled_loss(logits: torch.Tensor, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Cross-entropy summed over a micro-batch and divided by its mini-batch's size.
+
+    Summed over the micro-batches of a mini-batch, these give the mini-batch's mean loss, so accumulated gradients
+    equal the mini-batch's whatever the micro-batch sizes.
+    """
+    return F.cross_entropy(logits, labels, reduction="sum") / batch_size
+
+
+def output_shape(part: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of one sample after `part` (probed in eval mode without gradients)."""
+    was_training = part.training
+    part.eval()
+    with torch.no_grad():
+        shape = tuple(part(torch.zeros(1, *input_shape)).shape[1:])
+    part.train(was_training)
+    return shape
+
+
+def device_indices(config: RunConfig, dataset: Dataset, device: int) -> np.ndarray:
+    """The training-set indices a device holds: a seeded subset, dealt IID or by Dirichlet labels."""
+    total = len(dataset)
+    if config.samples_per_device is not None:
+        wanted = config.samples_per_device * config.devices
+        if wanted > total:
+            raise ValueError(
+                f"samples_per_device {config.samples_per_device} x {config.devices} devices = {wanted} exceeds the "
+                f"{total} training samples of {config.dataset}; lower samples_per_device or devices"
+            )
+        pool = select_subset(total, wanted, config.seed)
+    else:
+        pool = np.arange(total)
+    if config.partition == "iid":
+        parts = partition_iid(len(pool), config.devices, config.seed)
+    else:
+        labels = dataset.labels[torch.from_numpy(pool)].numpy()
+        parts = partition_dirichlet(labels, config.devices, config.dirichlet_alpha, config.seed)
+    return pool[parts[device]]
+
+
+class DeviceBatches:
+    """A device's mini-batches, iteration by iteration, epoch after epoch (seeded shuffling and augmentation)."""
+
+    def __init__(self, dataset: Dataset, indices: np.ndarray, config: RunConfig, device: int) -> None:
+        self.dataset, self.indices, self.config, self.device = dataset, indices, config, device
+        self.per_epoch = -(-len(indices) // config.batch_size)
+        self._epoch = -1
+        self._batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(())
+
+    def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mini-batch of an iteration; iterations must be asked for in order."""
+        epoch = iteration // self.per_epoch
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._batches = iterate_batches(
+                self.dataset,
+                self.indices,
+                self.config.batch_size,
+                seed=self.config.seed * 1000 + self.device,
+                epoch=epoch,
+                train=True,
+            )
+        return next(self._batches)
+
+
+def plans_for(config: RunConfig, samples: list[int]) -> list[DevicePlan]:
+    """Each device's plan, from the run's config and the devices' sample counts."""
+    return [
+        DevicePlan(n, config.split_point(d) if config.mode != "fl" else 0, config.microbatch_count(d))
+        for d, n in enumerate(samples)
+    ]
+
+
+def schedule_for(config: RunConfig, samples: list[int]) -> Schedule:
+    """The run's schedule; the server and every device build the same one."""
+    return build_schedule(
+        config.mode, plans_for(config, samples), config.batch_size, config.epochs, config.aggregate_every
+    )

@@ -1,0 +1,247 @@
+"""Schedules as data: per-resource lists of actions that the runtime executes and the simulator times.
+
+A schedule has one lane (an ordered list of actions) for each device's compute, uplink and downlink, one server
+lane per device (the server work done for that device, all sharing the one server compute) and one coordinator
+lane (SERVER, -1) for aggregation. Each action names what it waits for in other lanes; within a lane, actions run
+in order. All four training modes are schedules of the same actions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Resource(StrEnum):
+    """Something that does one thing at a time."""
+
+    DEVICE = "device"
+    UPLINK = "uplink"
+    SERVER = "server"
+    DOWNLINK = "downlink"
+
+
+class Op(StrEnum):
+    """What an action does."""
+
+    FORWARD = "F"
+    """Device: forward of the device part on one micro-batch; the activation goes up."""
+    BACKWARD = "B"
+    """Device: backward of the device part from that micro-batch's returned gradient."""
+    TRAIN = "T"
+    """Forward and backward on one micro-batch: the server part (server) or the whole model (fl device)."""
+    STEP = "S"
+    """Optimizer step, once per mini-batch."""
+    SEND_WEIGHTS = "W"
+    """Hand the model's weights to the link."""
+    LOAD_WEIGHTS = "L"
+    """Take weights from the link and load them."""
+    AGGREGATE = "A"
+    """FedAvg of the full models over the devices."""
+    ACTIVATION = "a"
+    """Transfer of an activation and its labels, device to server."""
+    GRADIENT = "g"
+    """Transfer of an activation's gradient, server to device."""
+    WEIGHTS = "w"
+    """Transfer of weights."""
+
+
+COORDINATOR = -1
+"""Device id of the server lane that holds the aggregation actions."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """Identifies one action of a schedule."""
+
+    resource: Resource
+    device: int
+    op: Op
+    round: int
+    iteration: int = -1
+    microbatch: int = 0
+
+    def __str__(self) -> str:
+        where = "coord" if self.device == COORDINATOR else f"d{self.device}"
+        when = f"r{self.round}" if self.iteration < 0 else f"i{self.iteration}m{self.microbatch}"
+        return f"{where}.{self.resource}.{self.op}.{when}"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step on one resource, and the actions of other lanes it waits for."""
+
+    key: Key
+    epoch: int
+    deps: tuple[Key, ...] = ()
+
+    def __str__(self) -> str:
+        return str(self.key)
+
+
+Lane = tuple[Resource, int]
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """What the schedule needs to know of one device."""
+
+    samples: int
+    split: int
+    microbatches: int
+
+
+@dataclass
+class Schedule:
+    """The whole run's actions, lane by lane, plus each device's mini-batch sizes."""
+
+    mode: str
+    rounds: int
+    batch_sizes: list[list[int]]
+    """Per device, the size of each mini-batch (iteration) of the run."""
+    microbatches: list[int]
+    """Per device, micro-batches per mini-batch (fewer for a mini-batch smaller than that)."""
+    lanes: dict[Lane, list[Action]] = field(default_factory=dict)
+
+    def lane(self, resource: Resource, device: int) -> list[Action]:
+        """The actions of one lane, in order."""
+        return self.lanes.get((resource, device), [])
+
+    def actions(self) -> Iterator[Action]:
+        """Every action of every lane."""
+        for lane in self.lanes.values():
+            yield from lane
+
+    def microbatch_sizes(self, device: int, iteration: int) -> list[int]:
+        """The sizes of one mini-batch's micro-batches, as torch.tensor_split cuts them."""
+        return microbatch_sizes(self.batch_sizes[device][iteration], self.microbatches[device])
+
+    def __str__(self) -> str:
+        return "\n".join(
+            f"{resource}[{'coord' if device == COORDINATOR else device}]: "
+            + " ".join(f"{a.key.op}{_short(a.key)}" for a in lane)
+            for (resource, device), lane in self.lanes.items()
+        )
+
+
+def _short(key: Key) -> str:
+    return f"r{key.round}" if key.iteration < 0 else f"{key.iteration}.{key.microbatch}"
+
+
+def microbatch_sizes(batch: int, microbatches: int) -> list[int]:
+    """Sizes of the pieces torch.tensor_split(batch, n) makes, with n capped at the batch size."""
+    n = min(batch, microbatches)
+    return [batch // n + (1 if i < batch % n else 0) for i in range(n)]
+
+
+def iteration_sizes(samples: int, batch_size: int, epochs: int) -> list[int]:
+    """Mini-batch sizes over a run: full batches, the last of each epoch holding the rest."""
+    per_epoch = [batch_size] * (samples // batch_size) + ([samples % batch_size] if samples % batch_size else [])
+    return per_epoch * epochs
+
+
+def build_schedule(
+    mode: str,
+    plans: Sequence[DevicePlan],
+    batch_size: int,
+    epochs: int,
+    aggregate_every: int | None = None,
+) -> Schedule:
+    """The schedule of a whole run in one of the four modes."""
+    if mode not in ("fl", "sl", "sfl", "pipelearn"):
+        raise ValueError(f"unknown mode {mode!r}; expected fl, sl, sfl or pipelearn")
+    if any(p.samples < 1 for p in plans):
+        raise ValueError("every device needs at least one training sample")
+    sizes = [iteration_sizes(p.samples, batch_size, epochs) for p in plans]
+    per_epoch = [len(s) // epochs for s in sizes]
+    if mode == "sl" or aggregate_every is None:
+        round_ranges = [[range(e * n, (e + 1) * n) for e in range(epochs)] for n in per_epoch]
+    else:
+        rounds = max(math.ceil(len(s) / aggregate_every) for s in sizes)
+        round_ranges = [
+            [range(min(r * aggregate_every, len(s)), min((r + 1) * aggregate_every, len(s))) for r in range(rounds)]
+            for s in sizes
+        ]
+    micro = [1 if mode != "pipelearn" else p.microbatches for p in plans]
+    schedule = Schedule(mode=mode, rounds=len(round_ranges[0]), batch_sizes=sizes, microbatches=micro)
+    builder = _Builder(schedule, per_epoch)
+    for r in range(schedule.rounds):
+        for d in range(len(plans)):
+            builder.round(d, r, round_ranges[d][r])
+        if mode != "sl":
+            builder.aggregate(r, len(plans))
+    return schedule
+
+
+class _Builder:
+    """Appends the actions of one device's round to the lanes of a schedule."""
+
+    def __init__(self, schedule: Schedule, per_epoch: list[int]) -> None:
+        self.s = schedule
+        self.per_epoch = per_epoch
+
+    def add(self, key: Key, epoch: int, *deps: Key) -> Key:
+        self.s.lanes.setdefault((key.resource, key.device), []).append(Action(key, epoch, deps))
+        return key
+
+    def epoch(self, d: int, iteration: int) -> int:
+        return iteration // self.per_epoch[d]
+
+    def round(self, d: int, r: int, iterations: range) -> None:
+        first = self.epoch(d, iterations.start) if iterations else self.epoch(d, max(iterations.start - 1, 0))
+        last = self.epoch(d, iterations.stop - 1) if iterations else first
+        self.receive_weights(d, r, first)
+        for i in iterations:
+            if self.s.mode == "fl":
+                self.local_iteration(d, r, i)
+            else:
+                self.split_iteration(d, r, i)
+        sent = self.add(Key(Resource.DEVICE, d, Op.SEND_WEIGHTS, r), last)
+        up = self.add(Key(Resource.UPLINK, d, Op.WEIGHTS, r), last, sent)
+        self.add(Key(Resource.SERVER, d, Op.LOAD_WEIGHTS, r), last, up)
+
+    def receive_weights(self, d: int, r: int, epoch: int) -> None:
+        """Weights to the device at a round's start: after aggregation, or (sl) from the device before it."""
+        deps: tuple[Key, ...] = ()
+        if self.s.mode == "sl":
+            n = len(self.s.batch_sizes)
+            if d > 0 or r > 0:
+                prev_d, prev_r = (d - 1, r) if d > 0 else (n - 1, r - 1)
+                deps = (Key(Resource.SERVER, prev_d, Op.LOAD_WEIGHTS, prev_r),)
+        elif r > 0:
+            deps = (Key(Resource.SERVER, COORDINATOR, Op.AGGREGATE, r - 1),)
+        sent = self.add(Key(Resource.SERVER, d, Op.SEND_WEIGHTS, r), epoch, *deps)
+        down = self.add(Key(Resource.DOWNLINK, d, Op.WEIGHTS, r), epoch, sent)
+        self.add(Key(Resource.DEVICE, d, Op.LOAD_WEIGHTS, r), epoch, down)
+
+    def local_iteration(self, d: int, r: int, i: int) -> None:
+        e = self.epoch(d, i)
+        for m in range(len(self.s.microbatch_sizes(d, i))):
+            self.add(Key(Resource.DEVICE, d, Op.TRAIN, r, i, m), e)
+        self.add(Key(Resource.DEVICE, d, Op.STEP, r, i), e)
+
+    def split_iteration(self, d: int, r: int, i: int) -> None:
+        e = self.epoch(d, i)
+        n = len(self.s.microbatch_sizes(d, i))
+        for m in range(n):
+            fwd = self.add(Key(Resource.DEVICE, d, Op.FORWARD, r, i, m), e)
+            self.add(Key(Resource.UPLINK, d, Op.ACTIVATION, r, i, m), e, fwd)
+        for m in range(n):
+            up = Key(Resource.UPLINK, d, Op.ACTIVATION, r, i, m)
+            train = self.add(Key(Resource.SERVER, d, Op.TRAIN, r, i, m), e, up)
+            self.add(Key(Resource.DOWNLINK, d, Op.GRADIENT, r, i, m), e, train)
+        self.add(Key(Resource.SERVER, d, Op.STEP, r, i), e)
+        for m in range(n):
+            self.add(
+                Key(Resource.DEVICE, d, Op.BACKWARD, r, i, m),
+                e,
+                Key(Resource.DOWNLINK, d, Op.GRADIENT, r, i, m),
+            )
+        self.add(Key(Resource.DEVICE, d, Op.STEP, r, i), e)
+
+    def aggregate(self, r: int, devices: int) -> None:
+        loads = [Key(Resource.SERVER, d, Op.LOAD_WEIGHTS, r) for d in range(devices)]
+        epoch = max(self.s.lanes[(Resource.SERVER, d)][-1].epoch for d in range(devices))
+        self.add(Key(Resource.SERVER, COORDINATOR, Op.AGGREGATE, r), epoch, *loads)

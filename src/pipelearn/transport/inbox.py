@@ -1,0 +1,79 @@
+"""Messages from one peer, read off a gRPC stream by a thread and taken in order, with a deadline."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+from pipelearn.schedule import Key, Op
+from pipelearn.transport import pipelearn_pb2 as pb
+from pipelearn.transport.codec import WireError
+from pipelearn.transport.service import PROTOCOL_VERSION
+
+KIND_OF_TRANSFER = {Op.ACTIVATION: pb.ACTIVATION, Op.GRADIENT: pb.GRADIENT, Op.WEIGHTS: pb.WEIGHTS}
+
+
+class PeerError(RuntimeError):
+    """The peer failed, went silent, disconnected or reported an error."""
+
+
+_CLOSED = object()
+
+
+class Inbox:
+    """The stream of one peer's messages; `take` and `expect` wait at most `timeout_s` for the next one."""
+
+    def __init__(self, stream: Iterator[pb.Envelope], peer: str, timeout_s: float) -> None:
+        self.peer = peer
+        self.timeout_s = timeout_s
+        self.bytes_received = 0
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True, name=f"inbox-{peer}")
+        self._thread.start()
+
+    def _read(self, stream: Iterator[pb.Envelope]) -> None:
+        try:
+            for envelope in stream:
+                self.bytes_received += envelope.ByteSize()
+                self._queue.put(envelope)
+        except Exception as exc:  # gRPC raises RpcError subclasses when the stream breaks
+            self._queue.put(exc)
+        self._queue.put(_CLOSED)
+
+    def take(self) -> pb.Envelope:
+        """The next message; PeerError on silence past the deadline, a broken stream or an ERROR message."""
+        try:
+            item = self._queue.get(timeout=self.timeout_s)
+        except queue.Empty:
+            raise PeerError(f"{self.peer} sent nothing for {self.timeout_s:g} s (timeout_s)") from None
+        if item is _CLOSED:
+            self._queue.put(_CLOSED)
+            raise PeerError(f"{self.peer} disconnected")
+        if isinstance(item, Exception):
+            raise PeerError(f"the stream from {self.peer} broke: {_describe(item)}")
+        assert isinstance(item, pb.Envelope)
+        if item.protocol != PROTOCOL_VERSION:
+            raise WireError(f"{self.peer} speaks protocol {item.protocol}; this side speaks {PROTOCOL_VERSION}")
+        if item.kind == pb.ERROR:
+            raise PeerError(f"{self.peer} reported: {item.text}")
+        return item
+
+    def expect(self, key: Key) -> pb.Envelope:
+        """The next message, which must be the transfer `key` names (kind and round/iteration/micro-batch tag)."""
+        envelope = self.take()
+        kind = KIND_OF_TRANSFER[key.op]
+        got = (envelope.kind, envelope.round, envelope.iteration, envelope.microbatch)
+        want = (kind, key.round, key.iteration, key.microbatch)
+        if got != want:
+            raise WireError(
+                f"expected {pb.Kind.Name(kind)} round {key.round} iteration {key.iteration} micro-batch "
+                f"{key.microbatch} from {self.peer}, got {pb.Kind.Name(envelope.kind)} round {envelope.round} "
+                f"iteration {envelope.iteration} micro-batch {envelope.microbatch}"
+            )
+        return envelope
+
+
+def _describe(exc: Exception) -> str:
+    details = getattr(exc, "details", None)
+    return str(details()) if callable(details) else str(exc)

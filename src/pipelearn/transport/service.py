@@ -1,0 +1,74 @@
+"""The gRPC service: one bidirectional stream of envelopes per device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent import futures
+
+import grpc
+
+from pipelearn.transport import pipelearn_pb2 as pb
+
+PROTOCOL_VERSION = 1
+"""Bumped whenever the meaning of a message changes; peers of other versions are refused."""
+
+MAX_MESSAGE_BYTES = 1 << 30
+_METHOD = "/pipelearn.PipeLearn/Session"
+_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+SessionHandler = Callable[[Iterator[pb.Envelope], grpc.ServicerContext], Iterator[pb.Envelope]]
+
+
+def start_server(handler: SessionHandler, listen: str, workers: int) -> tuple[grpc.Server, int]:
+    """Serve sessions on HOST:PORT (port 0 picks a free one); return the server and its port."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=_OPTIONS)
+    method = grpc.stream_stream_rpc_method_handler(
+        handler,
+        request_deserializer=pb.Envelope.FromString,
+        response_serializer=pb.Envelope.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("pipelearn.PipeLearn", {"Session": method}),))
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}: the address is taken or invalid")
+    server.start()
+    return server, port
+
+
+def open_session(address: str, requests: Iterator[pb.Envelope]) -> tuple[grpc.Channel, Iterator[pb.Envelope]]:
+    """Connect to a server at HOST:PORT; return the channel and the stream of its replies."""
+    channel = grpc.insecure_channel(address, options=_OPTIONS)
+    call = channel.stream_stream(
+        _METHOD,
+        request_serializer=pb.Envelope.SerializeToString,
+        response_deserializer=pb.Envelope.FromString,
+    )
+    return channel, call(requests)
+
+
+def envelope(
+    kind: pb.Kind,
+    device: int,
+    *,
+    round: int = 0,
+    iteration: int = -1,
+    microbatch: int = 0,
+    tensors: bytes = b"",
+    text: str = "",
+    clock: float = 0.0,
+) -> pb.Envelope:
+    """An envelope of this protocol version."""
+    return pb.Envelope(
+        protocol=PROTOCOL_VERSION,
+        kind=kind,
+        device=device,
+        round=round,
+        iteration=iteration,
+        microbatch=microbatch,
+        tensors=tensors,
+        text=text,
+        clock=clock,
+    )
