@@ -144,6 +144,20 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Check every value; raise ConfigError naming the first bad key."""
+        for name in ("mode", "model", "dataset", "network", "partition", "out"):
+            _check(isinstance(getattr(self, name), str), name, getattr(self, name), "a string")
+        _check(self.data_dir is None or isinstance(self.data_dir, str), "data_dir", self.data_dir, "a string")
+        _check(isinstance(self.batchnorm, bool), "batchnorm", self.batchnorm, "true or false")
+        for name in ("devices", "epochs", "batch_size", "seed", "threads"):
+            _check(_whole(getattr(self, name)), name, getattr(self, name), "a whole number")
+        for name in ("samples_per_device", "aggregate_every", "test_samples"):
+            value = getattr(self, name)
+            _check(value is None or _whole(value), name, value, "a whole number")
+        for name in ("device_slowdown", "dirichlet_alpha", "lr", "momentum", "timeout_s"):
+            _check(_number(getattr(self, name)), name, getattr(self, name), "a number")
+        for name in ("up_mbps", "down_mbps", "latency_ms"):
+            value = getattr(self, name)
+            _check(value is None or _number(value), name, value, "a number")
         _check(self.mode in MODES, "mode", self.mode, f"one of {', '.join(MODES)}")
         _check(self.network in NETWORK_PRESETS, "network", self.network, f"one of {', '.join(NETWORK_PRESETS)}")
         _check(self.devices >= 1, "devices", self.devices, "at least 1")
@@ -167,9 +181,9 @@ class RunConfig:
             self.aggregate_every,
             "at least 1",
         )
-        _check(self.split == "auto" or isinstance(self.split, int), "split", self.split, "a number or 'auto'")
+        _check(self.split == "auto" or _whole(self.split), "split", self.split, "a number or 'auto'")
         _check(
-            self.microbatches == "auto" or (isinstance(self.microbatches, int) and self.microbatches >= 1),
+            self.microbatches == "auto" or (_whole(self.microbatches) and self.microbatches >= 1),
             "microbatches",
             self.microbatches,
             "a number of at least 1 or 'auto'",
@@ -181,22 +195,42 @@ class RunConfig:
         for device, o in self.device_overrides.items():
             _check(0 <= device < self.devices, "device_overrides", device, f"a device id below {self.devices}")
             _check(
-                o.network is None or o.network in NETWORK_PRESETS,
+                o.network is None or (isinstance(o.network, str) and o.network in NETWORK_PRESETS),
                 f"device_overrides.{device}.network",
                 o.network,
                 f"one of {', '.join(NETWORK_PRESETS)}",
             )
+            for name in ("up_mbps", "down_mbps"):
+                value = getattr(o, name)
+                _check(
+                    value is None or (_number(value) and value > 0),
+                    f"device_overrides.{device}.{name}",
+                    value,
+                    "above 0 (inf for unlimited)",
+                )
             _check(
-                o.slowdown is None or o.slowdown >= 1,
+                o.latency_ms is None or (_number(o.latency_ms) and o.latency_ms >= 0),
+                f"device_overrides.{device}.latency_ms",
+                o.latency_ms,
+                "0 or more",
+            )
+            _check(
+                o.slowdown is None or (_number(o.slowdown) and o.slowdown >= 1),
                 f"device_overrides.{device}.slowdown",
                 o.slowdown,
                 "at least 1",
             )
             _check(
-                o.microbatches is None or o.microbatches >= 1,
+                o.split is None or o.split == "auto" or _whole(o.split),
+                f"device_overrides.{device}.split",
+                o.split,
+                "a number or 'auto'",
+            )
+            _check(
+                o.microbatches is None or o.microbatches == "auto" or (_whole(o.microbatches) and o.microbatches >= 1),
                 f"device_overrides.{device}.microbatches",
                 o.microbatches,
-                "at least 1",
+                "a number of at least 1 or 'auto'",
             )
         return self
 
@@ -216,6 +250,14 @@ def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _check(ok: bool, key: str, value: object, expected: str) -> None:
     if not ok:
         raise ConfigError(f"config key '{key}' is {value!r}; expected {expected}")
@@ -231,7 +273,11 @@ def from_mapping(data: dict[str, Any]) -> RunConfig:
     overrides = values.pop("device_overrides", {}) or {}
     fields = {f.name for f in dataclasses.fields(DeviceOverride)}
     parsed: dict[int, DeviceOverride] = {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"config key 'device_overrides' is {overrides!r}; expected tables keyed by device id")
     for key, spec in overrides.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"config key 'device_overrides.{key}' is {spec!r}; expected a table of settings")
         bad = sorted(set(spec) - fields)
         if bad:
             raise ConfigError(f"unknown key(s) {', '.join(bad)} in device_overrides.{key}; known: {sorted(fields)}")

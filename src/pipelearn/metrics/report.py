@@ -20,8 +20,9 @@ def busy_seconds(intervals: Iterable[tuple[float, float]], start: float, end: fl
     """Seconds within [start, end] covered by at least one interval (overlaps counted once)."""
     total, reach = 0.0, start
     for lo, hi in sorted((max(lo, start), min(hi, end)) for lo, hi in intervals):
-        if hi > reach:
-            total += hi - max(lo, reach)
+        lo = max(lo, reach)
+        if hi > lo:  # an interval wholly outside [start, end] clips to an empty (or inverted) one
+            total += hi - lo
             reach = hi
     return total
 
@@ -32,8 +33,8 @@ def track_usage(events: Sequence[Event], track: str, start: float, end: float) -
     return {"busy_s": busy, "idle_s": (end - start) - busy}
 
 
-def epoch_times(events: Sequence[Event], start: float, epochs: int) -> list[float]:
-    """Seconds each epoch took: from the end of the one before to the last event of this one."""
+def epoch_times(events: Sequence[Event], start: float, end: float, epochs: int) -> list[float]:
+    """Seconds each epoch took: from the end of the one before to its last event (the last epoch: to `end`)."""
     ends = [start] * epochs
     for e in events:
         epoch = e.args.get("epoch")
@@ -41,6 +42,7 @@ def epoch_times(events: Sequence[Event], start: float, epochs: int) -> list[floa
             ends[epoch] = max(ends[epoch], e.end)
     for i in range(1, epochs):
         ends[i] = max(ends[i], ends[i - 1])
+    ends[-1] = end
     return [b - a for a, b in zip([start, *ends[:-1]], ends, strict=True)]
 
 
@@ -100,7 +102,7 @@ def write_results(
         "batch_size": config.batch_size,
         "epochs": config.epochs,
         "train_time_s": wall,
-        "epoch_times_s": epoch_times(events, start, config.epochs),
+        "epoch_times_s": epoch_times(events, start, end, config.epochs),
         "train_loss": train_losses(events, config.epochs),
         "test_accuracy": accuracy,
         "bytes_up": sum(bytes_up),

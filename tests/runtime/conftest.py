@@ -1,0 +1,37 @@
+"""Small, fast runs for the runtime tests: synthetic data, VGG5 without BatchNorm, 2 devices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelearn.config import RunConfig
+
+
+@pytest.fixture
+def small_config(tmp_path: Path) -> Any:
+    """A factory of small run configs writing into tmp_path."""
+
+    def make(**overrides: Any) -> RunConfig:
+        values: dict[str, Any] = {
+            "dataset": "synthetic",
+            "model": "vgg5",
+            "batchnorm": False,
+            "devices": 2,
+            "network": "unlimited",
+            "device_slowdown": 1.0,
+            "split": 2,
+            "microbatches": 3,
+            "epochs": 1,
+            "batch_size": 20,
+            "samples_per_device": 40,
+            "test_samples": 200,
+            "timeout_s": 60.0,
+            "out": str(tmp_path / overrides.get("mode", "pipelearn")),
+        }
+        values.update(overrides)
+        return RunConfig(**values).validate()
+
+    return make
