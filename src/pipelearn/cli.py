@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"pipelearn: error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
+    except (RuntimeError, ConnectionError) as exc:
         print(f"pipelearn: failed: {exc}", file=sys.stderr)
         return 1
     print(_summary(metrics))

@@ -57,6 +57,15 @@ def train_losses(events: Sequence[Event], epochs: int) -> list[float | None]:
     return [sums[i] / counts[i] if counts[i] else None for i in range(epochs)]
 
 
+def bottleneck(events: Sequence[Event], start: float, end: float) -> dict[str, Any]:
+    """The busiest resource (a device's compute, uplink or downlink, or the server): no pipeline beats its busy time."""
+    busy = {track: track_usage(events, track, start, end)["busy_s"] for track in {e.track for e in events}}
+    if not busy:
+        return {"resource": None, "busy_s": 0.0}
+    track = max(busy, key=lambda t: busy[t])
+    return {"resource": track, "busy_s": busy[track]}
+
+
 def write_results(
     out: Path,
     config: RunConfig,
@@ -109,6 +118,7 @@ def write_results(
         "bytes_down": sum(bytes_down),
         "server": track_usage(events, compute_track(None), start, end),
         "device": devices,
+        "bottleneck": bottleneck(events, start, end),
         "failed_devices": sorted(errors),
         "config": json.loads(config.to_json()),
     }

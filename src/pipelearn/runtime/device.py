@@ -122,7 +122,7 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
     """Join the server at HOST:PORT as device `device` and train until the server says the run is over."""
     torch.set_num_threads(1)
     outbox = Outbox()
-    channel, replies = open_session(address, iter(outbox))
+    channel, replies = open_session(address, iter(outbox), timeout_s)
     inbox = Inbox(replies, "the server", timeout_s)
     try:
         sent = now()

@@ -24,7 +24,9 @@ SessionHandler = Callable[[Iterator[pb.Envelope], grpc.ServicerContext], Iterato
 
 def start_server(handler: SessionHandler, listen: str, workers: int) -> tuple[grpc.Server, int]:
     """Serve sessions on HOST:PORT (port 0 picks a free one); return the server and its port."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=_OPTIONS)
+    # gRPC sets SO_REUSEPORT by default, which lets a second server silently share a port already in use
+    options = [*_OPTIONS, ("grpc.so_reuseport", 0)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
     method = grpc.stream_stream_rpc_method_handler(
         handler,
         request_deserializer=pb.Envelope.FromString,
@@ -38,13 +40,18 @@ def start_server(handler: SessionHandler, listen: str, workers: int) -> tuple[gr
     return server, port
 
 
-def open_session(address: str, requests: Iterator[pb.Envelope]) -> tuple[grpc.Channel, Iterator[pb.Envelope]]:
-    """Connect to a server at HOST:PORT; return the channel and the stream of its replies."""
+def open_session(
+    address: str, requests: Iterator[pb.Envelope], connect_timeout_s: float = 30.0
+) -> tuple[grpc.Channel, Iterator[pb.Envelope]]:
+    """Connect to a server at HOST:PORT, waiting up to connect_timeout_s for it; return the channel and replies."""
     channel = grpc.insecure_channel(address, options=_OPTIONS)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=connect_timeout_s)
+    except grpc.FutureTimeoutError:
+        channel.close()
+        raise ConnectionError(f"no PipeLearn server answered at {address} within {connect_timeout_s:g} s") from None
     call = channel.stream_stream(
-        _METHOD,
-        request_serializer=pb.Envelope.SerializeToString,
-        response_deserializer=pb.Envelope.FromString,
+        _METHOD, request_serializer=pb.Envelope.SerializeToString, response_deserializer=pb.Envelope.FromString
     )
     return channel, call(requests)
 
