@@ -141,9 +141,7 @@ def test_bad_mode_and_empty_device() -> None:
 def test_pipelearn_lanes() -> None:
     s = build_schedule("pipelearn", _plans(5, microbatches=2), batch_size=2, epochs=1)
     assert s.rounds == 1
-    assert _lane(s, Resource.DEVICE, 0) == (
-        "Lr0 F0.0 F0.1 B0.0 B0.1 S0.0 F1.0 F1.1 B1.0 B1.1 S1.0 F2.0 B2.0 S2.0 Wr0"
-    )
+    assert _lane(s, Resource.DEVICE, 0) == ("Lr0 F0.0 F0.1 B0.0 B0.1 S0.0 F1.0 F1.1 B1.0 B1.1 S1.0 F2.0 B2.0 S2.0 Wr0")
     assert _lane(s, Resource.UPLINK, 0) == "a0.0 a0.1 a1.0 a1.1 a2.0 wr0"
     assert _lane(s, Resource.SERVER, 0) == "Wr0 T0.0 T0.1 S0.0 T1.0 T1.1 S1.0 T2.0 S2.0 Lr0"
     assert _lane(s, Resource.DOWNLINK, 0) == "wr0 g0.0 g0.1 g1.0 g1.1 g2.0"
@@ -285,7 +283,10 @@ def test_aggregate_every_makes_rounds() -> None:
     s = build_schedule("sfl", _plans(10), batch_size=2, epochs=2, aggregate_every=3)
     # 5 iterations per epoch, 10 in all: rounds of 3, 3, 3 and 1 iterations, crossing the epoch boundary
     assert s.rounds == 4
-    rounds = [[a.key.iteration for a in s.lane(Resource.DEVICE, 0) if a.key.op == Op.STEP and a.key.round == r] for r in range(4)]
+    rounds = [
+        [a.key.iteration for a in s.lane(Resource.DEVICE, 0) if a.key.op == Op.STEP and a.key.round == r]
+        for r in range(4)
+    ]
     assert rounds == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
     assert [a.key.round for a in s.lane(Resource.SERVER, COORDINATOR)] == [0, 1, 2, 3]
     steps = {a.key.iteration: a.epoch for a in s.lane(Resource.DEVICE, 0) if a.key.op == Op.STEP}

@@ -172,10 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pipelearn.runtime.launch import run_local
 
             metrics = run_local(_config(args), progress=not args.quiet)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, OSError) as exc:
         print(f"pipelearn: error: {exc}", file=sys.stderr)
         return 2
-    except (RuntimeError, ConnectionError) as exc:
+    except RuntimeError as exc:
         print(f"pipelearn: failed: {exc}", file=sys.stderr)
         return 1
     print(_summary(metrics))

@@ -33,9 +33,10 @@ def start_server(handler: SessionHandler, listen: str, workers: int) -> tuple[gr
         response_serializer=pb.Envelope.SerializeToString,
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("pipelearn.PipeLearn", {"Session": method}),))
-    port = server.add_insecure_port(listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {listen}: the address is taken or invalid")
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {listen}: the address is taken or invalid ({exc})") from None
     server.start()
     return server, port
 

@@ -1,0 +1,219 @@
+"""Tests for the command line: flags over TOML over defaults, exit statuses and messages for bad values."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from pipelearn import __version__
+from pipelearn.cli import _config, _parser, _summary, main
+from pipelearn.config import DeviceOverride, RunConfig
+
+
+def _toml(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_without_toml() -> None:
+    assert _config(_parser().parse_args(["run"])) == RunConfig().validate()
+    assert _config(_parser().parse_args(["server", "--listen", "0.0.0.0:50051"])) == RunConfig().validate()
+
+
+def test_flags_override_toml(tmp_path: Path) -> None:
+    path = _toml(
+        tmp_path,
+        """
+mode = "sfl"
+devices = 5
+batch_size = 32
+network = "wifi"
+batchnorm = false
+
+[device_overrides.4]
+slowdown = 9.0
+""",
+    )
+    config = _config(_parser().parse_args(["run", path, "--devices", "6", "--lr", "0.5", "--timeout", "7"]))
+    assert config.devices == 6 and config.lr == 0.5 and config.timeout_s == 7
+    # what no flag names comes from the file
+    assert config.mode == "sfl" and config.batch_size == 32 and config.network == "wifi"
+    assert config.batchnorm is False
+    assert config.device_overrides == {4: DeviceOverride(slowdown=9.0)}
+    assert config.slowdown(4) == 9.0
+    # a flag naming the file's value is no change; a flag for a default changes it
+    again = _config(_parser().parse_args(["run", path, "--mode", "pipelearn", "--network", "4g"]))
+    assert again.mode == "pipelearn" and again.network == "4g" and again.devices == 5
+
+
+def test_every_run_flag_reaches_the_config() -> None:
+    args = _parser().parse_args(
+        [
+            "run",
+            "--mode=sl",
+            "--model=resnet18",
+            "--dataset=cifar10",
+            "--data-dir=/data",
+            "--devices=3",
+            "--network=4g+",
+            "--up-mbps=inf",
+            "--down-mbps=12.5",
+            "--latency-ms=0",
+            "--device-slowdown=2",
+            "--split=3",
+            "--microbatches=6",
+            "--epochs=4",
+            "--batch-size=16",
+            "--samples-per-device=64",
+            "--partition=dirichlet",
+            "--dirichlet-alpha=0.1",
+            "--aggregate-every=5",
+            "--lr=0.2",
+            "--momentum=0",
+            "--seed=9",
+            "--test-samples=50",
+            "--threads=2",
+            "--timeout=30",
+            "--out=runs/x",
+            "--no-batchnorm",
+        ]
+    )
+    config = _config(args)
+    expected = RunConfig(
+        mode="sl",
+        model="resnet18",
+        dataset="cifar10",
+        data_dir="/data",
+        batchnorm=False,
+        devices=3,
+        network="4g+",
+        up_mbps=math.inf,
+        down_mbps=12.5,
+        latency_ms=0.0,
+        device_slowdown=2.0,
+        split=3,
+        microbatches=6,
+        epochs=4,
+        batch_size=16,
+        samples_per_device=64,
+        partition="dirichlet",
+        dirichlet_alpha=0.1,
+        aggregate_every=5,
+        lr=0.2,
+        momentum=0.0,
+        seed=9,
+        test_samples=50,
+        threads=2,
+        timeout_s=30.0,
+        out="runs/x",
+    )
+    assert config == expected
+    assert math.isinf(config.link(0).up_mbps) and config.link(0).latency_ms == 0
+
+
+def test_auto_split_and_microbatches_parse() -> None:
+    config = _config(_parser().parse_args(["run", "--split", "auto", "--microbatches", "auto"]))
+    assert config.split == "auto" and config.microbatches == "auto"
+
+
+def test_train_local_defaults_and_flags(tmp_path: Path) -> None:
+    defaults = {"devices": 1, "samples_per_device": None, "epochs": 3, "mode": "fl", "out": "runs/train-local"}
+    config = _config(_parser().parse_args(["train-local"]), **defaults)
+    assert (config.mode, config.devices, config.samples_per_device, config.epochs) == ("fl", 1, None, 3)
+    config = _config(_parser().parse_args(["train-local", "--epochs", "1", "--samples", "200"]), **defaults)
+    assert config.epochs == 1 and config.samples_per_device == 200
+    # a TOML file replaces the defaults of train-local with its own (and RunConfig's)
+    config = _config(_parser().parse_args(["train-local", _toml(tmp_path, "epochs = 7\n")]), **defaults)
+    assert config.epochs == 7 and config.devices == RunConfig().devices
+    with pytest.raises(SystemExit) as info:
+        _parser().parse_args(["train-local", "--devices", "2"])  # a distributed setting is not a local flag
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "key"),
+    [
+        (["run", "--devices", "0"], "devices"),
+        (["run", "--lr", "-1"], "lr"),
+        (["run", "--batch-size", "0"], "batch_size"),
+        (["run", "--microbatches", "0"], "microbatches"),
+        (["run", "--up-mbps", "0"], "up_mbps"),
+        (["run", "--aggregate-every", "0"], "aggregate_every"),
+        (["server", "--listen", "127.0.0.1:0", "--epochs", "0"], "epochs"),
+        (["train-local", "--threads", "0"], "threads"),
+    ],
+)
+def test_bad_values_exit_2_naming_the_key(argv: list[str], key: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert f"'{key}'" in captured.err
+    assert captured.err.startswith("pipelearn: error:")
+    assert captured.out == ""
+
+
+def test_bad_toml_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", _toml(tmp_path, "devices = 2\ncolour = 'red'\n")]) == 2
+    assert "colour" in capsys.readouterr().err
+    assert main(["run", _toml(tmp_path, "[device_overrides.5]\nsplit = 1\n")]) == 2
+    assert "device_overrides" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["run", "--split", "middle"], ["--split", "'auto'"]),
+        (["run", "--microbatches", "1.5"], ["--microbatches"]),
+        (["run", "--mode", "gossip"], ["--mode", "gossip"]),
+        (["run", "--network", "5g"], ["--network"]),
+        (["run", "--devices", "four"], ["--devices"]),
+        (["run", "--lr", "fast"], ["--lr", "expected a number"]),
+        (["run", "--colour", "red"], ["--colour"]),
+        (["device", "--server", "127.0.0.1:1"], ["--id"]),
+        ([], ["command"]),
+    ],
+)
+def test_unparsable_flags_exit_2(argv: list[str], words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pipelearn {__version__}"
+
+
+def test_summary_is_rounded_json() -> None:
+    metrics = {
+        "mode": "pipelearn",
+        "model": "vgg5",
+        "dataset": "mnist",
+        "train_time_s": 1.234567,
+        "epoch_times_s": [0.123456, 1.111111],
+        "test_accuracy": 0.98766,
+        "server": {"busy_s": 1.0, "idle_s": 0.234567},
+        "device": [{"idle_s": 0.55556}, {"idle_s": 0.1}],
+        "bytes_up": 123,
+    }
+    shown = json.loads(_summary(metrics))
+    assert shown == {
+        "mode": "pipelearn",
+        "model": "vgg5",
+        "dataset": "mnist",
+        "train_time_s": 1.2346,
+        "epoch_times_s": [0.1235, 1.1111],
+        "test_accuracy": 0.9877,
+        "server_idle_s": 0.2346,
+        "device_idle_s": [0.5556, 0.1],
+    }

@@ -1,0 +1,257 @@
+"""Tests for the run configuration: presets, per-device overrides, TOML and JSON, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelearn.config import (
+    MODES,
+    NETWORK_PRESETS,
+    ConfigError,
+    DeviceOverride,
+    Link,
+    RunConfig,
+    from_mapping,
+    load_toml,
+)
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_valid() -> None:
+    config = RunConfig().validate()
+    assert config.mode == "pipelearn" and config.mode in MODES
+    assert config.link(0) == NETWORK_PRESETS["4g"]
+
+
+@pytest.mark.parametrize("name", sorted(NETWORK_PRESETS))
+def test_presets(name: str) -> None:
+    config = RunConfig(network=name, devices=2).validate()
+    assert config.link(0) == config.link(1) == NETWORK_PRESETS[name]
+    link = NETWORK_PRESETS[name]
+    assert link.up_mbps > 0 and link.down_mbps > 0 and link.latency_ms >= 0
+
+
+def test_unlimited_preset_is_infinite() -> None:
+    link = NETWORK_PRESETS["unlimited"]
+    assert math.isinf(link.up_mbps) and math.isinf(link.down_mbps) and link.latency_ms == 0
+
+
+def test_run_wide_rates_override_preset() -> None:
+    config = RunConfig(network="wifi", up_mbps=7, latency_ms=1).validate()
+    assert config.link(2) == Link(up_mbps=7, down_mbps=NETWORK_PRESETS["wifi"].down_mbps, latency_ms=1)
+
+
+def test_device_overrides() -> None:
+    config = RunConfig(
+        devices=3,
+        network="4g",
+        up_mbps=12,
+        device_slowdown=2.0,
+        split=3,
+        microbatches=4,
+        device_overrides={
+            1: DeviceOverride(network="wifi", down_mbps=99, slowdown=8.0, split=1, microbatches=2),
+            2: DeviceOverride(up_mbps=1.5, latency_ms=0),
+        },
+    ).validate()
+    # device 0: run-wide values
+    assert config.link(0) == Link(up_mbps=12, down_mbps=25, latency_ms=30)
+    assert config.slowdown(0) == 2.0
+    assert config.split_point(0) == 3
+    assert config.microbatch_count(0) == 4
+    # device 1: its own preset, then its own rate; the run-wide up_mbps still beats the device's preset
+    assert config.link(1) == Link(up_mbps=12, down_mbps=99, latency_ms=NETWORK_PRESETS["wifi"].latency_ms)
+    assert config.slowdown(1) == 8.0
+    assert config.split_point(1) == 1
+    assert config.microbatch_count(1) == 2
+    # device 2: rates of its own on the run's preset; a latency of 0 is a value, not a missing one
+    assert config.link(2) == Link(up_mbps=1.5, down_mbps=25, latency_ms=0)
+    assert config.slowdown(2) == 2.0
+
+
+def test_microbatch_count_is_one_outside_pipelearn() -> None:
+    for mode in ("fl", "sl", "sfl"):
+        config = RunConfig(mode=mode, microbatches=8, device_overrides={0: DeviceOverride(microbatches=3)})
+        assert config.validate().microbatch_count(0) == 1
+    assert RunConfig(microbatches=8).validate().microbatch_count(0) == 8
+
+
+def test_auto_split_and_microbatches_raise_clear_error() -> None:
+    config = RunConfig(split="auto", microbatches="auto").validate()
+    with pytest.raises(ConfigError, match=r"split = 'auto'.*give a number"):
+        config.split_point(0)
+    with pytest.raises(ConfigError, match="microbatches = 'auto'"):
+        config.microbatch_count(0)
+    override = RunConfig(devices=2, device_overrides={1: DeviceOverride(split="auto")}).validate()
+    assert override.split_point(0) == 2
+    with pytest.raises(ConfigError, match="split = 'auto'"):
+        override.split_point(1)
+
+
+def test_load_toml_with_device_override_tables(tmp_path: Path) -> None:
+    path = _toml(
+        tmp_path,
+        """
+mode = "sfl"
+devices = 3
+network = "4g+"
+up_mbps = inf
+batch_size = 32
+aggregate_every = 5
+
+[device_overrides.1]
+network = "wifi"
+slowdown = 6.5
+split = 1
+
+[device_overrides.2]
+up_mbps = 2.5
+microbatches = 8
+""",
+    )
+    config = load_toml(path)
+    assert config.mode == "sfl" and config.devices == 3 and config.batch_size == 32 and config.aggregate_every == 5
+    assert math.isinf(config.up_mbps or 0)
+    assert math.isinf(config.link(0).up_mbps)
+    assert config.link(0).down_mbps == NETWORK_PRESETS["4g+"].down_mbps
+    assert set(config.device_overrides) == {1, 2}
+    assert config.device_overrides[1] == DeviceOverride(network="wifi", slowdown=6.5, split=1)
+    assert config.link(1).latency_ms == NETWORK_PRESETS["wifi"].latency_ms
+    assert config.slowdown(1) == 6.5 and config.split_point(1) == 1
+    assert config.link(2).up_mbps == 2.5
+    assert config.device_overrides[2].microbatches == 8
+
+
+def test_toml_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_toml(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_toml(_toml(tmp_path, "devices = = 3\n"))
+    with pytest.raises(ConfigError, match="colour"):
+        load_toml(_toml(tmp_path, 'colour = "red"\n'))
+    with pytest.raises(ConfigError, match="'devices'"):
+        load_toml(_toml(tmp_path, 'devices = "four"\n'))
+    with pytest.raises(ConfigError, match=r"device_overrides\.1"):
+        load_toml(_toml(tmp_path, "[device_overrides.1]\nwarp = 9\n"))
+
+
+def test_unknown_keys_are_named() -> None:
+    with pytest.raises(ConfigError, match="epoch") as info:
+        from_mapping({"epoch": 3})
+    assert "unknown" in str(info.value)
+    with pytest.raises(ConfigError, match="batchsize, colour"):
+        from_mapping({"colour": 1, "batchsize": 2})
+    with pytest.raises(ConfigError, match=r"speed.*device_overrides\.0"):
+        from_mapping({"device_overrides": {"0": {"speed": 2}}})
+    with pytest.raises(ConfigError, match="'x' is not a device id"):
+        from_mapping({"device_overrides": {"x": {"split": 1}}})
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"mode": "gossip"}, "mode"),
+        ({"network": "5g"}, "network"),
+        ({"network": ["4g"]}, "network"),
+        ({"devices": 0}, "devices"),
+        ({"devices": "4"}, "devices"),
+        ({"devices": 2.5}, "devices"),
+        ({"devices": True}, "devices"),
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"device_slowdown": 0.5}, "device_slowdown"),
+        ({"device_slowdown": "fast"}, "device_slowdown"),
+        ({"partition": "random"}, "partition"),
+        ({"dirichlet_alpha": 0}, "dirichlet_alpha"),
+        ({"lr": 0}, "lr"),
+        ({"lr": "0.1"}, "lr"),
+        ({"threads": 0}, "threads"),
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"samples_per_device": 0}, "samples_per_device"),
+        ({"aggregate_every": 0}, "aggregate_every"),
+        ({"test_samples": "all"}, "test_samples"),
+        ({"split": "middle"}, "split"),
+        ({"split": 1.5}, "split"),
+        ({"microbatches": 0}, "microbatches"),
+        ({"microbatches": "many"}, "microbatches"),
+        ({"up_mbps": 0}, "up_mbps"),
+        ({"down_mbps": -1}, "down_mbps"),
+        ({"up_mbps": "fast"}, "up_mbps"),
+        ({"latency_ms": -1}, "latency_ms"),
+        ({"batchnorm": "no"}, "batchnorm"),
+        ({"model": 5}, "model"),
+        ({"devices": 2, "device_overrides": {"2": {}}}, "device_overrides"),
+        ({"device_overrides": {"-1": {}}}, "device_overrides"),
+        ({"device_overrides": {"0": {"network": "5g"}}}, "device_overrides.0.network"),
+        ({"device_overrides": {"0": {"network": ["4g"]}}}, "device_overrides.0.network"),
+        ({"device_overrides": {"1": {"slowdown": 0.5}}}, "device_overrides.1.slowdown"),
+        ({"device_overrides": {"1": {"slowdown": "x"}}}, "device_overrides.1.slowdown"),
+        ({"device_overrides": {"1": {"microbatches": 0}}}, "device_overrides.1.microbatches"),
+        ({"device_overrides": {"1": {"microbatches": "many"}}}, "device_overrides.1.microbatches"),
+        ({"device_overrides": {"1": {"split": "middle"}}}, "device_overrides.1.split"),
+        ({"device_overrides": {"1": {"up_mbps": -1}}}, "device_overrides.1.up_mbps"),
+        ({"device_overrides": {"1": {"down_mbps": 0}}}, "device_overrides.1.down_mbps"),
+        ({"device_overrides": {"1": {"latency_ms": -5}}}, "device_overrides.1.latency_ms"),
+        ({"device_overrides": {"1": 3}}, "device_overrides.1"),
+        ({"device_overrides": [1, 2]}, "device_overrides"),
+    ],
+)
+def test_bad_values_name_the_key(values: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        from_mapping(values)
+    assert f"'{key}'" in str(info.value)
+
+
+def test_good_edge_values() -> None:
+    config = from_mapping(
+        {
+            "up_mbps": math.inf,
+            "latency_ms": 0,
+            "lr": 1,  # a whole number where a float is expected is fine
+            "microbatches": "auto",
+            "split": "auto",
+            "samples_per_device": None,
+            "device_overrides": {"0": {"microbatches": "auto", "latency_ms": 0, "up_mbps": math.inf}},
+        }
+    )
+    assert config.lr == 1 and config.microbatches == "auto"
+    assert math.isinf(config.link(0).up_mbps) and config.link(0).latency_ms == 0
+
+
+def test_json_round_trip_with_inf_and_overrides() -> None:
+    config = RunConfig(
+        mode="sl",
+        devices=3,
+        network="unlimited",
+        down_mbps=math.inf,
+        split="auto",
+        aggregate_every=7,
+        samples_per_device=None,
+        device_overrides={2: DeviceOverride(up_mbps=math.inf, slowdown=3.0, microbatches=5)},
+    ).validate()
+    text = config.to_json()
+    assert "pickle" not in text
+    data = json.loads(text)
+    assert data["device_overrides"] == {"2": dataclasses.asdict(config.device_overrides[2])}
+    again = RunConfig.from_json(text)
+    assert again == config
+    assert isinstance(next(iter(again.device_overrides)), int)
+    assert math.isinf(again.link(0).up_mbps) and math.isinf(again.link(2).up_mbps)
+
+
+def test_from_json_validates() -> None:
+    data = json.loads(RunConfig().to_json())
+    data["batch_size"] = -3
+    with pytest.raises(ConfigError, match="batch_size"):
+        RunConfig.from_json(json.dumps(data))

@@ -1,0 +1,179 @@
+"""Tests for the gRPC helpers and the Inbox: a real loopback round trip, deadlines, protocol and tag checks."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+import torch
+
+from pipelearn.schedule import Key, Op, Resource
+from pipelearn.transport import pipelearn_pb2 as pb
+from pipelearn.transport.codec import WireError, decode, encode
+from pipelearn.transport.inbox import Inbox, PeerError
+from pipelearn.transport.link import Outbox
+from pipelearn.transport.service import PROTOCOL_VERSION, envelope, open_session, start_server
+
+Handler = Callable[[Iterator[pb.Envelope], grpc.ServicerContext], Iterator[pb.Envelope]]
+
+
+def _echo(requests: Iterator[pb.Envelope], context: grpc.ServicerContext) -> Iterator[pb.Envelope]:
+    yield from requests
+
+
+def _silent(requests: Iterator[pb.Envelope], context: grpc.ServicerContext) -> Iterator[pb.Envelope]:
+    for _ in requests:
+        pass
+    return
+    yield
+
+
+def _broken(requests: Iterator[pb.Envelope], context: grpc.ServicerContext) -> Iterator[pb.Envelope]:
+    next(requests)
+    context.abort(grpc.StatusCode.INTERNAL, "the server fell over")
+    yield
+
+
+class Loopback:
+    """A server on 127.0.0.1 with one handler, and sessions to it that are all closed at the end."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.server, self.port = start_server(handler, "127.0.0.1:0", workers=4)
+        self.channels: list[grpc.Channel] = []
+        self.outboxes: list[Outbox] = []
+
+    def session(self, timeout_s: float = 5.0) -> tuple[Outbox, Inbox]:
+        outbox = Outbox()
+        channel, replies = open_session(f"127.0.0.1:{self.port}", iter(outbox))
+        self.channels.append(channel)
+        self.outboxes.append(outbox)
+        return outbox, Inbox(replies, "the echo server", timeout_s)
+
+    def close(self) -> None:
+        for outbox in self.outboxes:
+            outbox.close()
+        for channel in self.channels:
+            channel.close()
+        self.server.stop(None)
+
+
+@pytest.fixture
+def loopback() -> Iterator[Callable[[Handler], Loopback]]:
+    made: list[Loopback] = []
+
+    def make(handler: Handler) -> Loopback:
+        made.append(Loopback(handler))
+        return made[-1]
+
+    yield make
+    for lb in made:
+        lb.close()
+
+
+def test_round_trip_through_grpc(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_echo).session()
+    act = torch.randn(3, 4)
+    sent = [
+        envelope(pb.HELLO, 2, text="hello", clock=12.5),
+        envelope(pb.ACTIVATION, 2, round=1, iteration=7, microbatch=3, tensors=encode({"x": act})),
+        envelope(pb.WEIGHTS, 2, round=1, tensors=encode({"w": torch.ones(2)})),
+    ]
+    for e in sent:
+        outbox.control(e)
+    hello = inbox.take()
+    assert hello == sent[0] and hello.protocol == PROTOCOL_VERSION and hello.clock == 12.5
+    got = inbox.expect(Key(Resource.UPLINK, 2, Op.ACTIVATION, 1, 7, 3))
+    assert got.device == 2
+    assert torch.equal(decode(got.tensors, {"x": ((3, 4), torch.float32)})["x"], act)
+    weights = inbox.expect(Key(Resource.UPLINK, 2, Op.WEIGHTS, 1))
+    assert weights.iteration == -1
+    assert inbox.bytes_received == sum(e.ByteSize() for e in sent)
+    outbox.close()
+    with pytest.raises(PeerError, match="the echo server disconnected"):
+        inbox.take()
+    with pytest.raises(PeerError, match="disconnected"):  # and stays so
+        inbox.take()
+
+
+def test_sessions_are_independent(loopback: Callable[[Handler], Loopback]) -> None:
+    lb = loopback(_echo)
+    sessions = [lb.session() for _ in range(3)]
+    for d, (outbox, _) in enumerate(sessions):
+        outbox.control(envelope(pb.READY, d, text=str(d)))
+    for d, (_, inbox) in enumerate(sessions):
+        assert inbox.take().text == str(d)
+
+
+def test_timeout_names_the_deadline(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_silent).session(timeout_s=0.2)
+    outbox.control(envelope(pb.HELLO, 0))
+    with pytest.raises(PeerError, match=r"the echo server sent nothing for 0\.2 s \(timeout_s\)"):
+        inbox.take()
+
+
+def test_timeout_on_a_local_stream() -> None:
+    release = threading.Event()
+
+    def stream() -> Iterator[pb.Envelope]:
+        release.wait(5)
+        yield envelope(pb.DONE, 0)
+
+    inbox = Inbox(stream(), "device 3", timeout_s=0.05)
+    with pytest.raises(PeerError, match=r"device 3 sent nothing for 0\.05 s"):
+        inbox.take()
+    release.set()
+    assert inbox.take().kind == pb.DONE  # a late message is still delivered after a timeout
+
+
+def test_wrong_protocol_version_is_refused(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_echo).session()
+    wrong = envelope(pb.HELLO, 0)
+    wrong.protocol = PROTOCOL_VERSION + 1
+    outbox.control(wrong)
+    with pytest.raises(WireError, match=f"protocol {PROTOCOL_VERSION + 1}; this side speaks {PROTOCOL_VERSION}"):
+        inbox.take()
+
+
+def test_error_message_raises_peer_error_with_its_text(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_echo).session()
+    outbox.control(envelope(pb.ERROR, 1, text="device 1 ran out of memory"))
+    with pytest.raises(PeerError, match="the echo server reported: device 1 ran out of memory"):
+        inbox.take()
+
+
+def test_expect_with_mismatched_tag_names_both(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_echo).session()
+    outbox.control(envelope(pb.GRADIENT, 0, round=0, iteration=4, microbatch=1))
+    outbox.control(envelope(pb.GRADIENT, 0, round=0, iteration=4, microbatch=2))
+    with pytest.raises(WireError) as info:
+        inbox.expect(Key(Resource.DOWNLINK, 0, Op.GRADIENT, 0, 4, 0))
+    text = str(info.value)
+    assert "expected GRADIENT round 0 iteration 4 micro-batch 0" in text
+    assert "got GRADIENT round 0 iteration 4 micro-batch 1" in text
+    with pytest.raises(WireError, match=r"expected WEIGHTS round 0 iteration -1 micro-batch 0.*got GRADIENT"):
+        inbox.expect(Key(Resource.DOWNLINK, 0, Op.WEIGHTS, 0))
+
+
+def test_broken_stream_raises_peer_error(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_broken).session()
+    outbox.control(envelope(pb.HELLO, 0))
+    with pytest.raises(PeerError, match="the stream from the echo server broke: the server fell over"):
+        inbox.take()
+
+
+def test_taken_port_is_refused(loopback: Callable[[Handler], Loopback]) -> None:
+    lb = loopback(_echo)
+    with pytest.raises((OSError, RuntimeError)):
+        server, _ = start_server(_echo, f"127.0.0.1:{lb.port}", workers=1)
+        server.stop(None)
+
+
+def test_open_session_without_a_server_raises_connection_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
+        open_session(f"127.0.0.1:{port}", iter(()), connect_timeout_s=0.2)
