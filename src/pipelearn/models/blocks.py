@@ -103,7 +103,18 @@ class DenseBlock(nn.Sequential):
         super().__init__(*layers)
 
 
-class BasicBlock(nn.Module):
+class _Residual(nn.Module):
+    """A ResNet block: ``relu(body(x) + shortcut(x))``; subclasses build the body."""
+
+    body: nn.Sequential
+    shortcut: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``relu(body(x) + shortcut(x))``."""
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class BasicBlock(_Residual):
     """ResNet basic block: two 3x3 convs plus a shortcut (1x1 conv when the shape changes)."""
 
     expansion = 1
@@ -117,14 +128,9 @@ class BasicBlock(nn.Module):
             *conv_norm_act(channels, out_channels, 3, batchnorm=batchnorm, activation=None),
         )
         self.shortcut = _shortcut(in_channels, out_channels, stride, batchnorm)
-        self.act = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return ``relu(body(x) + shortcut(x))``."""
-        return self.act(self.body(x) + self.shortcut(x))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Residual):
     """ResNet bottleneck block (1x1, 3x3 with the stride, 1x1 with 4x expansion) plus a shortcut."""
 
     expansion = 4
@@ -139,11 +145,6 @@ class Bottleneck(nn.Module):
             *conv_norm_act(channels, out_channels, 1, batchnorm=batchnorm, activation=None),
         )
         self.shortcut = _shortcut(in_channels, out_channels, stride, batchnorm)
-        self.act = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return ``relu(body(x) + shortcut(x))``."""
-        return self.act(self.body(x) + self.shortcut(x))
 
 
 def _shortcut(in_channels: int, out_channels: int, stride: int, batchnorm: bool) -> nn.Module:
