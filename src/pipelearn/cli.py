@@ -77,6 +77,12 @@ def _add_config_flags(parser: argparse.ArgumentParser, only: set[str] | None = N
         if only is None or flag in only:
             parser.add_argument(flag, dest=dest, default=None, **extra)
     parser.add_argument(
+        "--download",
+        action="store_true",
+        default=None,
+        help="fetch the data set's official files when they are missing (needs a network)",
+    )
+    parser.add_argument(
         "--no-batchnorm",
         dest="batchnorm",
         action="store_false",

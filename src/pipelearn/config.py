@@ -66,6 +66,8 @@ class RunConfig:
     """A data set name (see pipelearn.data.DATASET_NAMES)."""
     data_dir: str | None = None
     """Directory holding the data set's official files, where it needs one."""
+    download: bool = False
+    """Fetch the data set's official files (checksummed) when they are missing; needs a network."""
     batchnorm: bool = True
     """Whether the zoo model has BatchNorm layers."""
     devices: int = 4

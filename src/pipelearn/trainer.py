@@ -20,8 +20,8 @@ from pipelearn.runtime.work import DeviceBatches, device_indices, make_model, ma
 def train_local(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     """Train the whole model on (a subset of) the training split; write and return the metrics."""
     torch.set_num_threads(config.threads)
-    train = load_dataset(config.dataset, "train", config.data_dir)
-    test = load_dataset(config.dataset, "test", config.data_dir)
+    train = load_dataset(config.dataset, "train", config.data_dir, download=config.download)
+    test = load_dataset(config.dataset, "test", config.data_dir, download=config.download)
     indices = device_indices(config, train, 0)
     model = make_model(config, train.input_shape, train.num_classes).train()
     optimizer = make_optimizer(model, config)

@@ -132,7 +132,7 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
         config = RunConfig.from_json(plan.text)
         torch.set_num_threads(config.threads)
         inbox.timeout_s = config.timeout_s
-        train = load_dataset(config.dataset, "train", config.data_dir)
+        train = load_dataset(config.dataset, "train", config.data_dir, download=config.download)
         indices = device_indices(config, train, device)
         model = make_model(config, train.input_shape, train.num_classes)
         outbox.control(envelope(pb.READY, device, text=json.dumps({"samples": len(indices)})))

@@ -90,12 +90,14 @@ class Server:
         if config.mode == "sl" and len({config.split_point(d) for d in range(config.devices)}) > 1:
             raise ConfigError("sl passes one device half from device to device: give every device the same split")
         self.progress = progress
-        self.test = load_dataset(config.dataset, "test", config.data_dir)
+        self.test = load_dataset(config.dataset, "test", config.data_dir, download=config.download)
         self.model = make_model(config, self.test.input_shape, self.test.num_classes)
         for d in range(config.devices):
             if config.mode != "fl" and not 0 <= config.split_point(d) <= len(self.model):
-                raise ConfigError(f"split {config.split_point(d)} of device {d} is outside 0..{len(self.model)}, "
-                                  f"the block boundaries of {config.model}")
+                raise ConfigError(
+                    f"split {config.split_point(d)} of device {d} is outside 0..{len(self.model)}, "
+                    f"the block boundaries of {config.model}"
+                )
         self.global_state: State = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.recorder = Recorder()
         self.sessions: dict[int, Session] = {}
