@@ -28,6 +28,7 @@ class Inbox:
         self.peer = peer
         self.timeout_s = timeout_s
         self.bytes_received = 0
+        """Bytes of the scheduled transfers taken with `expect`, not of control messages."""
         self._queue: queue.Queue[object] = queue.Queue()
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True, name=f"inbox-{peer}")
         self._thread.start()
@@ -35,7 +36,6 @@ class Inbox:
     def _read(self, stream: Iterator[pb.Envelope]) -> None:
         try:
             for envelope in stream:
-                self.bytes_received += envelope.ByteSize()
                 self._queue.put(envelope)
         except Exception as exc:  # gRPC raises RpcError subclasses when the stream breaks
             self._queue.put(exc)
@@ -71,6 +71,7 @@ class Inbox:
                 f"{key.microbatch} from {self.peer}, got {pb.Kind.Name(envelope.kind)} round {envelope.round} "
                 f"iteration {envelope.iteration} micro-batch {envelope.microbatch}"
             )
+        self.bytes_received += envelope.ByteSize()
         return envelope
 
 

@@ -44,6 +44,7 @@ class Outbox:
         self.track = track
         self.recorder = recorder
         self.bytes_sent = 0
+        """Bytes of the scheduled transfers sent (activations, gradients, weights), not of control messages."""
         self._lane: Iterator[Action] = iter(())
         self._queue: queue.Queue[tuple[float, Action | None, pb.Envelope] | None] = queue.Queue()
         self._free_at = 0.0
@@ -79,7 +80,8 @@ class Outbox:
             delay = end + self.spec.latency_s - now()
             if delay > 0:
                 time.sleep(delay)
-            self.bytes_sent += size
+            if action is not None:
+                self.bytes_sent += size
             if action is not None and self.recorder is not None:
                 self.recorder.record(self.track, str(action.key), start, end, bytes=size, epoch=action.epoch)
             yield envelope
