@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -146,94 +147,19 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Check every value; raise ConfigError naming the first bad key."""
-        for name in ("mode", "model", "dataset", "network", "partition", "out"):
-            _check(isinstance(getattr(self, name), str), name, getattr(self, name), "a string")
-        _check(self.data_dir is None or isinstance(self.data_dir, str), "data_dir", self.data_dir, "a string")
-        _check(isinstance(self.batchnorm, bool), "batchnorm", self.batchnorm, "true or false")
-        for name in ("devices", "epochs", "batch_size", "seed", "threads"):
-            _check(_whole(getattr(self, name)), name, getattr(self, name), "a whole number")
-        for name in ("samples_per_device", "aggregate_every", "test_samples"):
+        for name, (ok, expected) in _RULES.items():
             value = getattr(self, name)
-            _check(value is None or _whole(value), name, value, "a whole number")
-        for name in ("device_slowdown", "dirichlet_alpha", "lr", "momentum", "timeout_s"):
-            _check(_number(getattr(self, name)), name, getattr(self, name), "a number")
-        for name in ("up_mbps", "down_mbps", "latency_ms"):
-            value = getattr(self, name)
-            _check(value is None or _number(value), name, value, "a number")
-        _check(self.mode in MODES, "mode", self.mode, f"one of {', '.join(MODES)}")
-        _check(self.network in NETWORK_PRESETS, "network", self.network, f"one of {', '.join(NETWORK_PRESETS)}")
-        _check(self.devices >= 1, "devices", self.devices, "at least 1")
-        _check(self.epochs >= 1, "epochs", self.epochs, "at least 1")
-        _check(self.batch_size >= 1, "batch_size", self.batch_size, "at least 1")
-        _check(self.device_slowdown >= 1, "device_slowdown", self.device_slowdown, "at least 1")
-        _check(self.partition in ("iid", "dirichlet"), "partition", self.partition, "iid or dirichlet")
-        _check(self.dirichlet_alpha > 0, "dirichlet_alpha", self.dirichlet_alpha, "above 0")
-        _check(self.lr > 0, "lr", self.lr, "above 0")
-        _check(self.threads >= 1, "threads", self.threads, "at least 1")
-        _check(self.timeout_s > 0, "timeout_s", self.timeout_s, "above 0")
-        _check(
-            self.samples_per_device is None or self.samples_per_device >= 1,
-            "samples_per_device",
-            self.samples_per_device,
-            "at least 1",
-        )
-        _check(
-            self.aggregate_every is None or self.aggregate_every >= 1,
-            "aggregate_every",
-            self.aggregate_every,
-            "at least 1",
-        )
-        _check(self.split == "auto" or _whole(self.split), "split", self.split, "a number or 'auto'")
-        _check(
-            self.microbatches == "auto" or (_whole(self.microbatches) and self.microbatches >= 1),
-            "microbatches",
-            self.microbatches,
-            "a number of at least 1 or 'auto'",
-        )
-        for name in ("up_mbps", "down_mbps"):
-            value = getattr(self, name)
-            _check(value is None or value > 0, name, value, "above 0 (inf for unlimited)")
-        _check(self.latency_ms is None or self.latency_ms >= 0, "latency_ms", self.latency_ms, "0 or more")
-        for device, o in self.device_overrides.items():
-            _check(0 <= device < self.devices, "device_overrides", device, f"a device id below {self.devices}")
+            _check(ok(value), name, value, expected)
+        for device, override in self.device_overrides.items():
             _check(
-                o.network is None or (isinstance(o.network, str) and o.network in NETWORK_PRESETS),
-                f"device_overrides.{device}.network",
-                o.network,
-                f"one of {', '.join(NETWORK_PRESETS)}",
+                _whole(device) and 0 <= device < self.devices,
+                "device_overrides",
+                device,
+                f"a device id below {self.devices}",
             )
-            for name in ("up_mbps", "down_mbps"):
-                value = getattr(o, name)
-                _check(
-                    value is None or (_number(value) and value > 0),
-                    f"device_overrides.{device}.{name}",
-                    value,
-                    "above 0 (inf for unlimited)",
-                )
-            _check(
-                o.latency_ms is None or (_number(o.latency_ms) and o.latency_ms >= 0),
-                f"device_overrides.{device}.latency_ms",
-                o.latency_ms,
-                "0 or more",
-            )
-            _check(
-                o.slowdown is None or (_number(o.slowdown) and o.slowdown >= 1),
-                f"device_overrides.{device}.slowdown",
-                o.slowdown,
-                "at least 1",
-            )
-            _check(
-                o.split is None or o.split == "auto" or _whole(o.split),
-                f"device_overrides.{device}.split",
-                o.split,
-                "a number or 'auto'",
-            )
-            _check(
-                o.microbatches is None or o.microbatches == "auto" or (_whole(o.microbatches) and o.microbatches >= 1),
-                f"device_overrides.{device}.microbatches",
-                o.microbatches,
-                "a number of at least 1 or 'auto'",
-            )
+            for name, (ok, expected) in _OVERRIDE_RULES.items():
+                value = getattr(override, name)
+                _check(value is None or ok(value), f"device_overrides.{device}.{name}", value, expected)
         return self
 
     def to_json(self) -> str:
@@ -258,6 +184,74 @@ def _whole(value: object) -> bool:
 
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _string(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _at_least(low: float, whole: bool = True) -> Callable[[object], bool]:
+    test = _whole if whole else _number
+    return lambda v: test(v) and v >= low  # type: ignore[operator]
+
+
+def _optional(rule: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda v: v is None or rule(v)
+
+
+def _count_or_auto(v: object) -> bool:
+    return v == "auto" or _at_least(1)(v)
+
+
+def _split_or_auto(v: object) -> bool:
+    return v == "auto" or _whole(v)
+
+
+def _rate(v: object) -> bool:
+    return _number(v) and v > 0  # type: ignore[operator]
+
+
+_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "mode": (lambda v: v in MODES, f"one of {', '.join(MODES)}"),
+    "model": (_string, "a model name"),
+    "dataset": (_string, "a data set name"),
+    "data_dir": (_optional(_string), "a directory"),
+    "download": (lambda v: isinstance(v, bool), "true or false"),
+    "batchnorm": (lambda v: isinstance(v, bool), "true or false"),
+    "devices": (_at_least(1), "a whole number of at least 1"),
+    "network": (lambda v: isinstance(v, str) and v in NETWORK_PRESETS, f"one of {', '.join(NETWORK_PRESETS)}"),
+    "up_mbps": (_optional(_rate), "above 0 (inf for unlimited)"),
+    "down_mbps": (_optional(_rate), "above 0 (inf for unlimited)"),
+    "latency_ms": (_optional(_at_least(0, whole=False)), "0 or more"),
+    "device_slowdown": (_at_least(1, whole=False), "a number of at least 1"),
+    "split": (_split_or_auto, "a number or 'auto'"),
+    "microbatches": (_count_or_auto, "a number of at least 1 or 'auto'"),
+    "epochs": (_at_least(1), "a whole number of at least 1"),
+    "batch_size": (_at_least(1), "a whole number of at least 1"),
+    "samples_per_device": (_optional(_at_least(1)), "a whole number of at least 1"),
+    "partition": (lambda v: v in ("iid", "dirichlet"), "iid or dirichlet"),
+    "dirichlet_alpha": (_rate, "a number above 0"),
+    "aggregate_every": (_optional(_at_least(1)), "a whole number of at least 1"),
+    "lr": (_rate, "a number above 0"),
+    "momentum": (_at_least(0, whole=False), "a number of 0 or more"),
+    "seed": (_whole, "a whole number"),
+    "test_samples": (_optional(_at_least(1)), "a whole number of at least 1"),
+    "threads": (_at_least(1), "a whole number of at least 1"),
+    "timeout_s": (_rate, "a number above 0"),
+    "out": (_string, "a directory"),
+}
+"""What each RunConfig key must be, and how to say so."""
+
+_OVERRIDE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "network": _RULES["network"],
+    "up_mbps": (_rate, "above 0 (inf for unlimited)"),
+    "down_mbps": (_rate, "above 0 (inf for unlimited)"),
+    "latency_ms": (_at_least(0, whole=False), "0 or more"),
+    "slowdown": _RULES["device_slowdown"],
+    "split": _RULES["split"],
+    "microbatches": _RULES["microbatches"],
+}
+"""What each per-device override must be when given."""
 
 
 def _check(ok: bool, key: str, value: object, expected: str) -> None:
