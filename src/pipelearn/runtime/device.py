@@ -68,25 +68,12 @@ class DeviceWorker:
         if key.op is Op.LOAD_WEIGHTS:
             self.part.load_state_dict(decode(received[0].tensors, spec_of(self.part.state_dict())))
         elif key.op is Op.SEND_WEIGHTS:
-            self.outbox.send(
-                key,
-                envelope(pb.WEIGHTS, self.device, round=key.round, tensors=encode(self.part.state_dict())),
-            )
+            self.outbox.send(key, encode(self.part.state_dict()))
         elif key.op is Op.FORWARD:
             x, y = self._microbatch(key.iteration, key.microbatch)
             activation = self.part(x)
             self._activations[key.microbatch] = activation
-            self.outbox.send(
-                key,
-                envelope(
-                    pb.ACTIVATION,
-                    self.device,
-                    round=key.round,
-                    iteration=key.iteration,
-                    microbatch=key.microbatch,
-                    tensors=encode({"activation": activation, "labels": y}),
-                ),
-            )
+            self.outbox.send(key, encode({"activation": activation, "labels": y}))
         elif key.op is Op.BACKWARD:
             activation = self._activations.pop(key.microbatch)
             gradient = decode(received[0].tensors, {"gradient": (tuple(activation.shape), activation.dtype)})
@@ -94,12 +81,10 @@ class DeviceWorker:
                 activation.backward(gradient["gradient"])
         elif key.op is Op.TRAIN:
             x, y = self._microbatch(key.iteration, key.microbatch)
-            loss = scaled_loss(self.part(x), y, self.schedule.batch_sizes[self.device][key.iteration])
+            batch = self.schedule.batch_sizes[self.device][key.iteration]
+            loss = scaled_loss(self.part(x), y, batch)
             loss.backward()
-            return {
-                "loss_sum": loss.item() * self.schedule.batch_sizes[self.device][key.iteration],
-                "samples": len(y),
-            }
+            return {"loss_sum": loss.item() * batch, "samples": len(y)}
         elif key.op is Op.STEP:
             if self.optimizer is not None:
                 self.optimizer.step()

@@ -28,7 +28,7 @@ from pipelearn.runtime.work import (
     schedule_for,
     server_part,
 )
-from pipelearn.schedule import COORDINATOR, Action, Key, Op, Resource, Schedule
+from pipelearn.schedule import COORDINATOR, Action, Key, Op, Resource
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import TensorSpec, WireError, decode, encode, spec_of
 from pipelearn.transport.inbox import Inbox, PeerError
@@ -44,7 +44,6 @@ class Session:
 
     inbox: Inbox
     outbox: Outbox
-    samples: int = 0
 
 
 @dataclass
@@ -106,6 +105,7 @@ class Server:
         self.compute = threading.Lock()
         self._joined = threading.Condition()
         self._grpc: grpc.Server | None = None
+        self._crash: BaseException | None = None
 
     def listen(self, address: str) -> int:
         """Start serving on HOST:PORT (port 0 picks one); return the port."""
@@ -147,19 +147,18 @@ class Server:
 
     def run(self) -> dict[str, Any]:
         """Wait for every device, train, evaluate, write the results; return the metrics."""
-        samples = self._wait_ready()
-        self.schedule = schedule_for(self.config, samples)
-        self._make_replicas(self.schedule)
+        self.samples = self._wait_ready()
+        self.schedule = schedule_for(self.config, self.samples)
+        self._make_replicas()
         self.start = now()
         for d, s in self.sessions.items():
-            link = self.config.link(d)
             s.outbox.follow(
-                LinkSpec.from_mbps(link.down_mbps, link.latency_ms),
+                s.outbox.spec,
                 self.schedule.lane(Resource.DOWNLINK, d),
                 link_track(d, "downlink"),
                 self.recorder,
             )
-            s.outbox.control(envelope(pb.START, d, text=json.dumps({"samples": samples})))
+            s.outbox.control(envelope(pb.START, d, text=json.dumps({"samples": self.samples})))
         total = sum(len(lane) for (r, _), lane in self.schedule.lanes.items() if r is Resource.SERVER)
         with tqdm(total=total, desc=f"{self.config.mode} server", unit="action", disable=not self.progress) as bar:
             lanes = [
@@ -171,9 +170,12 @@ class Server:
             for t in lanes:
                 t.join()
         self.end = now()
+        if self._crash is not None:
+            self._shutdown()
+            raise RuntimeError(f"the server failed: {self._crash!r}") from self._crash
         self._collect_events()
         self._shutdown()
-        return self._report(samples)
+        return self._report()
 
     def _wait_ready(self) -> list[int]:
         with self._joined:
@@ -185,11 +187,10 @@ class Server:
             ready = self.sessions[d].inbox.take()
             if ready.kind != pb.READY:
                 raise WireError(f"device {d} sent {pb.Kind.Name(ready.kind)} before READY")
-            self.sessions[d].samples = int(json.loads(ready.text)["samples"])
-            samples.append(self.sessions[d].samples)
+            samples.append(int(json.loads(ready.text)["samples"]))
         return samples
 
-    def _make_replicas(self, schedule: Schedule) -> None:
+    def _make_replicas(self) -> None:
         self.device_specs: dict[int, dict[str, TensorSpec]] = {}
         self.activation_shapes: dict[int, tuple[int, ...]] = {}
         self.replicas: dict[int, Replica] = {}
@@ -234,14 +235,16 @@ class Server:
                 bar.update()
         except (PeerError, WireError) as exc:
             self._fail(lane, exc)
+        except Exception as exc:  # a fault of the server itself: stop every lane rather than hang
+            self._crash = exc
+            for d in range(self.config.devices):
+                self.completions.fail(d)
 
     def execute(self, action: Action, received: list[pb.Envelope]) -> dict[str, float]:
         """Do one server action; return what the timeline should note about it."""
         key, d = action.key, action.key.device
         if key.op is Op.SEND_WEIGHTS:
-            self.sessions[d].outbox.send(
-                key, envelope(pb.WEIGHTS, d, round=key.round, tensors=encode(self._weights_for(d)))
-            )
+            self.sessions[d].outbox.send(key, encode(self._weights_for(d)))
         elif key.op is Op.LOAD_WEIGHTS:
             self.uploaded[d] = decode(received[0].tensors, self.device_specs[d])
             if self.config.mode == "sl":
@@ -280,17 +283,7 @@ class Server:
         forward_s = now() - started
         loss.backward()
         assert activation.grad is not None
-        self.sessions[d].outbox.send(
-            key,
-            envelope(
-                pb.GRADIENT,
-                d,
-                round=key.round,
-                iteration=key.iteration,
-                microbatch=key.microbatch,
-                tensors=encode({"gradient": activation.grad}),
-            ),
-        )
+        self.sessions[d].outbox.send(key, encode({"gradient": activation.grad}))
         return {
             "loss_sum": loss.item() * batch,
             "samples": size,
@@ -311,7 +304,7 @@ class Server:
             {**self.uploaded[d], **self.replicas[d].part.state_dict()} if d in self.replicas else self.uploaded[d]
             for d in live
         ]
-        self.global_state = fedavg(states, [self.sessions[d].samples for d in live])
+        self.global_state = fedavg(states, [self.samples[d] for d in live])
         for d in live:
             if d in self.replicas:
                 part = self.replicas[d].part
@@ -352,7 +345,7 @@ class Server:
         if self._grpc is not None:
             self._grpc.stop(grace=5).wait()
 
-    def _report(self, samples: list[int]) -> dict[str, Any]:
+    def _report(self) -> dict[str, Any]:
         final = self.final_state()
         model = make_model(self.config, self.test.input_shape, self.test.num_classes)
         model.load_state_dict(final)
@@ -365,7 +358,7 @@ class Server:
             self.end,
             accuracy,
             final,
-            samples=samples,
+            samples=self.samples,
             bytes_up=[s.inbox.bytes_received for s in self._ordered()],
             bytes_down=[s.outbox.bytes_sent for s in self._ordered()],
             errors=self.errors,

@@ -6,12 +6,10 @@ import queue
 import threading
 from collections.abc import Iterator
 
-from pipelearn.schedule import Key, Op
+from pipelearn.schedule import Key
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError
-from pipelearn.transport.service import PROTOCOL_VERSION
-
-KIND_OF_TRANSFER = {Op.ACTIVATION: pb.ACTIVATION, Op.GRADIENT: pb.GRADIENT, Op.WEIGHTS: pb.WEIGHTS}
+from pipelearn.transport.service import KIND_OF_TRANSFER, PROTOCOL_VERSION
 
 
 class PeerError(RuntimeError):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pipelearn.metrics.events import Recorder, now
 from pipelearn.schedule import Action, Key
 from pipelearn.transport import pipelearn_pb2 as pb
+from pipelearn.transport.service import transfer
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,9 @@ class Outbox:
     """Messages to one peer, in order, paced through an emulated link; iterate it to feed a gRPC stream.
 
     `send` hands over a scheduled transfer: the next action of the link's lane must be the one that waits on the
-    action that made the message. The link is busy for a message's bytes at its rate, from when it was handed over
-    or when the previous message left, whichever is later; the message is delivered one latency after that.
+    action that made the tensors, and it gives the message its tag. The link is busy for a message's bytes at its
+    rate, from when it was handed over or when the previous message left, whichever is later; the message is
+    delivered one latency after that.
     """
 
     def __init__(self, spec: LinkSpec | None = None, track: str = "", recorder: Recorder | None = None) -> None:
@@ -54,13 +56,15 @@ class Outbox:
         """Set the link and the lane of scheduled transfers it carries from now on."""
         self.spec, self._lane, self.track, self.recorder = spec, iter(lane), track, recorder
 
-    def send(self, made_by: Key, envelope: pb.Envelope) -> None:
-        """Queue the transfer that the schedule says follows the action `made_by`."""
+    def send(self, made_by: Key, tensors: bytes) -> pb.Envelope:
+        """Queue the transfer that the schedule says follows the action `made_by`, tagged as the schedule says."""
         with self._lock:
             action = next(self._lane, None)
             if action is None or action.deps != (made_by,):
                 raise RuntimeError(f"schedule violated: {made_by} produced a message but the link expects {action}")
-            self._queue.put((now(), action, envelope))
+            message = transfer(action.key, tensors)
+            self._queue.put((now(), action, message))
+        return message
 
     def control(self, envelope: pb.Envelope) -> None:
         """Queue a message outside the schedule (handshake, errors, the end)."""

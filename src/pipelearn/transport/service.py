@@ -7,10 +7,14 @@ from concurrent import futures
 
 import grpc
 
+from pipelearn.schedule import Key, Op
 from pipelearn.transport import pipelearn_pb2 as pb
 
 PROTOCOL_VERSION = 1
 """Bumped whenever the meaning of a message changes; peers of other versions are refused."""
+
+KIND_OF_TRANSFER = {Op.ACTIVATION: pb.ACTIVATION, Op.GRADIENT: pb.GRADIENT, Op.WEIGHTS: pb.WEIGHTS}
+"""The message kind that carries each transfer of a schedule."""
 
 MAX_MESSAGE_BYTES = 1 << 30
 _METHOD = "/pipelearn.PipeLearn/Session"
@@ -79,4 +83,16 @@ def envelope(
         tensors=tensors,
         text=text,
         clock=clock,
+    )
+
+
+def transfer(key: Key, tensors: bytes) -> pb.Envelope:
+    """The envelope of a scheduled transfer, tagged with its kind, device, round, iteration and micro-batch."""
+    return envelope(
+        KIND_OF_TRANSFER[key.op],
+        key.device,
+        round=key.round,
+        iteration=key.iteration,
+        microbatch=key.microbatch,
+        tensors=tensors,
     )
