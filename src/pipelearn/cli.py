@@ -50,6 +50,7 @@ _RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--aggregate-every", "aggregate_every", {"type": int, "metavar": "ITERATIONS"}),
     ("--lr", "lr", {"type": _float}),
     ("--momentum", "momentum", {"type": _float}),
+    ("--optimizer-state", "optimizer_state", {"choices": ["keep", "reset"]}),
     ("--seed", "seed", {"type": int}),
     ("--test-samples", "test_samples", {"type": int}),
     ("--threads", "threads", {"type": int}),

@@ -101,6 +101,10 @@ class RunConfig:
     """FedAvg every this many iterations; None means once per epoch."""
     lr: float = 0.01
     momentum: float = 0.9
+    optimizer_state: Literal["keep", "reset"] = "keep"
+    """What SGD momentum does when FedAvg replaces a part's weights: "keep" applies the old momentum to the new
+    weights (the paper's reference code builds each optimizer once); "reset" starts from none, as a fresh optimizer
+    per round would (Flower's examples)."""
     seed: int = 0
     test_samples: int | None = None
     """Evaluate on this many test samples; None uses the whole test split."""
@@ -234,6 +238,7 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "aggregate_every": (_optional(_at_least(1)), "a whole number of at least 1"),
     "lr": (_rate, "a number above 0"),
     "momentum": (_at_least(0, whole=False), "a number of 0 or more"),
+    "optimizer_state": (lambda v: v in ("keep", "reset"), "keep or reset"),
     "seed": (_whole, "a whole number"),
     "test_samples": (_optional(_at_least(1)), "a whole number of at least 1"),
     "threads": (_at_least(1), "a whole number of at least 1"),

@@ -79,6 +79,7 @@ def write_results(
     bytes_up: list[int],
     bytes_down: list[int],
     errors: dict[int, str],
+    startup_s: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write metrics.json, trace.json and model.safetensors into `out`; return the metrics."""
     out.mkdir(parents=True, exist_ok=True)
@@ -111,6 +112,8 @@ def write_results(
         "batch_size": config.batch_size,
         "epochs": config.epochs,
         "train_time_s": wall,
+        "startup_s": startup_s,
+        "optimizer_state": config.optimizer_state,
         "epoch_times_s": epoch_times(events, start, end, config.epochs),
         "train_loss": train_losses(events, config.epochs),
         "test_accuracy": accuracy,

@@ -16,8 +16,10 @@ from pipelearn.runtime.work import (
     device_part,
     make_model,
     make_optimizer,
+    on_new_weights,
     scaled_loss,
     schedule_for,
+    warm_up,
 )
 from pipelearn.schedule import Action, Op, Resource, Schedule
 from pipelearn.transport import pipelearn_pb2 as pb
@@ -36,15 +38,14 @@ class DeviceWorker:
         device: int,
         batches: DeviceBatches,
         schedule: Schedule,
-        model: torch.nn.Sequential,
+        part: torch.nn.Sequential,
+        optimizer: torch.optim.Optimizer | None,
         outbox: Outbox,
         inbox: Inbox,
         recorder: Recorder,
     ) -> None:
         self.config, self.device, self.batches, self.schedule = config, device, batches, schedule
-        self.part = device_part(model, config, device)
-        self.part.train()
-        self.optimizer = make_optimizer(self.part, config)
+        self.part, self.optimizer = part, optimizer
         self.outbox, self.inbox, self.recorder = outbox, inbox, recorder
         self.slowdown = config.slowdown(device)
         self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -67,6 +68,7 @@ class DeviceWorker:
         key = action.key
         if key.op is Op.LOAD_WEIGHTS:
             self.part.load_state_dict(decode(received[0].tensors, spec_of(self.part.state_dict())))
+            on_new_weights(self.optimizer, self.config)
         elif key.op is Op.SEND_WEIGHTS:
             self.outbox.send(key, encode(self.part.state_dict()))
         elif key.op is Op.FORWARD:
@@ -105,6 +107,7 @@ class DeviceWorker:
 
 def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
     """Join the server at HOST:PORT as device `device` and train until the server says the run is over."""
+    began = now()
     torch.set_num_threads(1)
     outbox = Outbox()
     channel, replies = open_session(address, iter(outbox), timeout_s)
@@ -120,7 +123,11 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
         train = load_dataset(config.dataset, "train", config.data_dir, download=config.download)
         indices = device_indices(config, train, device)
         model = make_model(config, train.input_shape, train.num_classes)
-        outbox.control(envelope(pb.READY, device, text=json.dumps({"samples": len(indices)})))
+        part = device_part(model, config, device).train()
+        optimizer = make_optimizer(part, config)
+        warm_up(part, config, train.input_shape, config.batch_size)
+        ready = {"samples": len(indices), "startup_s": now() - began}
+        outbox.control(envelope(pb.READY, device, text=json.dumps(ready)))
         samples = json.loads(_take(inbox, pb.START).text)["samples"]
         schedule = schedule_for(config, samples)
         link = config.link(device)
@@ -135,7 +142,8 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
             device,
             DeviceBatches(train, indices, config, device),
             schedule,
-            model,
+            part,
+            optimizer,
             outbox,
             inbox,
             recorder,

@@ -23,10 +23,12 @@ from pipelearn.runtime.work import (
     device_part,
     make_model,
     make_optimizer,
+    on_new_weights,
     output_shape,
     scaled_loss,
     schedule_for,
     server_part,
+    warm_up,
 )
 from pipelearn.schedule import COORDINATOR, Action, Key, Op, Resource
 from pipelearn.transport import pipelearn_pb2 as pb
@@ -85,6 +87,7 @@ class Server:
     """The server of one run; `listen`, then `run` until the run is over."""
 
     def __init__(self, config: RunConfig, progress: bool = True) -> None:
+        began = now()
         self.config = config.validate()
         if config.mode == "sl" and len({config.split_point(d) for d in range(config.devices)}) > 1:
             raise ConfigError("sl passes one device half from device to device: give every device the same split")
@@ -106,6 +109,8 @@ class Server:
         self._joined = threading.Condition()
         self._grpc: grpc.Server | None = None
         self._crash: BaseException | None = None
+        self.startup_s = now() - began
+        """Seconds of one-off work before training: data, model, replicas, optimizers and warm-up."""
 
     def listen(self, address: str) -> int:
         """Start serving on HOST:PORT (port 0 picks one); return the port."""
@@ -147,9 +152,11 @@ class Server:
 
     def run(self) -> dict[str, Any]:
         """Wait for every device, train, evaluate, write the results; return the metrics."""
-        self.samples = self._wait_ready()
-        self.schedule = schedule_for(self.config, self.samples)
+        began = now()
         self._make_replicas()
+        self.startup_s += now() - began
+        self.samples, self.device_startup_s = self._wait_ready()
+        self.schedule = schedule_for(self.config, self.samples)
         self.start = now()
         for d, s in self.sessions.items():
             s.outbox.follow(
@@ -177,18 +184,20 @@ class Server:
         self._shutdown()
         return self._report()
 
-    def _wait_ready(self) -> list[int]:
+    def _wait_ready(self) -> tuple[list[int], list[float]]:
         with self._joined:
             if not self._joined.wait_for(lambda: len(self.sessions) == self.config.devices, self.config.timeout_s):
                 missing = sorted(set(range(self.config.devices)) - set(self.sessions))
                 raise PeerError(f"devices {missing} did not join within {self.config.timeout_s:g} s (timeout_s)")
-        samples = []
+        samples, startup = [], []
         for d in range(self.config.devices):
             ready = self.sessions[d].inbox.take()
             if ready.kind != pb.READY:
                 raise WireError(f"device {d} sent {pb.Kind.Name(ready.kind)} before READY")
-            samples.append(int(json.loads(ready.text)["samples"]))
-        return samples
+            declared = json.loads(ready.text)
+            samples.append(int(declared["samples"]))
+            startup.append(float(declared.get("startup_s", 0.0)))
+        return samples, startup
 
     def _make_replicas(self) -> None:
         self.device_specs: dict[int, dict[str, TensorSpec]] = {}
@@ -197,6 +206,7 @@ class Server:
         self.uploaded: dict[int, State] = {}
         self.relay: State | None = None
         shared: Replica | None = None
+        warmed: set[tuple[int, ...]] = set()
         for d in range(self.config.devices):
             part = device_part(self.model, self.config, d)
             self.device_specs[d] = spec_of(part.state_dict())
@@ -209,6 +219,9 @@ class Server:
                 replica_part = server_part(model, self.config, d).train()
                 shared = Replica(replica_part, make_optimizer(replica_part, self.config))
             self.replicas[d] = shared
+            if self.activation_shapes[d] not in warmed:
+                warm_up(shared.part, self.config, self.activation_shapes[d], self.config.batch_size)
+                warmed.add(self.activation_shapes[d])
 
     def _run_lane(self, lane: int, bar: tqdm) -> None:
         try:
@@ -309,6 +322,7 @@ class Server:
             if d in self.replicas:
                 part = self.replicas[d].part
                 part.load_state_dict({k: self.global_state[k] for k in part.state_dict()})
+                on_new_weights(self.replicas[d].optimizer, self.config)
 
     def final_state(self) -> State:
         """The trained global model: the last aggregate, or in sl the last device half with the server half."""
@@ -362,6 +376,7 @@ class Server:
             bytes_up=[s.inbox.bytes_received for s in self._ordered()],
             bytes_down=[s.outbox.bytes_sent for s in self._ordered()],
             errors=self.errors,
+            startup_s={"server": self.startup_s, "devices": self.device_startup_s},
         )
 
     def _ordered(self) -> list[Session]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import numpy as np
@@ -35,6 +36,25 @@ def make_optimizer(module: nn.Module, config: RunConfig) -> torch.optim.Optimize
     """SGD with the run's learning rate and momentum, or None for a part without parameters."""
     params = [p for p in module.parameters() if p.requires_grad]
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum) if params else None
+
+
+def on_new_weights(optimizer: torch.optim.Optimizer | None, config: RunConfig) -> None:
+    """Apply the run's `optimizer_state` after the weights of the optimizer's part were replaced from the network."""
+    if optimizer is not None and config.optimizer_state == "reset":
+        optimizer.state.clear()
+
+
+def warm_up(part: nn.Module, config: RunConfig, input_shape: tuple[int, ...], batch: int) -> None:
+    """Pay one-off costs (lazy imports, first-call allocation) on a throw-away copy of `part`, leaving it untouched.
+
+    One forward, backward and optimizer step of the copy on `batch` zero samples (at least 2, for BatchNorm).
+    """
+    twin = copy.deepcopy(part).train()
+    optimizer = make_optimizer(twin, config)
+    out = twin(torch.zeros(max(batch, 2), *input_shape, requires_grad=True))
+    out.backward(torch.ones_like(out))
+    if optimizer is not None:
+        optimizer.step()
 
 
 def scaled_loss(logits: torch.Tensor, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
