@@ -11,6 +11,7 @@ from typing import Any
 
 from pipelearn import __version__
 from pipelearn.config import MODES, NETWORK_PRESETS, ConfigError, RunConfig, from_mapping, load_toml
+from pipelearn.metrics.summary import summary
 
 
 def _int_or_auto(text: str) -> int | str:
@@ -91,6 +92,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, only: set[str] | None = N
         help="build the zoo model without BatchNorm",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="end with a JSON summary instead of the readable one")
 
 
 def _config(args: argparse.Namespace, **defaults: Any) -> RunConfig:
@@ -174,16 +176,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "server":
             from pipelearn.runtime.server import serve
 
-            metrics = serve(_config(args), args.listen, progress=not args.quiet)
+            config = _config(args)
+            metrics = serve(config, args.listen, progress=not args.quiet)
         else:
             from pipelearn.runtime.launch import run_local
 
-            metrics = run_local(_config(args), progress=not args.quiet)
+            config = _config(args)
+            metrics = run_local(config, progress=not args.quiet)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"pipelearn: error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:
         print(f"pipelearn: failed: {exc}", file=sys.stderr)
         return 1
-    print(_summary(metrics))
+    print(_summary(metrics) if args.json else summary(metrics, config.out))
     return 0

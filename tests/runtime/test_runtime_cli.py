@@ -24,7 +24,7 @@ def test_server_and_device_commands_train_together(tmp_path: Path):
     address = f"127.0.0.1:{_free_port()}"
     command = [sys.executable, "-m", "pipelearn"]
     server = subprocess.Popen(
-        [*command, "server", "--listen", address, str(config), "--quiet"], stdout=subprocess.PIPE, text=True
+        [*command, "server", "--listen", address, str(config), "--quiet", "--json"], stdout=subprocess.PIPE, text=True
     )
     devices = [subprocess.Popen([*command, "device", "--server", address, "--id", str(d)]) for d in range(2)]
     out, _ = server.communicate(timeout=120)
