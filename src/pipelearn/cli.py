@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pipelearn import __version__
@@ -125,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="longest wait for the server before the device gives up",
     )
+    report = commands.add_parser("report", help="draw the figures and tables of a recorded run or bench again")
+    report.add_argument("directory", metavar="DIR", help="a run's --out directory, or a bench's")
     local = commands.add_parser("train-local", help="train the whole model in this one process (the baseline)")
     _add_config_flags(local, only=_LOCAL_FLAGS)
     local.add_argument(
@@ -163,6 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "report":
+            from pipelearn.bench.report import report
+
+            for path in report(args.directory):
+                print(path)
+            return 0
         if args.command == "device":
             from pipelearn.runtime.device import run_device
 
@@ -183,6 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             config = _config(args)
             metrics = run_local(config, progress=not args.quiet)
+        if args.command != "train-local":
+            from pipelearn.bench.report import report_run
+
+            report_run(Path(config.out))
     except (ConfigError, ValueError, OSError) as exc:
         print(f"pipelearn: error: {exc}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ def summary(metrics: dict[str, Any], out: str) -> str:
         if metrics.get("failed_devices"):
             lines.append(_row("dropped", ", ".join(f"device {d}" for d in metrics["failed_devices"])))
         lines.append(_row("results", f"{out}/metrics.json, {out}/model.safetensors"))
-        lines.append(_row("timeline", f"{out}/trace.json (open it in https://ui.perfetto.dev)"))
+        lines.append(_row("timeline", f"{out}/timeline.png; every action in {out}/trace.json (ui.perfetto.dev)"))
     else:
         lines.append(_row("results", f"{out}/metrics.json, {out}/model.safetensors"))
     return "\n".join(lines)
