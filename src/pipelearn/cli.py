@@ -126,6 +126,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="longest wait for the server before the device gives up",
     )
+    bench = commands.add_parser("bench", help="every mode on one workload under each network, with figures")
+    _add_config_flags(bench)
+    bench.add_argument("--quick", action="store_true", help="a small subset: VGG5 under 4g and wifi, one epoch")
+    bench.add_argument("--resume", action="store_true", help="keep the runs an interrupted bench finished")
+    bench.add_argument("--modes", nargs="+", metavar="MODE", help="only these modes (default: all four)")
     report = commands.add_parser("report", help="draw the figures and tables of a recorded run or bench again")
     report.add_argument("directory", metavar="DIR", help="a run's --out directory, or a bench's")
     local = commands.add_parser("train-local", help="train the whole model in this one process (the baseline)")
@@ -171,6 +176,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             for path in report(args.directory):
                 print(path)
+            return 0
+        if args.command == "bench":
+            from pipelearn.bench.runner import BenchPlan, bench, parse_modes
+
+            plan = BenchPlan.quick() if args.quick else BenchPlan()
+            if args.modes:
+                plan = dataclasses.replace(plan, modes=parse_modes(args.modes))
+            out = Path(args.out or "runs/bench")
+            bench(_config(args), plan, out, resume=args.resume, progress=not args.quiet)
+            print(f"bench: table in {out}/bench.md, results in {out}/bench.json, figures in {out}/*.png")
             return 0
         if args.command == "device":
             from pipelearn.runtime.device import run_device
