@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -13,7 +15,7 @@ from safetensors.torch import load_file
 
 from pipelearn.data import load_dataset
 from pipelearn.metrics.events import compute_track
-from pipelearn.runtime.evaluate import RoundEvaluator, evaluate
+from pipelearn.runtime.evaluate import RoundEvaluator, _lower_priority, evaluate
 from pipelearn.runtime.launch import run_local
 from pipelearn.runtime.server import Server
 from pipelearn.runtime.work import make_model, schedule_for
@@ -166,3 +168,20 @@ def test_the_last_round_never_stops_and_a_failed_evaluation_is_reported(small_co
     evaluator.finish()
     with pytest.raises(RuntimeError, match="evaluating the rounds' global models failed"):
         evaluator.metrics([], 0.5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_the_evaluator_thread_alone_runs_at_a_lower_priority():
+    seen: list[int] = []
+
+    def lowered() -> None:
+        before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        _lower_priority()
+        seen.extend([before, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())])
+
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=lowered)
+    thread.start()
+    thread.join()
+    assert seen[1] == min(19, seen[0] + 10)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
