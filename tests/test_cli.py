@@ -76,6 +76,9 @@ def test_every_run_flag_reaches_the_config() -> None:
             "--momentum=0",
             "--seed=9",
             "--test-samples=50",
+            "--eval-every=3",
+            "--eval-samples=40",
+            "--target-accuracy=0.9",
             "--threads=2",
             "--timeout=30",
             "--out=runs/x",
@@ -107,12 +110,21 @@ def test_every_run_flag_reaches_the_config() -> None:
         momentum=0.0,
         seed=9,
         test_samples=50,
+        eval_every=3,
+        eval_samples=40,
+        target_accuracy=0.9,
         threads=2,
         timeout_s=30.0,
         out="runs/x",
     )
     assert config == expected
     assert math.isinf(config.link(0).up_mbps) and config.link(0).latency_ms == 0
+
+
+def test_stop_at_target_is_a_switch() -> None:
+    config = _config(_parser().parse_args(["run", "--target-accuracy", "0.9", "--stop-at-target"]))
+    assert config.stop_at_target is True and config.target_accuracy == 0.9
+    assert _config(_parser().parse_args(["run"])).stop_at_target is False
 
 
 def test_auto_split_and_microbatches_parse() -> None:
@@ -217,3 +229,26 @@ def test_summary_is_rounded_json() -> None:
         "server_idle_s": 0.2346,
         "device_idle_s": [0.5556, 0.1],
     }
+
+
+def test_summary_says_the_best_accuracy_and_the_time_to_target() -> None:
+    rounds = [
+        {"round": 0, "time_s": 1.0, "train_loss": 2.0, "test_accuracy": 0.5, "eval_s": 0.1},
+        {"round": 1, "time_s": 2.0, "train_loss": 1.0, "test_accuracy": 0.91, "eval_s": 0.1},
+        {"round": 2, "time_s": 3.0, "train_loss": 0.5, "test_accuracy": 0.9, "eval_s": 0.1},
+    ]
+    metrics = {
+        "mode": "fl",
+        "test_accuracy": 0.9,
+        "rounds": rounds,
+        "eval_s": 0.3,
+        "target_accuracy": 0.9,
+        "time_to_accuracy_s": 2.0,
+        "target_round": 1,
+        "stopped_at_target": False,
+    }
+    shown = json.loads(_summary(metrics))
+    assert shown["best_accuracy"] == 0.91
+    assert (shown["time_to_accuracy_s"], shown["target_round"]) == (2.0, 1)
+    assert "stopped_after_round" not in shown
+    assert "best_accuracy" not in json.loads(_summary({"mode": "sl", "test_accuracy": 0.5, "rounds": []}))

@@ -12,6 +12,7 @@ from typing import Any
 
 from pipelearn import __version__
 from pipelearn.config import MODES, NETWORK_PRESETS, ConfigError, RunConfig, from_mapping, load_toml
+from pipelearn.metrics.rounds import best_accuracy
 from pipelearn.metrics.summary import summary
 
 
@@ -55,6 +56,10 @@ _RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--optimizer-state", "optimizer_state", {"choices": ["keep", "reset"]}),
     ("--seed", "seed", {"type": int}),
     ("--test-samples", "test_samples", {"type": int}),
+    ("--eval-every", "eval_every", {"type": int, "metavar": "ROUNDS"}),
+    ("--eval-samples", "eval_samples", {"type": int, "metavar": "N"}),
+    ("--target-accuracy", "target_accuracy", {"type": _float, "metavar": "A"}),
+    ("--stop-at-target", "stop_at_target", {"action": "store_true"}),
     ("--threads", "threads", {"type": int}),
     ("--timeout", "timeout_s", {"type": _float, "metavar": "SECONDS"}),
     ("--out", "out", {"metavar": "DIR"}),
@@ -154,7 +159,22 @@ def _summary(metrics: dict[str, Any]) -> str:
     if "server" in metrics:
         shown["server_idle_s"] = metrics["server"]["idle_s"]
         shown["device_idle_s"] = [d["idle_s"] for d in metrics["device"]]
+    shown.update(_accuracy_summary(metrics))
     return json.dumps(_rounded(shown), indent=1)
+
+
+def _accuracy_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    shown: dict[str, Any] = {}
+    if metrics.get("rounds"):
+        shown["best_accuracy"] = best_accuracy(metrics)
+        shown["eval_s"] = metrics["eval_s"]
+    if metrics.get("target_accuracy") is not None:
+        shown["target_accuracy"] = metrics["target_accuracy"]
+        shown["time_to_accuracy_s"] = metrics["time_to_accuracy_s"]
+        shown["target_round"] = metrics["target_round"]
+        if metrics.get("stopped_at_target"):
+            shown["stopped_after_round"] = metrics["stopped_after_round"]
+    return shown
 
 
 def _rounded(value: Any) -> Any:

@@ -108,6 +108,15 @@ class RunConfig:
     seed: int = 0
     test_samples: int | None = None
     """Evaluate on this many test samples; None uses the whole test split."""
+    eval_every: int = 1
+    """Evaluate the global model after every this many aggregation rounds (and the last), beside training; 0: only
+    the final model."""
+    eval_samples: int | None = None
+    """Evaluate each round's global model on this many test samples (seeded); None: as test_samples."""
+    target_accuracy: float | None = None
+    """Record the time and round at which the global model first reaches this test accuracy (a fraction)."""
+    stop_at_target: bool = False
+    """End the run at the first aggregation after the global model has reached target_accuracy."""
     threads: int = 1
     """torch threads per process; 1 keeps processes from starving each other on few cores."""
     timeout_s: float = 120.0
@@ -164,6 +173,10 @@ class RunConfig:
             for name, (ok, expected) in _OVERRIDE_RULES.items():
                 value = getattr(override, name)
                 _check(value is None or ok(value), f"device_overrides.{device}.{name}", value, expected)
+        if self.stop_at_target:
+            _check(self.target_accuracy is not None, "target_accuracy", None, "a fraction when stop_at_target is set")
+            _check(self.eval_every >= 1, "eval_every", 0, "1 or more when stop_at_target is set")
+            _check(self.mode != "sl", "stop_at_target", True, "false in sl, which has no aggregation rounds")
         return self
 
     def to_json(self) -> str:
@@ -211,6 +224,10 @@ def _split_or_auto(v: object) -> bool:
     return v == "auto" or _whole(v)
 
 
+def _fraction(v: object) -> bool:
+    return _number(v) and 0 <= v <= 1  # type: ignore[operator]
+
+
 def _rate(v: object) -> bool:
     return _number(v) and v > 0  # type: ignore[operator]
 
@@ -241,6 +258,10 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "optimizer_state": (lambda v: v in ("keep", "reset"), "keep or reset"),
     "seed": (_whole, "a whole number"),
     "test_samples": (_optional(_at_least(1)), "a whole number of at least 1"),
+    "eval_every": (_at_least(0), "a whole number of rounds, 0 for only the final model"),
+    "eval_samples": (_optional(_at_least(1)), "a whole number of at least 1"),
+    "target_accuracy": (_optional(_fraction), "a fraction from 0 to 1, such as 0.97"),
+    "stop_at_target": (lambda v: isinstance(v, bool), "true or false"),
     "threads": (_at_least(1), "a whole number of at least 1"),
     "timeout_s": (_rate, "a number above 0"),
     "out": (_string, "a directory"),

@@ -51,6 +51,15 @@ def test_report_draws_a_timeline_png_from_a_recorded_run(tmp_path: Path, capsys:
     png = run / "timeline.png"
     assert capsys.readouterr().out.strip() == str(png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert not (run / "accuracy.png").exists()
+
+
+def test_report_draws_the_accuracy_curve_of_a_run_with_rounds(tmp_path: Path) -> None:
+    run = _recorded_run(tmp_path / "run")
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics.update(rounds=[{"round": 0, "time_s": 1.0, "test_accuracy": 0.5}], test_accuracy=0.5, train_time_s=1.0)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert [p.name for p in report(run)] == ["timeline.png", "accuracy.png"]
 
 
 def test_the_steady_iteration_is_the_middle_of_the_last_epoch() -> None:
@@ -59,7 +68,7 @@ def test_the_steady_iteration_is_the_middle_of_the_last_epoch() -> None:
 
 
 def test_a_directory_without_results_gets_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(ValueError, match="neither metrics.json"):
+    with pytest.raises(ValueError, match=r"neither metrics\.json"):
         report(tmp_path)
     assert main(["report", str(tmp_path)]) == 2
     assert "neither metrics.json" in capsys.readouterr().err

@@ -43,3 +43,12 @@ def test_a_local_training_summary_has_no_fleet_rows() -> None:
     text = summary({**local, "mode": "local", "samples": 60000}, "runs/train-local")
     assert "60000 samples in one process" in text and "busiest" not in text
     assert "runs/train-local/metrics.json" in text
+
+
+def test_a_summary_names_the_best_round_and_the_time_to_target() -> None:
+    rounds = [{"round": 0, "test_accuracy": 0.5}, {"round": 1, "test_accuracy": 0.93}]
+    run = {**RUN, "rounds": rounds, "eval_s": 2.5, "target_accuracy": 0.9, "time_to_accuracy_s": 12.25}
+    text = summary({**run, "target_round": 1, "stopped_at_target": True, "stopped_after_round": 2}, "runs/x")
+    assert "best 93.00% over 2 rounds (evaluation 2.5 s, not counted)" in text
+    assert "90.00% reached after 12.2 s (round 1); stopped after round 2" in text
+    assert "not reached" in summary({**run, "time_to_accuracy_s": None}, "runs/x")

@@ -13,7 +13,7 @@ import torch
 from pipelearn.schedule import Key, Op, Resource
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError, decode, encode
-from pipelearn.transport.inbox import Inbox, PeerError
+from pipelearn.transport.inbox import Inbox, PeerError, RunOver
 from pipelearn.transport.link import Outbox
 from pipelearn.transport.service import PROTOCOL_VERSION, envelope, open_session, start_server
 
@@ -155,6 +155,14 @@ def test_expect_with_mismatched_tag_names_both(loopback: Callable[[Handler], Loo
     assert "got GRADIENT round 0 iteration 4 micro-batch 1" in text
     with pytest.raises(WireError, match=r"expected WEIGHTS round 0 iteration -1 micro-batch 0.*got GRADIENT"):
         inbox.expect(Key(Resource.DOWNLINK, 0, Op.WEIGHTS, 0))
+
+
+def test_done_in_place_of_a_transfer_says_the_run_is_over(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_echo).session()
+    outbox.control(envelope(pb.DONE, 0, text="the target accuracy was reached"))
+    with pytest.raises(RunOver, match=r"ended the run before d0\.downlink\.w\.r3: the target accuracy") as info:
+        inbox.expect(Key(Resource.DOWNLINK, 0, Op.WEIGHTS, 3))
+    assert isinstance(info.value, PeerError)  # to a server, a device that says so is a failed device
 
 
 def test_broken_stream_raises_peer_error(loopback: Callable[[Handler], Loopback]) -> None:

@@ -23,7 +23,7 @@ def report(directory: str | Path) -> list[Path]:
 
 
 def report_run(root: Path) -> list[Path]:
-    """A run's timeline.png: every resource over one steady-state iteration."""
+    """A run's timeline.png (every resource over one steady-state iteration) and accuracy.png where it has rounds."""
     metrics = json.loads((root / "metrics.json").read_text())
     events = read_trace(root / "trace.json")
     if not events:
@@ -37,7 +37,12 @@ def report_run(root: Path) -> list[Path]:
         window = iteration_window(events, iteration)
     except ValueError:
         window, title = None, title.rsplit(":", 1)[0] + ": the whole run"
-    return [draw_timeline(events, root / "timeline.png", title, window)]
+    drawn = [draw_timeline(events, root / "timeline.png", title, window)]
+    if metrics.get("rounds"):
+        from pipelearn.metrics.figures import plot_accuracy_over_time
+
+        drawn.append(plot_accuracy_over_time([metrics], root / "accuracy.png", target=metrics.get("target_accuracy")))
+    return drawn
 
 
 def steady_iteration(metrics: dict[str, Any]) -> int:

@@ -80,8 +80,9 @@ def write_results(
     bytes_down: list[int],
     errors: dict[int, str],
     startup_s: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write metrics.json, trace.json and model.safetensors into `out`; return the metrics."""
+    """Write metrics.json, trace.json and model.safetensors into `out`; return the metrics (`extra` added to them)."""
     out.mkdir(parents=True, exist_ok=True)
     wall = end - start
     devices = []
@@ -123,6 +124,7 @@ def write_results(
         "device": devices,
         "bottleneck": bottleneck(events, start, end),
         "failed_devices": sorted(errors),
+        **(extra or {}),
         "config": json.loads(config.to_json()),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

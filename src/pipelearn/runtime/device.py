@@ -24,7 +24,7 @@ from pipelearn.runtime.work import (
 from pipelearn.schedule import Action, Op, Resource, Schedule
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError, decode, encode, spec_of
-from pipelearn.transport.inbox import Inbox, PeerError
+from pipelearn.transport.inbox import Inbox, PeerError, RunOver
 from pipelearn.transport.link import LinkSpec, Outbox
 from pipelearn.transport.service import envelope, open_session
 
@@ -52,10 +52,13 @@ class DeviceWorker:
         self._activations: dict[int, torch.Tensor] = {}
 
     def run(self) -> None:
-        """Execute every action of this device's compute lane, in order."""
+        """Execute this device's compute lane in order, to its end or until the server ends the run early."""
         track = compute_track(self.device)
         for action in self.schedule.lane(Resource.DEVICE, self.device):
-            received = [self.inbox.expect(dep) for dep in action.deps if dep.resource is Resource.DOWNLINK]
+            try:
+                received = [self.inbox.expect(dep) for dep in action.deps if dep.resource is Resource.DOWNLINK]
+            except RunOver:
+                return
             start = now()
             args = self.execute(action, received)
             busy = now() - start

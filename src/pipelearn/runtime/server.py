@@ -18,7 +18,7 @@ from pipelearn.data import load_dataset
 from pipelearn.metrics.events import Recorder, compute_track, link_track, now
 from pipelearn.metrics.report import write_results
 from pipelearn.runtime.aggregate import fedavg
-from pipelearn.runtime.evaluate import evaluate
+from pipelearn.runtime.evaluate import RoundEvaluator, evaluate
 from pipelearn.runtime.work import (
     device_part,
     make_model,
@@ -101,6 +101,8 @@ class Server:
                     f"the block boundaries of {config.model}"
                 )
         self.global_state: State = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.rounds = RoundEvaluator(config, self.model, self.test)
+        self.stopping = threading.Event()
         self.recorder = Recorder()
         self.sessions: dict[int, Session] = {}
         self.errors: dict[int, str] = {}
@@ -168,6 +170,7 @@ class Server:
             s.outbox.control(envelope(pb.START, d, text=json.dumps({"samples": self.samples})))
         total = sum(len(lane) for (r, _), lane in self.schedule.lanes.items() if r is Resource.SERVER)
         with tqdm(total=total, desc=f"{self.config.mode} server", unit="action", disable=not self.progress) as bar:
+            self.rounds.begin(self.start, self.schedule, bar.set_postfix_str)
             lanes = [
                 threading.Thread(target=self._run_lane, args=(d, bar), daemon=True)
                 for d in [*range(self.config.devices), COORDINATOR]
@@ -177,6 +180,7 @@ class Server:
             for t in lanes:
                 t.join()
         self.end = now()
+        self.rounds.finish()
         if self._crash is not None:
             self._shutdown()
             raise RuntimeError(f"the server failed: {self._crash!r}") from self._crash
@@ -226,12 +230,16 @@ class Server:
     def _run_lane(self, lane: int, bar: tqdm) -> None:
         try:
             for action in self.schedule.lane(Resource.SERVER, lane):
+                if self.stopping.is_set():
+                    break
                 received = []
                 for dep in action.deps:
                     if dep.resource is Resource.UPLINK:
                         received.append(self.sessions[dep.device].inbox.expect(dep))
                     else:
                         self.completions.wait(dep, 4 * self.config.timeout_s)
+                if self.stopping.is_set():
+                    break
                 with self.compute:
                     start = now()
                     args = self.execute(action, received)
@@ -271,6 +279,8 @@ class Server:
                 optimizer.zero_grad(set_to_none=True)
         elif key.op is Op.AGGREGATE:
             self._aggregate()
+            if self.rounds.aggregated(key.round, self.global_state, self.recorder.events):
+                self._stop_early()
         else:
             raise RuntimeError(f"the server cannot execute {key}")
         return {}
@@ -323,6 +333,13 @@ class Server:
                 part = self.replicas[d].part
                 part.load_state_dict({k: self.global_state[k] for k in part.state_dict()})
                 on_new_weights(self.replicas[d].optimizer, self.config)
+
+    def _stop_early(self) -> None:
+        """End the run at this aggregation: every lane stops, and every device is told the run is over."""
+        self.stopping.set()
+        for d, s in self.sessions.items():
+            if d not in self.completions.failed:
+                s.outbox.control(envelope(pb.DONE, d, text="the target accuracy was reached: stop"))
 
     def final_state(self) -> State:
         """The trained global model: the last aggregate, or in sl the last device half with the server half."""
@@ -377,6 +394,7 @@ class Server:
             bytes_down=[s.outbox.bytes_sent for s in self._ordered()],
             errors=self.errors,
             startup_s={"server": self.startup_s, "devices": self.device_startup_s},
+            extra=self.rounds.metrics(self.recorder.events, accuracy),
         )
 
     def _ordered(self) -> list[Session]:

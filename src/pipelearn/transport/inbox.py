@@ -16,6 +16,10 @@ class PeerError(RuntimeError):
     """The peer failed, went silent, disconnected or reported an error."""
 
 
+class RunOver(PeerError):
+    """The peer said the run is over (DONE) where the schedule expected a transfer: it ended early."""
+
+
 _CLOSED = object()
 
 
@@ -60,6 +64,8 @@ class Inbox:
     def expect(self, key: Key) -> pb.Envelope:
         """The next message, which must be the transfer `key` names (kind and round/iteration/micro-batch tag)."""
         envelope = self.take()
+        if envelope.kind == pb.DONE:
+            raise RunOver(f"{self.peer} ended the run before {key}: {envelope.text}")
         kind = KIND_OF_TRANSFER[key.op]
         got = (envelope.kind, envelope.round, envelope.iteration, envelope.microbatch)
         want = (kind, key.round, key.iteration, key.microbatch)
