@@ -252,3 +252,17 @@ def test_summary_says_the_best_accuracy_and_the_time_to_target() -> None:
     assert (shown["time_to_accuracy_s"], shown["target_round"]) == (2.0, 1)
     assert "stopped_after_round" not in shown
     assert "best_accuracy" not in json.loads(_summary({"mode": "sl", "test_accuracy": 0.5, "rounds": []}))
+
+
+def test_compress_flags_reach_the_config(tmp_path: Path) -> None:
+    config = _config(_parser().parse_args(["run", "--compress", "fp16", "--compress-up", "topk:0.01"]))
+    assert config.codec("up") == "topk:0.01" and config.codec("down") == "fp16"
+    path = _toml(tmp_path, 'compress = "int8"\ncompress_down = "bf16"\n')
+    config = _config(_parser().parse_args(["run", path, "--compress-up", "none"]))
+    assert (config.codec("up"), config.codec("down")) == ("none", "bf16")
+
+
+def test_a_bad_compress_flag_exits_2_with_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--compress-down", "topk:2"]) == 2
+    err = capsys.readouterr().err
+    assert "'compress_down' is 'topk:2'" in err and "topk:R with 0 < R < 1" in err

@@ -264,3 +264,22 @@ def test_from_json_validates() -> None:
     data["batch_size"] = -3
     with pytest.raises(ConfigError, match="batch_size"):
         RunConfig.from_json(json.dumps(data))
+
+
+def test_compression_per_direction() -> None:
+    config = RunConfig().validate()
+    assert config.codec("up") == config.codec("down") == "none"
+    config = RunConfig(compress="int8", compress_down="topk:0.05").validate()
+    assert config.codec("up") == "int8" and config.codec("down") == "topk:0.05"
+    config = RunConfig(compress_up="bf16").validate()
+    assert config.codec("up") == "bf16" and config.codec("down") == "none"
+    assert RunConfig.from_json(config.to_json()) == config
+    with pytest.raises(ConfigError, match="'compress' is None"):
+        from_mapping({"compress": None})  # only the per-direction keys may be left out
+
+
+@pytest.mark.parametrize("key", ["compress", "compress_up", "compress_down"])
+@pytest.mark.parametrize("value", ["int4", "topk", "topk:0", "topk:1.5", "topk:x", "fp16:0.5", 8])
+def test_bad_compression_names_the_key_and_the_choices(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=rf"'{key}' is .*expected none, fp16, bf16, int8 or topk:R with 0 < R < 1"):
+        from_mapping({key: value})

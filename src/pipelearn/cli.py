@@ -62,6 +62,9 @@ _RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--stop-at-target", "stop_at_target", {"action": "store_true"}),
     ("--threads", "threads", {"type": int}),
     ("--timeout", "timeout_s", {"type": _float, "metavar": "SECONDS"}),
+    ("--compress", "compress", {"metavar": "none|fp16|bf16|int8|topk:R"}),
+    ("--compress-up", "compress_up", {"metavar": "CODEC"}),
+    ("--compress-down", "compress_down", {"metavar": "CODEC"}),
     ("--out", "out", {"metavar": "DIR"}),
 ]
 _LOCAL_FLAGS = {

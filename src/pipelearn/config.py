@@ -13,6 +13,9 @@ from typing import Any, Literal, get_args
 
 Mode = Literal["fl", "sl", "sfl", "pipelearn"]
 MODES: tuple[str, ...] = get_args(Mode)
+CODECS: tuple[str, ...] = ("none", "fp16", "bf16", "int8", "topk")
+"""Tensor compression on the wire; topk is written topk:R (see pipelearn.transport.compress)."""
+Direction = Literal["up", "down"]
 
 
 class ConfigError(ValueError):
@@ -121,6 +124,12 @@ class RunConfig:
     """torch threads per process; 1 keeps processes from starving each other on few cores."""
     timeout_s: float = 120.0
     """Longest wait for any one message from a peer before it is declared failed."""
+    compress: str = "none"
+    """Compression of every tensor sent, both ways: none, fp16, bf16, int8 or topk:R (keep the largest fraction R)."""
+    compress_up: str | None = None
+    """Compression of what devices send (activations, weights); overrides compress."""
+    compress_down: str | None = None
+    """Compression of what the server sends (gradients, weights); overrides compress."""
     out: str = "runs/latest"
     """Output directory for metrics.json, trace.json and model.safetensors."""
     device_overrides: dict[int, DeviceOverride] = field(default_factory=dict)
@@ -157,6 +166,10 @@ class RunConfig:
         if value == "auto":
             raise ConfigError("microbatches = 'auto' needs the planner, which is not built yet: give a number")
         return int(value)
+
+    def codec(self, direction: Direction) -> str:
+        """The compression of one direction: up (device to server) or down."""
+        return _first(self.compress_up if direction == "up" else self.compress_down, self.compress)
 
     def validate(self) -> RunConfig:
         """Check every value; raise ConfigError naming the first bad key."""
@@ -228,6 +241,32 @@ def _fraction(v: object) -> bool:
     return _number(v) and 0 <= v <= 1  # type: ignore[operator]
 
 
+def parse_codec(text: str) -> tuple[str, float]:
+    """A compression setting's codec and kept fraction: 'topk:0.1' is ('topk', 0.1), 'int8' is ('int8', 1.0)."""
+    name, _, ratio = text.partition(":")
+    if name not in CODECS or (name == "topk") != bool(ratio):
+        raise ValueError(f"unknown compression {text!r}; expected {_CODEC_CHOICES}")
+    if name != "topk":
+        return name, 1.0
+    try:
+        fraction = float(ratio)
+    except ValueError:
+        fraction = math.nan
+    if not 0 < fraction < 1:
+        raise ValueError(f"compression {text!r} keeps a fraction {ratio!r}; topk:R needs 0 < R < 1, as in topk:0.1")
+    return name, fraction
+
+
+_CODEC_CHOICES = "none, fp16, bf16, int8 or topk:R with 0 < R < 1 (topk:0.1 keeps the largest tenth)"
+
+
+def _codec(v: object) -> bool:
+    try:
+        return isinstance(v, str) and bool(parse_codec(v))
+    except ValueError:
+        return False
+
+
 def _rate(v: object) -> bool:
     return _number(v) and v > 0  # type: ignore[operator]
 
@@ -264,6 +303,9 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "stop_at_target": (lambda v: isinstance(v, bool), "true or false"),
     "threads": (_at_least(1), "a whole number of at least 1"),
     "timeout_s": (_rate, "a number above 0"),
+    "compress": (_codec, _CODEC_CHOICES),
+    "compress_up": (_optional(_codec), _CODEC_CHOICES),
+    "compress_down": (_optional(_codec), _CODEC_CHOICES),
     "out": (_string, "a directory"),
 }
 """What each RunConfig key must be, and how to say so."""

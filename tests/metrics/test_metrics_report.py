@@ -14,7 +14,14 @@ from safetensors.torch import load_file
 
 from pipelearn.config import RunConfig
 from pipelearn.metrics.events import Event, Recorder, compute_track, link_track
-from pipelearn.metrics.report import busy_seconds, epoch_times, track_usage, train_losses, write_results
+from pipelearn.metrics.report import (
+    busy_seconds,
+    compression_totals,
+    epoch_times,
+    track_usage,
+    train_losses,
+    write_results,
+)
 from pipelearn.metrics.trace import trace_events, write_trace
 
 # --- busy and idle -------------------------------------------------------------------------------------------------
@@ -256,3 +263,35 @@ def test_write_results(tmp_path: Path) -> None:
     trace = json.loads((tmp_path / "out" / "trace.json").read_text())
     assert sum(e["ph"] == "X" for e in trace["traceEvents"]) == len(events)
     assert torch.equal(load_file(str(tmp_path / "out" / "model.safetensors"))["w"], state["w"])
+
+
+def test_compression_totals_and_per_device_bytes(tmp_path: Path) -> None:
+    def flow(codec: str, raw: int, wire: int) -> dict[str, object]:
+        return {"codec": codec, "raw_bytes": raw, "wire_bytes": wire}
+
+    per_device = [
+        {"up": flow("int8", 400, 100), "down": flow("none", 50, 50)},
+        {"up": flow("int8", 800, 220), "down": flow("none", 0, 0)},
+    ]
+    totals = compression_totals(per_device)
+    assert totals["up"] == {"codec": "int8", "raw_bytes": 1200, "wire_bytes": 320, "ratio": 3.75}
+    assert totals["down"] == {"codec": "none", "raw_bytes": 50, "wire_bytes": 50, "ratio": 1.0}
+    assert compression_totals([{"up": flow("fp16", 0, 0), "down": flow("fp16", 0, 0)}])["up"]["ratio"] is None
+    config = RunConfig(devices=2, epochs=1).validate()
+    metrics = write_results(
+        tmp_path,
+        config,
+        [],
+        0.0,
+        1.0,
+        0.5,
+        {"w": torch.zeros(2)},
+        samples=[1, 1],
+        bytes_up=[120, 240],
+        bytes_down=[60, 10],
+        errors={},
+        compression=per_device,
+    )
+    assert metrics["compression"] == totals
+    assert [d["compression"] for d in metrics["device"]] == per_device
+    assert json.loads((tmp_path / "metrics.json").read_text())["compression"]["up"]["ratio"] == 3.75

@@ -66,6 +66,21 @@ def bottleneck(events: Sequence[Event], start: float, end: float) -> dict[str, A
     return {"resource": track, "busy_s": busy[track]}
 
 
+def compression_totals(per_device: Sequence[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Codec, raw and wire tensor bytes of each direction summed over the devices, and raw / wire."""
+    totals: dict[str, dict[str, Any]] = {}
+    for direction in ("up", "down"):
+        flows = [device[direction] for device in per_device]
+        raw, wire = sum(f["raw_bytes"] for f in flows), sum(f["wire_bytes"] for f in flows)
+        totals[direction] = {
+            "codec": flows[0]["codec"],
+            "raw_bytes": raw,
+            "wire_bytes": wire,
+            "ratio": raw / wire if wire else None,
+        }
+    return totals
+
+
 def write_results(
     out: Path,
     config: RunConfig,
@@ -81,8 +96,12 @@ def write_results(
     errors: dict[int, str],
     startup_s: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    compression: list[dict[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """Write metrics.json, trace.json and model.safetensors into `out`; return the metrics (`extra` added to them)."""
+    """Write metrics.json, trace.json and model.safetensors into `out`; return the metrics (`extra` added to them).
+
+    `compression` holds, per device, the codec and raw and wire tensor bytes of each direction (up, down).
+    """
     out.mkdir(parents=True, exist_ok=True)
     wall = end - start
     devices = []
@@ -100,6 +119,7 @@ def write_results(
                 "microbatches": config.microbatch_count(d),
                 "slowdown": config.slowdown(d),
                 "error": errors.get(d),
+                **({"compression": compression[d]} if compression else {}),
             }
         )
     metrics = {
@@ -120,6 +140,7 @@ def write_results(
         "test_accuracy": accuracy,
         "bytes_up": sum(bytes_up),
         "bytes_down": sum(bytes_down),
+        **({"compression": compression_totals(compression)} if compression else {}),
         "server": track_usage(events, compute_track(None), start, end),
         "device": devices,
         "bottleneck": bottleneck(events, start, end),

@@ -23,7 +23,8 @@ from pipelearn.runtime.work import (
 )
 from pipelearn.schedule import Action, Op, Resource, Schedule
 from pipelearn.transport import pipelearn_pb2 as pb
-from pipelearn.transport.codec import WireError, decode, encode, spec_of
+from pipelearn.transport.channel import channel_for
+from pipelearn.transport.codec import WireError, spec_of
 from pipelearn.transport.inbox import Inbox, PeerError, RunOver
 from pipelearn.transport.link import LinkSpec, Outbox
 from pipelearn.transport.service import envelope, open_session
@@ -47,6 +48,7 @@ class DeviceWorker:
         self.config, self.device, self.batches, self.schedule = config, device, batches, schedule
         self.part, self.optimizer = part, optimizer
         self.outbox, self.inbox, self.recorder = outbox, inbox, recorder
+        self.channel = channel_for(config, "device")
         self.slowdown = config.slowdown(device)
         self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._activations: dict[int, torch.Tensor] = {}
@@ -70,18 +72,22 @@ class DeviceWorker:
         """Do one action; return what the timeline should note about it."""
         key = action.key
         if key.op is Op.LOAD_WEIGHTS:
-            self.part.load_state_dict(decode(received[0].tensors, spec_of(self.part.state_dict())))
+            self.part.load_state_dict(
+                self.channel.decode(Op.WEIGHTS, received[0].tensors, spec_of(self.part.state_dict()))
+            )
             on_new_weights(self.optimizer, self.config)
         elif key.op is Op.SEND_WEIGHTS:
-            self.outbox.send(key, encode(self.part.state_dict()))
+            self.outbox.send(key, self.channel.encode(Op.WEIGHTS, self.part.state_dict()))
         elif key.op is Op.FORWARD:
             x, y = self._microbatch(key.iteration, key.microbatch)
             activation = self.part(x)
             self._activations[key.microbatch] = activation
-            self.outbox.send(key, encode({"activation": activation, "labels": y}))
+            self.outbox.send(key, self.channel.encode(Op.ACTIVATION, {"activation": activation, "labels": y}))
         elif key.op is Op.BACKWARD:
             activation = self._activations.pop(key.microbatch)
-            gradient = decode(received[0].tensors, {"gradient": (tuple(activation.shape), activation.dtype)})
+            gradient = self.channel.decode(
+                Op.GRADIENT, received[0].tensors, {"gradient": (tuple(activation.shape), activation.dtype)}
+            )
             if activation.requires_grad:
                 activation.backward(gradient["gradient"])
         elif key.op is Op.TRAIN:

@@ -32,7 +32,8 @@ from pipelearn.runtime.work import (
 )
 from pipelearn.schedule import COORDINATOR, Action, Key, Op, Resource
 from pipelearn.transport import pipelearn_pb2 as pb
-from pipelearn.transport.codec import TensorSpec, WireError, decode, encode, spec_of
+from pipelearn.transport.channel import channel_for
+from pipelearn.transport.codec import TensorSpec, WireError, spec_of
 from pipelearn.transport.inbox import Inbox, PeerError
 from pipelearn.transport.link import LinkSpec, Outbox
 from pipelearn.transport.service import envelope, start_server
@@ -105,6 +106,7 @@ class Server:
         self.stopping = threading.Event()
         self.recorder = Recorder()
         self.sessions: dict[int, Session] = {}
+        self.channels = {d: channel_for(config, "server") for d in range(config.devices)}
         self.errors: dict[int, str] = {}
         self.completions = Completions()
         self.compute = threading.Lock()
@@ -265,9 +267,9 @@ class Server:
         """Do one server action; return what the timeline should note about it."""
         key, d = action.key, action.key.device
         if key.op is Op.SEND_WEIGHTS:
-            self.sessions[d].outbox.send(key, encode(self._weights_for(d)))
+            self.sessions[d].outbox.send(key, self.channels[d].encode(Op.WEIGHTS, self._weights_for(d)))
         elif key.op is Op.LOAD_WEIGHTS:
-            self.uploaded[d] = decode(received[0].tensors, self.device_specs[d])
+            self.uploaded[d] = self.channels[d].decode(Op.WEIGHTS, received[0].tensors, self.device_specs[d])
             if self.config.mode == "sl":
                 self.relay = self.uploaded[d]
         elif key.op is Op.TRAIN:
@@ -289,7 +291,8 @@ class Server:
         d = key.device
         size = self.schedule.microbatch_sizes(d, key.iteration)[key.microbatch]
         batch = self.schedule.batch_sizes[d][key.iteration]
-        payload = decode(
+        payload = self.channels[d].decode(
+            Op.ACTIVATION,
             message.tensors,
             {
                 "activation": ((size, *self.activation_shapes[d]), torch.float32),
@@ -306,7 +309,7 @@ class Server:
         forward_s = now() - started
         loss.backward()
         assert activation.grad is not None
-        self.sessions[d].outbox.send(key, encode({"gradient": activation.grad}))
+        self.sessions[d].outbox.send(key, self.channels[d].encode(Op.GRADIENT, {"gradient": activation.grad}))
         return {
             "loss_sum": loss.item() * batch,
             "samples": size,
@@ -392,6 +395,7 @@ class Server:
             samples=self.samples,
             bytes_up=[s.inbox.bytes_received for s in self._ordered()],
             bytes_down=[s.outbox.bytes_sent for s in self._ordered()],
+            compression=[self.channels[d].usage() for d in range(self.config.devices)],
             errors=self.errors,
             startup_s={"server": self.startup_s, "devices": self.device_startup_s},
             extra=self.rounds.metrics(self.recorder.events, accuracy),
