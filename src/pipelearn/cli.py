@@ -1,4 +1,4 @@
-"""The `pipelearn` command: run, server, device and train-local."""
+"""The `pipelearn` command: run, server, device and train-local, a thin layer over pipelearn.api."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pipelearn import __version__
+from pipelearn import __version__, api
 from pipelearn.config import MODES, NETWORK_PRESETS, ConfigError, RunConfig, from_mapping, load_toml
 
 
@@ -31,8 +31,8 @@ def _float(text: str) -> float:
 
 _RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--mode", "mode", {"choices": MODES}),
-    ("--model", "model", {}),
-    ("--dataset", "dataset", {}),
+    ("--model", "model", {"metavar": "NAME|MODULE:FUNCTION"}),
+    ("--dataset", "dataset", {"metavar": "NAME|MODULE:FUNCTION"}),
     ("--data-dir", "data_dir", {"metavar": "DIR"}),
     ("--devices", "devices", {"type": int}),
     ("--network", "network", {"choices": list(NETWORK_PRESETS)}),
@@ -54,6 +54,8 @@ _RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--test-samples", "test_samples", {"type": int}),
     ("--threads", "threads", {"type": int}),
     ("--timeout", "timeout_s", {"type": _float, "metavar": "SECONDS"}),
+    ("--server-device", "server_device", {"metavar": "auto|cpu|cuda|cuda:N|mps"}),
+    ("--server-amp", "server_amp", {"choices": ["off", "bf16"]}),
     ("--out", "out", {"metavar": "DIR"}),
 ]
 _LOCAL_FLAGS = {
@@ -122,6 +124,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="longest wait for the server before the device gives up",
     )
+    device.add_argument(
+        "--model",
+        metavar="NAME|MODULE:FUNCTION",
+        help="this device's model; needed, and the server's, where the run uses a model plug-in",
+    )
+    device.add_argument(
+        "--dataset",
+        metavar="NAME|MODULE:FUNCTION",
+        help="this device's data set; needed, and the server's, where the run uses a data plug-in",
+    )
+    device.add_argument(
+        "--compute",
+        default="cpu",
+        metavar="auto|cpu|cuda|cuda:N|mps",
+        help="where this device trains (default: cpu)",
+    )
     local = commands.add_parser("train-local", help="train the whole model in this one process (the baseline)")
     _add_config_flags(local, only=_LOCAL_FLAGS)
     local.add_argument(
@@ -161,23 +179,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "device":
-            from pipelearn.runtime.device import run_device
-
-            run_device(args.server, args.id, args.timeout)
+            api.join(
+                args.server,
+                args.id,
+                model=args.model,
+                dataset=args.dataset,
+                compute=args.compute,
+                timeout_s=args.timeout,
+            )
             return 0
         if args.command == "train-local":
-            from pipelearn.trainer import train_local
-
             config = _config(args, devices=1, samples_per_device=None, epochs=3, mode="fl", out="runs/train-local")
-            metrics = train_local(config, progress=not args.quiet)
+            metrics = api.train_local(config, progress=not args.quiet)
         elif args.command == "server":
-            from pipelearn.runtime.server import serve
-
-            metrics = serve(_config(args), args.listen, progress=not args.quiet)
+            metrics = api.serve(_config(args), args.listen, progress=not args.quiet)
         else:
-            from pipelearn.runtime.launch import run_local
-
-            metrics = run_local(_config(args), progress=not args.quiet)
+            metrics = api.run(_config(args), progress=not args.quiet)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"pipelearn: error: {exc}", file=sys.stderr)
         return 2

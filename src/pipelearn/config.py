@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from typing import Any, Literal, get_args
 
 Mode = Literal["fl", "sl", "sfl", "pipelearn"]
 MODES: tuple[str, ...] = get_args(Mode)
+COMPUTE_SETTING = r"auto|cpu|mps|cuda(:\d+)?"
+"""What a compute setting (server_device, a device's --compute) may say."""
 
 
 class ConfigError(ValueError):
@@ -62,9 +65,11 @@ class RunConfig:
     mode: Mode = "pipelearn"
     """fl, sl, sfl or pipelearn."""
     model: str = "vgg5"
-    """A zoo model name (see pipelearn.models.MODEL_NAMES)."""
+    """A zoo model name (see pipelearn.models.MODEL_NAMES), or a plug-in MODULE:FUNCTION or FILE.py:FUNCTION
+    (a pipelearn.models.ModelFactory); every device must be started with the same plug-in."""
     dataset: str = "mnist"
-    """A data set name (see pipelearn.data.DATASET_NAMES)."""
+    """A data set name (see pipelearn.data.DATASET_NAMES), or a plug-in MODULE:FUNCTION or FILE.py:FUNCTION
+    (a pipelearn.data.DatasetFactory); every device must be started with the same plug-in."""
     data_dir: str | None = None
     """Directory holding the data set's official files, where it needs one."""
     download: bool = False
@@ -108,6 +113,10 @@ class RunConfig:
     """torch threads per process; 1 keeps processes from starving each other on few cores."""
     timeout_s: float = 120.0
     """Longest wait for any one message from a peer before it is declared failed."""
+    server_device: str = "auto"
+    """Where the server trains its parts: auto (a GPU where torch sees one, else the CPU), cpu, cuda, cuda:N or mps."""
+    server_amp: Literal["off", "bf16"] = "off"
+    """Mixed precision of the server's forward passes: off, or bf16 (torch.autocast) where the hardware has it."""
     out: str = "runs/latest"
     """Output directory for metrics.json, trace.json and model.safetensors."""
     device_overrides: dict[int, DeviceOverride] = field(default_factory=dict)
@@ -238,6 +247,11 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "test_samples": (_optional(_at_least(1)), "a whole number of at least 1"),
     "threads": (_at_least(1), "a whole number of at least 1"),
     "timeout_s": (_rate, "a number above 0"),
+    "server_device": (
+        lambda v: isinstance(v, str) and re.fullmatch(COMPUTE_SETTING, v) is not None,
+        "auto, cpu, cuda, cuda:N or mps",
+    ),
+    "server_amp": (lambda v: v in ("off", "bf16"), "off or bf16"),
     "out": (_string, "a directory"),
 }
 """What each RunConfig key must be, and how to say so."""

@@ -79,6 +79,7 @@ def write_results(
     bytes_up: list[int],
     bytes_down: list[int],
     errors: dict[int, str],
+    server_device: str = "cpu",
 ) -> dict[str, Any]:
     """Write metrics.json, trace.json and model.safetensors into `out`; return the metrics."""
     out.mkdir(parents=True, exist_ok=True)
@@ -117,6 +118,7 @@ def write_results(
         "bytes_up": sum(bytes_up),
         "bytes_down": sum(bytes_down),
         "server": track_usage(events, compute_track(None), start, end),
+        "server_device": server_device,
         "device": devices,
         "bottleneck": bottleneck(events, start, end),
         "failed_devices": sorted(errors),

@@ -10,6 +10,8 @@ import torch
 from pipelearn.config import RunConfig
 from pipelearn.data import load_dataset
 from pipelearn.metrics.events import Recorder, compute_track, link_track, now
+from pipelearn.runtime.agreement import adopt, fingerprint
+from pipelearn.runtime.hardware import resolve_device
 from pipelearn.runtime.work import (
     DeviceBatches,
     device_indices,
@@ -40,9 +42,11 @@ class DeviceWorker:
         outbox: Outbox,
         inbox: Inbox,
         recorder: Recorder,
+        compute: torch.device | None = None,
     ) -> None:
         self.config, self.device, self.batches, self.schedule = config, device, batches, schedule
-        self.part = device_part(model, config, device)
+        self.compute = compute or torch.device("cpu")
+        self.part = device_part(model, config, device).to(self.compute)
         self.part.train()
         self.optimizer = make_optimizer(self.part, config)
         self.outbox, self.inbox, self.recorder = outbox, inbox, recorder
@@ -78,7 +82,7 @@ class DeviceWorker:
             activation = self._activations.pop(key.microbatch)
             gradient = decode(received[0].tensors, {"gradient": (tuple(activation.shape), activation.dtype)})
             if activation.requires_grad:
-                activation.backward(gradient["gradient"])
+                activation.backward(gradient["gradient"].to(self.compute))
         elif key.op is Op.TRAIN:
             x, y = self._microbatch(key.iteration, key.microbatch)
             batch = self.schedule.batch_sizes[self.device][key.iteration]
@@ -95,7 +99,7 @@ class DeviceWorker:
 
     def _microbatch(self, iteration: int, microbatch: int) -> tuple[torch.Tensor, torch.Tensor]:
         if microbatch == 0:
-            x, y = self.batches.batch(iteration)
+            x, y = (t.to(self.compute) for t in self.batches.batch(iteration))
             n = self.schedule.microbatches[self.device]
             self._chunks = list(
                 zip(torch.tensor_split(x, min(n, len(x))), torch.tensor_split(y, min(n, len(y))), strict=True)
@@ -103,9 +107,22 @@ class DeviceWorker:
         return self._chunks[microbatch]
 
 
-def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
-    """Join the server at HOST:PORT as device `device` and train until the server says the run is over."""
+def run_device(
+    address: str,
+    device: int,
+    timeout_s: float = 120.0,
+    *,
+    model: str | None = None,
+    dataset: str | None = None,
+    compute: str = "cpu",
+) -> None:
+    """Join the server at HOST:PORT as device `device` and train until the server says the run is over.
+
+    `model` and `dataset` are this device's own names for them, which it must be given where the run uses plug-ins;
+    `compute` is where it trains (cpu, cuda, cuda:N, mps or auto).
+    """
     torch.set_num_threads(1)
+    where = resolve_device(compute, "--compute")
     outbox = Outbox()
     channel, replies = open_session(address, iter(outbox), timeout_s)
     inbox = Inbox(replies, "the server", timeout_s)
@@ -114,13 +131,14 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
         outbox.control(envelope(pb.HELLO, device, clock=sent))
         plan = _take(inbox, pb.PLAN)
         recorder = Recorder(offset=plan.clock - (sent + now()) / 2)
-        config = RunConfig.from_json(plan.text)
+        config = adopt(RunConfig.from_json(plan.text), model, dataset)
         torch.set_num_threads(config.threads)
         inbox.timeout_s = config.timeout_s
         train = load_dataset(config.dataset, "train", config.data_dir, download=config.download)
         indices = device_indices(config, train, device)
-        model = make_model(config, train.input_shape, train.num_classes)
-        outbox.control(envelope(pb.READY, device, text=json.dumps({"samples": len(indices)})))
+        whole = make_model(config, train.input_shape, train.num_classes)
+        declared = fingerprint(device_part(whole, config, device), train.input_shape, train.num_classes)
+        outbox.control(envelope(pb.READY, device, text=json.dumps({"samples": len(indices), "fingerprint": declared})))
         samples = json.loads(_take(inbox, pb.START).text)["samples"]
         schedule = schedule_for(config, samples)
         link = config.link(device)
@@ -135,10 +153,11 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
             device,
             DeviceBatches(train, indices, config, device),
             schedule,
-            model,
+            whole,
             outbox,
             inbox,
             recorder,
+            where,
         ).run()
         outbox.control(envelope(pb.EVENTS, device, text=json.dumps(recorder.to_json())))
         _take(inbox, pb.DONE)
