@@ -163,6 +163,8 @@ def run_device(
         _take(inbox, pb.DONE)
     except (WireError, ValueError) as exc:
         outbox.control(envelope(pb.ERROR, device, text=str(exc)))
+        outbox.close()
+        _drain(inbox)
         raise
     finally:
         outbox.close()
@@ -174,3 +176,13 @@ def _take(inbox: Inbox, kind: int) -> pb.Envelope:
     if message.kind != kind:
         raise PeerError(f"expected {pb.Kind.Name(kind)} from the server, got {pb.Kind.Name(message.kind)}")
     return message
+
+
+def _drain(inbox: Inbox, wait_s: float = 5.0) -> None:
+    """Wait (briefly) for the server to end the stream, so that what this device sent last reaches it."""
+    inbox.timeout_s = min(inbox.timeout_s, wait_s)
+    try:
+        while True:
+            inbox.take()
+    except (PeerError, WireError):
+        pass
