@@ -79,6 +79,8 @@ def test_every_run_flag_reaches_the_config() -> None:
             "--threads=2",
             "--timeout=30",
             "--out=runs/x",
+            "--server-device=cuda:1",
+            "--server-amp=bf16",
             "--no-batchnorm",
         ]
     )
@@ -110,6 +112,8 @@ def test_every_run_flag_reaches_the_config() -> None:
         threads=2,
         timeout_s=30.0,
         out="runs/x",
+        server_device="cuda:1",
+        server_amp="bf16",
     )
     assert config == expected
     assert math.isinf(config.link(0).up_mbps) and config.link(0).latency_ms == 0

@@ -191,6 +191,9 @@ def test_unknown_keys_are_named() -> None:
         ({"latency_ms": -1}, "latency_ms"),
         ({"batchnorm": "no"}, "batchnorm"),
         ({"model": 5}, "model"),
+        ({"server_device": "gpu"}, "server_device"),
+        ({"server_device": "cuda:"}, "server_device"),
+        ({"server_amp": "fp16"}, "server_amp"),
         ({"devices": 2, "device_overrides": {"2": {}}}, "device_overrides"),
         ({"device_overrides": {"-1": {}}}, "device_overrides"),
         ({"device_overrides": {"0": {"network": "5g"}}}, "device_overrides.0.network"),
@@ -255,3 +258,15 @@ def test_from_json_validates() -> None:
     data["batch_size"] = -3
     with pytest.raises(ConfigError, match="batch_size"):
         RunConfig.from_json(json.dumps(data))
+
+
+def test_plugins_and_hardware_in_toml(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('model = "my_nets:small_cnn"\ndataset = "data/mine.py:load"\nserver_device = "cuda:1"\n')
+    config = load_toml(path)
+    assert (config.model, config.dataset, config.server_device, config.server_amp) == (
+        "my_nets:small_cnn",
+        "data/mine.py:load",
+        "cuda:1",
+        "off",
+    )

@@ -75,7 +75,7 @@ def test_a_module_that_fails_to_import_says_why(tmp_path: Path, monkeypatch: pyt
         build_model("broken_nets:net", (1, 12, 12), 4)
     with pytest.raises(PluginError, match="module 'needs_more' failed to import: No module named 'not_installed"):
         build_model("needs_more:net", (1, 12, 12), 4)
-    with pytest.raises(PluginError, match="broken_nets.py failed to import: RuntimeError"):
+    with pytest.raises(PluginError, match=r"broken_nets\.py failed to import: RuntimeError"):
         build_model(f"{tmp_path / 'broken_nets.py'}:net", (1, 12, 12), 4)
     assert "broken_nets" not in sys.modules
 
