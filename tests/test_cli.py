@@ -221,3 +221,8 @@ def test_summary_is_rounded_json() -> None:
         "server_idle_s": 0.2346,
         "device_idle_s": [0.5556, 0.1],
     }
+
+
+def test_a_bad_plugin_is_an_error_that_names_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--model", "no_such_nets:net", "--dataset", "synthetic", "--quiet"]) == 2
+    assert "model plug-in 'no_such_nets:net': no module named 'no_such_nets'" in capsys.readouterr().err

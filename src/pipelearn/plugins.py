@@ -65,6 +65,8 @@ def load(spec: str, what: str) -> Callable[..., Any]:
 
 
 def _import_module(name: str, spec: str, what: str) -> ModuleType:
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # as `python -m` would; last, so that it shadows no installed module
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
