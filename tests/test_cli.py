@@ -82,6 +82,8 @@ def test_every_run_flag_reaches_the_config() -> None:
             "--threads=2",
             "--timeout=30",
             "--out=runs/x",
+            "--server-device=cuda:1",
+            "--server-amp=bf16",
             "--no-batchnorm",
         ]
     )
@@ -116,6 +118,8 @@ def test_every_run_flag_reaches_the_config() -> None:
         threads=2,
         timeout_s=30.0,
         out="runs/x",
+        server_device="cuda:1",
+        server_amp="bf16",
     )
     assert config == expected
     assert math.isinf(config.link(0).up_mbps) and config.link(0).latency_ms == 0
@@ -266,3 +270,8 @@ def test_a_bad_compress_flag_exits_2_with_the_choices(capsys: pytest.CaptureFixt
     assert main(["run", "--compress-down", "topk:2"]) == 2
     err = capsys.readouterr().err
     assert "'compress_down' is 'topk:2'" in err and "topk:R with 0 < R < 1" in err
+
+
+def test_a_bad_plugin_is_an_error_that_names_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--model", "no_such_nets:net", "--dataset", "synthetic", "--quiet"]) == 2
+    assert "model plug-in 'no_such_nets:net': no module named 'no_such_nets'" in capsys.readouterr().err

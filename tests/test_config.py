@@ -200,6 +200,9 @@ def test_unknown_keys_are_named() -> None:
         ({"latency_ms": -1}, "latency_ms"),
         ({"batchnorm": "no"}, "batchnorm"),
         ({"model": 5}, "model"),
+        ({"server_device": "gpu"}, "server_device"),
+        ({"server_device": "cuda:"}, "server_device"),
+        ({"server_amp": "fp16"}, "server_amp"),
         ({"devices": 2, "device_overrides": {"2": {}}}, "device_overrides"),
         ({"device_overrides": {"-1": {}}}, "device_overrides"),
         ({"device_overrides": {"0": {"network": "5g"}}}, "device_overrides.0.network"),
@@ -283,3 +286,15 @@ def test_compression_per_direction() -> None:
 def test_bad_compression_names_the_key_and_the_choices(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=rf"'{key}' is .*expected none, fp16, bf16, int8 or topk:R with 0 < R < 1"):
         from_mapping({key: value})
+
+
+def test_plugins_and_hardware_in_toml(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('model = "my_nets:small_cnn"\ndataset = "data/mine.py:load"\nserver_device = "cuda:1"\n')
+    config = load_toml(path)
+    assert (config.model, config.dataset, config.server_device, config.server_amp) == (
+        "my_nets:small_cnn",
+        "data/mine.py:load",
+        "cuda:1",
+        "off",
+    )

@@ -1,4 +1,4 @@
-"""The `pipelearn` command: run, server, device and train-local."""
+"""The `pipelearn` command: run, server, device and train-local, a thin layer over pipelearn.api."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelearn import __version__
+from pipelearn import __version__, api
 from pipelearn.config import MODES, NETWORK_PRESETS, ConfigError, RunConfig, from_mapping, load_toml
 from pipelearn.metrics.rounds import best_accuracy
 from pipelearn.metrics.summary import summary
@@ -34,8 +34,8 @@ def _float(text: str) -> float:
 
 _RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--mode", "mode", {"choices": MODES}),
-    ("--model", "model", {}),
-    ("--dataset", "dataset", {}),
+    ("--model", "model", {"metavar": "NAME|MODULE:FUNCTION"}),
+    ("--dataset", "dataset", {"metavar": "NAME|MODULE:FUNCTION"}),
     ("--data-dir", "data_dir", {"metavar": "DIR"}),
     ("--devices", "devices", {"type": int}),
     ("--network", "network", {"choices": list(NETWORK_PRESETS)}),
@@ -65,6 +65,8 @@ _RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--compress", "compress", {"metavar": "none|fp16|bf16|int8|topk:R"}),
     ("--compress-up", "compress_up", {"metavar": "CODEC"}),
     ("--compress-down", "compress_down", {"metavar": "CODEC"}),
+    ("--server-device", "server_device", {"metavar": "auto|cpu|cuda|cuda:N|mps"}),
+    ("--server-amp", "server_amp", {"choices": ["off", "bf16"]}),
     ("--out", "out", {"metavar": "DIR"}),
 ]
 _LOCAL_FLAGS = {
@@ -141,6 +143,22 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--modes", nargs="+", metavar="MODE", help="only these modes (default: all four)")
     report = commands.add_parser("report", help="draw the figures and tables of a recorded run or bench again")
     report.add_argument("directory", metavar="DIR", help="a run's --out directory, or a bench's")
+    device.add_argument(
+        "--model",
+        metavar="NAME|MODULE:FUNCTION",
+        help="this device's model; needed, and the server's, where the run uses a model plug-in",
+    )
+    device.add_argument(
+        "--dataset",
+        metavar="NAME|MODULE:FUNCTION",
+        help="this device's data set; needed, and the server's, where the run uses a data plug-in",
+    )
+    device.add_argument(
+        "--compute",
+        default="cpu",
+        metavar="auto|cpu|cuda|cuda:N|mps",
+        help="where this device trains (default: cpu)",
+    )
     local = commands.add_parser("train-local", help="train the whole model in this one process (the baseline)")
     _add_config_flags(local, only=_LOCAL_FLAGS)
     local.add_argument(
@@ -211,25 +229,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bench: table in {out}/bench.md, results in {out}/bench.json, figures in {out}/*.png")
             return 0
         if args.command == "device":
-            from pipelearn.runtime.device import run_device
-
-            run_device(args.server, args.id, args.timeout)
+            api.join(
+                args.server,
+                args.id,
+                model=args.model,
+                dataset=args.dataset,
+                compute=args.compute,
+                timeout_s=args.timeout,
+            )
             return 0
         if args.command == "train-local":
-            from pipelearn.trainer import train_local
-
             config = _config(args, devices=1, samples_per_device=None, epochs=3, mode="fl", out="runs/train-local")
-            metrics = train_local(config, progress=not args.quiet)
+            metrics = api.train_local(config, progress=not args.quiet)
         elif args.command == "server":
-            from pipelearn.runtime.server import serve
-
             config = _config(args)
-            metrics = serve(config, args.listen, progress=not args.quiet)
+            metrics = api.serve(config, args.listen, progress=not args.quiet)
         else:
-            from pipelearn.runtime.launch import run_local
-
             config = _config(args)
-            metrics = run_local(config, progress=not args.quiet)
+            metrics = api.run(config, progress=not args.quiet)
         if args.command != "train-local":
             from pipelearn.bench.report import report_run
 

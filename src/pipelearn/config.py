@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ MODES: tuple[str, ...] = get_args(Mode)
 CODECS: tuple[str, ...] = ("none", "fp16", "bf16", "int8", "topk")
 """Tensor compression on the wire; topk is written topk:R (see pipelearn.transport.compress)."""
 Direction = Literal["up", "down"]
+COMPUTE_SETTING = r"auto|cpu|mps|cuda(:\d+)?"
+"""What a compute setting (server_device, a device's --compute) may say."""
 
 
 class ConfigError(ValueError):
@@ -65,9 +68,11 @@ class RunConfig:
     mode: Mode = "pipelearn"
     """fl, sl, sfl or pipelearn."""
     model: str = "vgg5"
-    """A zoo model name (see pipelearn.models.MODEL_NAMES)."""
+    """A zoo model name (see pipelearn.models.MODEL_NAMES), or a plug-in MODULE:FUNCTION or FILE.py:FUNCTION
+    (a pipelearn.models.ModelFactory); every device must be started with the same plug-in."""
     dataset: str = "mnist"
-    """A data set name (see pipelearn.data.DATASET_NAMES)."""
+    """A data set name (see pipelearn.data.DATASET_NAMES), or a plug-in MODULE:FUNCTION or FILE.py:FUNCTION
+    (a pipelearn.data.DatasetFactory); every device must be started with the same plug-in."""
     data_dir: str | None = None
     """Directory holding the data set's official files, where it needs one."""
     download: bool = False
@@ -130,6 +135,10 @@ class RunConfig:
     """Compression of what devices send (activations, weights); overrides compress."""
     compress_down: str | None = None
     """Compression of what the server sends (gradients, weights); overrides compress."""
+    server_device: str = "auto"
+    """Where the server trains its parts: auto (a GPU where torch sees one, else the CPU), cpu, cuda, cuda:N or mps."""
+    server_amp: Literal["off", "bf16"] = "off"
+    """Mixed precision of the server's forward passes: off, or bf16 (torch.autocast) where the hardware has it."""
     out: str = "runs/latest"
     """Output directory for metrics.json, trace.json and model.safetensors."""
     device_overrides: dict[int, DeviceOverride] = field(default_factory=dict)
@@ -306,6 +315,11 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "compress": (_codec, _CODEC_CHOICES),
     "compress_up": (_optional(_codec), _CODEC_CHOICES),
     "compress_down": (_optional(_codec), _CODEC_CHOICES),
+    "server_device": (
+        lambda v: isinstance(v, str) and re.fullmatch(COMPUTE_SETTING, v) is not None,
+        "auto, cpu, cuda, cuda:N or mps",
+    ),
+    "server_amp": (lambda v: v in ("off", "bf16"), "off or bf16"),
     "out": (_string, "a directory"),
 }
 """What each RunConfig key must be, and how to say so."""

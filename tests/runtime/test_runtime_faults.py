@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from pipelearn.metrics.events import now
+from pipelearn.runtime.agreement import fingerprint
 from pipelearn.runtime.server import Server
+from pipelearn.runtime.work import device_part, make_model
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import encode
 from pipelearn.transport.inbox import Inbox, PeerError
@@ -50,6 +52,11 @@ def _start(config: Any) -> tuple[Server, str, threading.Thread, dict[str, Any]]:
     return server, address, thread, result
 
 
+def _fingerprint(config: Any, device: int) -> dict[str, Any]:
+    """What an honest device with the run's model and synthetic 1x28x28 data in 10 classes declares with READY."""
+    return fingerprint(device_part(make_model(config, (1, 28, 28), 10), config, device), (1, 28, 28), 10)
+
+
 def _activation(size: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> bytes:
     return encode(
         {"activation": torch.zeros(size, *shape, dtype=dtype), "labels": torch.zeros(size, dtype=torch.int64)}
@@ -84,7 +91,7 @@ def test_a_faulty_device_is_refused_while_the_other_finishes(small_config, fault
     rogue = Rogue(address)
     rogue.send(envelope(pb.HELLO, 1, clock=now()))
     rogue.take(pb.PLAN)
-    rogue.send(envelope(pb.READY, 1, text=json.dumps({"samples": 40})))
+    rogue.send(envelope(pb.READY, 1, text=json.dumps({"samples": 40, "fingerprint": _fingerprint(config, 1)})))
     rogue.take(pb.START)
     rogue.take(pb.WEIGHTS)
     if fault == "disconnect":

@@ -97,6 +97,7 @@ def write_results(
     startup_s: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     compression: list[dict[str, dict[str, Any]]] | None = None,
+    server_device: str = "cpu",
 ) -> dict[str, Any]:
     """Write metrics.json, trace.json and model.safetensors into `out`; return the metrics (`extra` added to them).
 
@@ -142,6 +143,7 @@ def write_results(
         "bytes_down": sum(bytes_down),
         **({"compression": compression_totals(compression)} if compression else {}),
         "server": track_usage(events, compute_track(None), start, end),
+        "server_device": server_device,
         "device": devices,
         "bottleneck": bottleneck(events, start, end),
         "failed_devices": sorted(errors),

@@ -10,6 +10,8 @@ import torch
 from pipelearn.config import RunConfig
 from pipelearn.data import load_dataset
 from pipelearn.metrics.events import Recorder, compute_track, link_track, now
+from pipelearn.runtime.agreement import adopt, fingerprint
+from pipelearn.runtime.hardware import resolve_device
 from pipelearn.runtime.work import (
     DeviceBatches,
     device_indices,
@@ -44,8 +46,10 @@ class DeviceWorker:
         outbox: Outbox,
         inbox: Inbox,
         recorder: Recorder,
+        compute: torch.device | None = None,
     ) -> None:
         self.config, self.device, self.batches, self.schedule = config, device, batches, schedule
+        self.compute = compute or torch.device("cpu")
         self.part, self.optimizer = part, optimizer
         self.outbox, self.inbox, self.recorder = outbox, inbox, recorder
         self.channel = channel_for(config, "device")
@@ -89,7 +93,7 @@ class DeviceWorker:
                 Op.GRADIENT, received[0].tensors, {"gradient": (tuple(activation.shape), activation.dtype)}
             )
             if activation.requires_grad:
-                activation.backward(gradient["gradient"])
+                activation.backward(gradient["gradient"].to(self.compute))
         elif key.op is Op.TRAIN:
             x, y = self._microbatch(key.iteration, key.microbatch)
             batch = self.schedule.batch_sizes[self.device][key.iteration]
@@ -106,7 +110,7 @@ class DeviceWorker:
 
     def _microbatch(self, iteration: int, microbatch: int) -> tuple[torch.Tensor, torch.Tensor]:
         if microbatch == 0:
-            x, y = self.batches.batch(iteration)
+            x, y = (t.to(self.compute) for t in self.batches.batch(iteration))
             n = self.schedule.microbatches[self.device]
             self._chunks = list(
                 zip(torch.tensor_split(x, min(n, len(x))), torch.tensor_split(y, min(n, len(y))), strict=True)
@@ -114,10 +118,23 @@ class DeviceWorker:
         return self._chunks[microbatch]
 
 
-def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
-    """Join the server at HOST:PORT as device `device` and train until the server says the run is over."""
+def run_device(
+    address: str,
+    device: int,
+    timeout_s: float = 120.0,
+    *,
+    model: str | None = None,
+    dataset: str | None = None,
+    compute: str = "cpu",
+) -> None:
+    """Join the server at HOST:PORT as device `device` and train until the server says the run is over.
+
+    `model` and `dataset` are this device's own names for them, which it must be given where the run uses plug-ins;
+    `compute` is where it trains (cpu, cuda, cuda:N, mps or auto).
+    """
     began = now()
     torch.set_num_threads(1)
+    where = resolve_device(compute, "--compute")
     outbox = Outbox()
     channel, replies = open_session(address, iter(outbox), timeout_s)
     inbox = Inbox(replies, "the server", timeout_s)
@@ -126,16 +143,17 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
         outbox.control(envelope(pb.HELLO, device, clock=sent))
         plan = _take(inbox, pb.PLAN)
         recorder = Recorder(offset=plan.clock - (sent + now()) / 2)
-        config = RunConfig.from_json(plan.text)
+        config = adopt(RunConfig.from_json(plan.text), model, dataset)
         torch.set_num_threads(config.threads)
         inbox.timeout_s = config.timeout_s
         train = load_dataset(config.dataset, "train", config.data_dir, download=config.download)
         indices = device_indices(config, train, device)
-        model = make_model(config, train.input_shape, train.num_classes)
-        part = device_part(model, config, device).train()
+        whole = make_model(config, train.input_shape, train.num_classes)
+        part = device_part(whole, config, device).to(where).train()
         optimizer = make_optimizer(part, config)
         warm_up(part, config, train.input_shape, config.batch_size)
-        ready = {"samples": len(indices), "startup_s": now() - began}
+        declared = fingerprint(part, train.input_shape, train.num_classes)
+        ready = {"samples": len(indices), "startup_s": now() - began, "fingerprint": declared}
         outbox.control(envelope(pb.READY, device, text=json.dumps(ready)))
         samples = json.loads(_take(inbox, pb.START).text)["samples"]
         schedule = schedule_for(config, samples)
@@ -156,11 +174,14 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
             outbox,
             inbox,
             recorder,
+            where,
         ).run()
         outbox.control(envelope(pb.EVENTS, device, text=json.dumps(recorder.to_json())))
         _take(inbox, pb.DONE)
     except (WireError, ValueError) as exc:
         outbox.control(envelope(pb.ERROR, device, text=str(exc)))
+        outbox.close()
+        _drain(inbox)
         raise
     finally:
         outbox.close()
@@ -172,3 +193,13 @@ def _take(inbox: Inbox, kind: int) -> pb.Envelope:
     if message.kind != kind:
         raise PeerError(f"expected {pb.Kind.Name(kind)} from the server, got {pb.Kind.Name(message.kind)}")
     return message
+
+
+def _drain(inbox: Inbox, wait_s: float = 5.0) -> None:
+    """Wait (briefly) for the server to end the stream, so that what this device sent last reaches it."""
+    inbox.timeout_s = min(inbox.timeout_s, wait_s)
+    try:
+        while True:
+            inbox.take()
+    except (PeerError, WireError):
+        pass

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from pipelearn.config import RunConfig
+from pipelearn.plugins import device_environment, device_flags
 from pipelearn.runtime.server import Server
 
 
@@ -17,6 +18,7 @@ def run_local(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     torch.set_num_threads(config.threads)
     server = Server(config, progress)
     port = server.listen("127.0.0.1:0")
+    environment = device_environment(config.model, config.dataset)
     devices = [
         subprocess.Popen(
             [
@@ -30,7 +32,9 @@ def run_local(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                 str(d),
                 "--timeout",
                 str(config.timeout_s),
-            ]
+                *device_flags(config.model, config.dataset),
+            ],
+            env=environment,
         )
         for d in range(config.devices)
     ]

@@ -17,7 +17,9 @@ from pipelearn.config import ConfigError, RunConfig
 from pipelearn.data import load_dataset
 from pipelearn.metrics.events import Recorder, compute_track, link_track, now
 from pipelearn.metrics.report import write_results
+from pipelearn.runtime import hardware
 from pipelearn.runtime.aggregate import fedavg
+from pipelearn.runtime.agreement import differences, fingerprint, refusal
 from pipelearn.runtime.evaluate import RoundEvaluator, evaluate
 from pipelearn.runtime.work import (
     device_part,
@@ -93,6 +95,8 @@ class Server:
         if config.mode == "sl" and len({config.split_point(d) for d in range(config.devices)}) > 1:
             raise ConfigError("sl passes one device half from device to device: give every device the same split")
         self.progress = progress
+        self.torch_device = hardware.resolve_device(config.server_device)
+        hardware.check_amp(self.torch_device, config.server_amp)
         self.test = load_dataset(config.dataset, "test", config.data_dir, download=config.download)
         self.model = make_model(config, self.test.input_shape, self.test.num_classes)
         for d in range(config.devices):
@@ -159,7 +163,11 @@ class Server:
         began = now()
         self._make_replicas()
         self.startup_s += now() - began
-        self.samples, self.device_startup_s = self._wait_ready()
+        try:
+            self.samples, self.device_startup_s = self._wait_ready()
+        except Exception as exc:
+            self._stop_before_training(exc)
+            raise
         self.schedule = schedule_for(self.config, self.samples)
         self.start = now()
         for d, s in self.sessions.items():
@@ -203,7 +211,20 @@ class Server:
             declared = json.loads(ready.text)
             samples.append(int(declared["samples"]))
             startup.append(float(declared.get("startup_s", 0.0)))
+            part = device_part(self.model, self.config, d)
+            expected = fingerprint(part, self.test.input_shape, self.test.num_classes)
+            if found := differences(expected, declared.get("fingerprint")):
+                self._fail(d, WireError(refusal(d, found)))
+        if len(self.completions.failed) == self.config.devices:
+            raise PeerError(f"every device was refused: {'; '.join(self.errors.values())}")
         return samples, startup
+
+    def _stop_before_training(self, exc: Exception) -> None:
+        for d, session in self.sessions.items():
+            if d not in self.errors:
+                session.outbox.control(envelope(pb.ERROR, d, text=f"the run was stopped before training: {exc}"))
+                session.outbox.close()
+        self._shutdown()
 
     def _make_replicas(self) -> None:
         self.device_specs: dict[int, dict[str, TensorSpec]] = {}
@@ -222,7 +243,7 @@ class Server:
             if shared is None or self.config.mode != "sl":
                 model = make_model(self.config, self.test.input_shape, self.test.num_classes)
                 model.load_state_dict(self.global_state)
-                replica_part = server_part(model, self.config, d).train()
+                replica_part = server_part(model, self.config, d).train().to(self.torch_device)
                 shared = Replica(replica_part, make_optimizer(replica_part, self.config))
             self.replicas[d] = shared
             if self.activation_shapes[d] not in warmed:
@@ -230,6 +251,8 @@ class Server:
                 warmed.add(self.activation_shapes[d])
 
     def _run_lane(self, lane: int, bar: tqdm) -> None:
+        if lane in self.completions.failed:
+            return  # refused before training
         try:
             for action in self.schedule.lane(Resource.SERVER, lane):
                 if self.stopping.is_set():
@@ -302,14 +325,19 @@ class Server:
         labels = payload["labels"]
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.test.num_classes):
             raise WireError(f"labels from device {d} fall outside 0..{self.test.num_classes - 1}")
-        activation = payload["activation"].requires_grad_()
+        activation, labels = (t.to(self.torch_device) for t in (payload["activation"], labels))
+        activation.requires_grad_()
         started = now()
-        logits = self.replicas[d].part(activation)
-        loss = scaled_loss(logits, labels, batch)
+        with hardware.autocast(self.torch_device, self.config.server_amp):
+            logits = self.replicas[d].part(activation)
+            loss = scaled_loss(logits, labels, batch)
+        hardware.synchronize(self.torch_device)
         forward_s = now() - started
         loss.backward()
         assert activation.grad is not None
-        self.sessions[d].outbox.send(key, self.channels[d].encode(Op.GRADIENT, {"gradient": activation.grad}))
+        self.sessions[d].outbox.send(
+            key, self.channels[d].encode(Op.GRADIENT, hardware.to_cpu({"gradient": activation.grad}))
+        )
         return {
             "loss_sum": loss.item() * batch,
             "samples": size,
@@ -327,7 +355,9 @@ class Server:
         if not live:
             raise RuntimeError("every device has failed; nothing to aggregate")
         states = [
-            {**self.uploaded[d], **self.replicas[d].part.state_dict()} if d in self.replicas else self.uploaded[d]
+            {**self.uploaded[d], **hardware.to_cpu(self.replicas[d].part.state_dict())}
+            if d in self.replicas
+            else self.uploaded[d]
             for d in live
         ]
         self.global_state = fedavg(states, [self.samples[d] for d in live])
@@ -347,7 +377,7 @@ class Server:
     def final_state(self) -> State:
         """The trained global model: the last aggregate, or in sl the last device half with the server half."""
         if self.config.mode == "sl":
-            server_half = next(iter(self.replicas.values())).part.state_dict()
+            server_half = hardware.to_cpu(next(iter(self.replicas.values())).part.state_dict())
             return {**self._weights_for(0), **server_half}
         return self.global_state
 
@@ -399,6 +429,7 @@ class Server:
             errors=self.errors,
             startup_s={"server": self.startup_s, "devices": self.device_startup_s},
             extra=self.rounds.metrics(self.recorder.events, accuracy),
+            server_device=str(self.torch_device),
         )
 
     def _ordered(self) -> list[Session]:

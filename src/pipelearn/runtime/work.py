@@ -51,7 +51,8 @@ def warm_up(part: nn.Module, config: RunConfig, input_shape: tuple[int, ...], ba
     """
     twin = copy.deepcopy(part).train()
     optimizer = make_optimizer(twin, config)
-    out = twin(torch.zeros(max(batch, 2), *input_shape, requires_grad=True))
+    where = next((t.device for t in twin.state_dict().values()), torch.device("cpu"))
+    out = twin(torch.zeros(max(batch, 2), *input_shape, device=where, requires_grad=True))
     out.backward(torch.ones_like(out))
     if optimizer is not None:
         optimizer.step()
