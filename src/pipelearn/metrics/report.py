@@ -79,6 +79,9 @@ def write_results(
     bytes_up: list[int],
     bytes_down: list[int],
     errors: dict[int, str],
+    dropped: Sequence[dict[str, Any]] = (),
+    rejoined: Sequence[dict[str, Any]] = (),
+    resumed_from_round: int | None = None,
 ) -> dict[str, Any]:
     """Write metrics.json, trace.json and model.safetensors into `out`; return the metrics."""
     out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +123,9 @@ def write_results(
         "device": devices,
         "bottleneck": bottleneck(events, start, end),
         "failed_devices": sorted(errors),
+        "dropped": list(dropped),
+        "rejoined": list(rejoined),
+        "resumed_from_round": resumed_from_round,
         "config": json.loads(config.to_json()),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -40,8 +40,10 @@ class DeviceWorker:
         outbox: Outbox,
         inbox: Inbox,
         recorder: Recorder,
+        first_round: int = 0,
     ) -> None:
         self.config, self.device, self.batches, self.schedule = config, device, batches, schedule
+        self.first_round = first_round
         self.part = device_part(model, config, device)
         self.part.train()
         self.optimizer = make_optimizer(self.part, config)
@@ -51,9 +53,9 @@ class DeviceWorker:
         self._activations: dict[int, torch.Tensor] = {}
 
     def run(self) -> None:
-        """Execute every action of this device's compute lane, in order."""
+        """Execute the actions of this device's compute lane from its first round on, in order."""
         track = compute_track(self.device)
-        for action in self.schedule.lane(Resource.DEVICE, self.device):
+        for action in self.schedule.lane(Resource.DEVICE, self.device, self.first_round):
             received = [self.inbox.expect(dep) for dep in action.deps if dep.resource is Resource.DOWNLINK]
             start = now()
             args = self.execute(action, received)
@@ -121,12 +123,15 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
         indices = device_indices(config, train, device)
         model = make_model(config, train.input_shape, train.num_classes)
         outbox.control(envelope(pb.READY, device, text=json.dumps({"samples": len(indices)})))
-        samples = json.loads(_take(inbox, pb.START).text)["samples"]
-        schedule = schedule_for(config, samples)
+        start = json.loads(_take(inbox, pb.START).text)
+        schedule = schedule_for(config, start["samples"])
+        first_round = int(start.get("round", 0))  # later than 0 when rejoining or resuming a run
+        if not 0 <= first_round <= schedule.rounds:
+            raise WireError(f"the server starts this device at round {first_round} of a {schedule.rounds}-round run")
         link = config.link(device)
         outbox.follow(
             LinkSpec.from_mbps(link.up_mbps, link.latency_ms),
-            schedule.lane(Resource.UPLINK, device),
+            schedule.lane(Resource.UPLINK, device, first_round),
             link_track(device, "uplink"),
             recorder,
         )
@@ -139,6 +144,7 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
             outbox,
             inbox,
             recorder,
+            first_round,
         ).run()
         outbox.control(envelope(pb.EVENTS, device, text=json.dumps(recorder.to_json())))
         _take(inbox, pb.DONE)
