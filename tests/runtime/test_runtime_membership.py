@@ -93,3 +93,12 @@ def test_aggregation_leaves_out_a_dropped_devices_partial_round_and_restores_its
     for name, value in server.replicas[1].part.state_dict().items():
         torch.testing.assert_close(value, server.global_state[name], rtol=0, atol=0, msg=name)
     assert server.uploaded == {}
+
+
+def test_a_resumed_run_counts_the_rounds_before_its_first_as_done():
+    members = Membership(2)
+    members.begin(rounds=4, first_round=2, start=now())
+    members.wait(_aggregate(1), 0.01)
+    assert members.rounds_done == 2
+    with pytest.raises(RuntimeError, match="did not finish"):
+        members.wait(_aggregate(2), 0.01)

@@ -89,8 +89,9 @@ def weights_file(rounds_done: int) -> str:
     return f"checkpoint-round{rounds_done}.safetensors"
 
 
-def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> None:
+def save_checkpoint(directory: str | Path, checkpoint: Checkpoint) -> None:
     """Write a checkpoint into `directory` atomically, then remove the weight files of older ones."""
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = st_save({k: v.detach().cpu().contiguous() for k, v in checkpoint.weights.items()})
     name = weights_file(checkpoint.rounds_done)

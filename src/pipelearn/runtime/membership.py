@@ -34,6 +34,7 @@ class Membership:
         self._aborted = False
         self.rounds = 0
         self.rounds_done = 0
+        self._first_round = 0
         self._start: float | None = None
         self.dropped: list[dict[str, Any]] = [dict(e) for e in dropped]
         """Each drop: device, round, time_s since the run's start, reason."""
@@ -43,7 +44,7 @@ class Membership:
     def begin(self, rounds: int, first_round: int, start: float) -> None:
         """Training starts at `first_round` of `rounds` (later than 0 when resumed); times count from `start`."""
         with self._cond:
-            self.rounds, self.rounds_done, self._start = rounds, first_round, start
+            self.rounds, self.rounds_done, self._first_round, self._start = rounds, first_round, first_round, start
             for d in self._open_from:
                 self._open_from[d] = first_round
 
@@ -76,10 +77,17 @@ class Membership:
             self._cond.notify_all()
 
     def wait(self, key: Key, timeout_s: float) -> None:
-        """Block until an action is done, or its device takes no part in its round, or the run is aborted."""
+        """Block until an action is done (those of rounds before a resumed run's first were done before it), or its
+        device takes no part in its round, or the run is aborted."""
         with self._cond:
             finished = self._cond.wait_for(
-                lambda: key in self._done or self._aborted or not self._takes_part(key.device, key.round), timeout_s
+                lambda: (
+                    key in self._done
+                    or key.round < self._first_round
+                    or self._aborted
+                    or not self._takes_part(key.device, key.round)
+                ),
+                timeout_s,
             )
             if not finished:
                 raise RuntimeError(f"server action {key} did not finish within {timeout_s:g} s")
