@@ -133,7 +133,10 @@ class Server:
                     f"device id {device} is out of range: this run has devices 0..{self.config.devices - 1}"
                 )
             if device in self.sessions and not self.membership.reserve(device):
-                raise WireError(f"device id {device} has already joined; give each device its own --id")
+                raise WireError(
+                    f"device id {device} has already joined; give each device its own --id (a device that lost its "
+                    "connection can rejoin once the server has dropped it)"
+                )
         return device
 
     def run(self) -> dict[str, Any]:
