@@ -17,6 +17,7 @@ from typing import Any
 from pipelearn.config import ConfigError, RunConfig
 from pipelearn.data import Dataset, save_dataset
 from pipelearn.plugins import refuse_run_while_importing, spec_for
+from pipelearn.runtime.checkpoint import Checkpoint
 
 Metrics = dict[str, Any]
 """What metrics.json holds: times, busy and idle seconds, bytes, losses, test accuracy and the configuration."""
@@ -45,21 +46,23 @@ def run(
     train: Dataset | None = None,
     test: Dataset | None = None,
     progress: bool = False,
+    resume: Checkpoint | None = None,
     **settings: Any,
 ) -> Metrics:
     """Train with the server in this process and each device a local process; return the metrics.
 
     `model` and `dataset` override the configuration's; `train` and `test` (given together, instead of `dataset`)
     are the data set itself. The results are also written to `config.out`. Prints nothing unless `progress`.
+    `resume` continues a run from its checkpoint (`pipelearn.runtime.checkpoint.load_checkpoint`).
     """
     from pipelearn.runtime.launch import run_local
 
     refuse_run_while_importing()
     config = _named(configure(config, **settings), model, dataset)
     if train is None and test is None:
-        return run_local(config, progress=progress)
+        return run_local(config, progress=progress, resume=resume)
     with _saved(config, train, test, dataset) as saved:
-        return run_local(saved, progress=progress)
+        return run_local(saved, progress=progress, resume=resume)
 
 
 def serve(
@@ -69,13 +72,14 @@ def serve(
     model: ModelArg = None,
     dataset: DatasetArg = None,
     progress: bool = False,
+    resume: Checkpoint | None = None,
     **settings: Any,
 ) -> Metrics:
     """Serve a run on HOST:PORT to devices started elsewhere (`join`); return the metrics when it is over."""
     from pipelearn.runtime.server import serve as serve_run
 
     refuse_run_while_importing()
-    return serve_run(_named(configure(config, **settings), model, dataset), listen, progress=progress)
+    return serve_run(_named(configure(config, **settings), model, dataset), listen, progress=progress, resume=resume)
 
 
 def join(

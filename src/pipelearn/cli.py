@@ -8,12 +8,15 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelearn import __version__, api
 from pipelearn.config import MODES, NETWORK_PRESETS, ConfigError, RunConfig, from_mapping, load_toml
 from pipelearn.metrics.rounds import best_accuracy
 from pipelearn.metrics.summary import summary
+
+if TYPE_CHECKING:
+    from pipelearn.runtime.checkpoint import Checkpoint
 
 
 def _int_or_auto(text: str) -> int | str:
@@ -117,6 +120,24 @@ def _config(args: argparse.Namespace, **defaults: Any) -> RunConfig:
     return from_mapping(values)
 
 
+def _resumed(args: argparse.Namespace) -> tuple[RunConfig, Checkpoint]:
+    """The checkpoint in --resume DIR and its run's config, writing on into DIR; other run settings are refused."""
+    given = [flag for flag, dest, _ in _RUN_FLAGS if getattr(args, dest, None) is not None]
+    given += [
+        flag
+        for flag, dest in (("--download", "download"), ("--no-batchnorm", "batchnorm"))
+        if vars(args)[dest] is not None
+    ]
+    if args.config or given:
+        raise ConfigError(
+            f"--resume continues a run with the settings in its checkpoint; leave out {args.config or given[0]}"
+        )
+    from pipelearn.runtime.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(args.resume)
+    return dataclasses.replace(checkpoint.config, out=str(args.resume)), checkpoint
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipelearn", description=__doc__)
     parser.add_argument("--version", action="version", version=f"pipelearn {__version__}")
@@ -126,6 +147,12 @@ def _parser() -> argparse.ArgumentParser:
     server = commands.add_parser("server", help="serve a run to devices on other machines")
     server.add_argument("--listen", required=True, metavar="HOST:PORT")
     _add_config_flags(server)
+    for command in (run, server):
+        command.add_argument(
+            "--resume",
+            metavar="DIR",
+            help="continue the run whose last checkpoint is in DIR (its output directory), with its settings",
+        )
     device = commands.add_parser("device", help="join a server as one device")
     device.add_argument("--server", required=True, metavar="HOST:PORT")
     device.add_argument("--id", required=True, type=int, help="this device's id, 0..devices-1")
@@ -242,11 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = _config(args, devices=1, samples_per_device=None, epochs=3, mode="fl", out="runs/train-local")
             metrics = api.train_local(config, progress=not args.quiet)
         elif args.command == "server":
-            config = _config(args)
-            metrics = api.serve(config, args.listen, progress=not args.quiet)
+            config, resume = _resumed(args) if args.resume else (_config(args), None)
+            metrics = api.serve(config, args.listen, progress=not args.quiet, resume=resume)
         else:
-            config = _config(args)
-            metrics = api.run(config, progress=not args.quiet)
+            config, resume = _resumed(args) if args.resume else (_config(args), None)
+            metrics = api.run(config, progress=not args.quiet, resume=resume)
         if args.command != "train-local":
             from pipelearn.bench.report import report_run
 

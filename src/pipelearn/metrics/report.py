@@ -98,6 +98,9 @@ def write_results(
     extra: dict[str, Any] | None = None,
     compression: list[dict[str, dict[str, Any]]] | None = None,
     server_device: str = "cpu",
+    dropped: Sequence[dict[str, Any]] = (),
+    rejoined: Sequence[dict[str, Any]] = (),
+    resumed_from_round: int | None = None,
 ) -> dict[str, Any]:
     """Write metrics.json, trace.json and model.safetensors into `out`; return the metrics (`extra` added to them).
 
@@ -148,6 +151,9 @@ def write_results(
         "bottleneck": bottleneck(events, start, end),
         "failed_devices": sorted(errors),
         **(extra or {}),
+        "dropped": list(dropped),
+        "rejoined": list(rejoined),
+        "resumed_from_round": resumed_from_round,
         "config": json.loads(config.to_json()),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -47,9 +47,11 @@ class DeviceWorker:
         inbox: Inbox,
         recorder: Recorder,
         compute: torch.device | None = None,
+        first_round: int = 0,
     ) -> None:
         self.config, self.device, self.batches, self.schedule = config, device, batches, schedule
         self.compute = compute or torch.device("cpu")
+        self.first_round = first_round
         self.part, self.optimizer = part, optimizer
         self.outbox, self.inbox, self.recorder = outbox, inbox, recorder
         self.channel = channel_for(config, "device")
@@ -58,9 +60,10 @@ class DeviceWorker:
         self._activations: dict[int, torch.Tensor] = {}
 
     def run(self) -> None:
-        """Execute this device's compute lane in order, to its end or until the server ends the run early."""
+        """Execute this device's compute lane from its first round on, in order, to its end or until the server ends
+        the run early."""
         track = compute_track(self.device)
-        for action in self.schedule.lane(Resource.DEVICE, self.device):
+        for action in self.schedule.lane(Resource.DEVICE, self.device, self.first_round):
             try:
                 received = [self.inbox.expect(dep) for dep in action.deps if dep.resource is Resource.DOWNLINK]
             except RunOver:
@@ -155,12 +158,15 @@ def run_device(
         declared = fingerprint(part, train.input_shape, train.num_classes)
         ready = {"samples": len(indices), "startup_s": now() - began, "fingerprint": declared}
         outbox.control(envelope(pb.READY, device, text=json.dumps(ready)))
-        samples = json.loads(_take(inbox, pb.START).text)["samples"]
-        schedule = schedule_for(config, samples)
+        start = json.loads(_take(inbox, pb.START).text)
+        schedule = schedule_for(config, start["samples"])
+        first_round = int(start.get("round", 0))  # later than 0 when rejoining or resuming a run
+        if not 0 <= first_round <= schedule.rounds:
+            raise WireError(f"the server starts this device at round {first_round} of a {schedule.rounds}-round run")
         link = config.link(device)
         outbox.follow(
             LinkSpec.from_mbps(link.up_mbps, link.latency_ms),
-            schedule.lane(Resource.UPLINK, device),
+            schedule.lane(Resource.UPLINK, device, first_round),
             link_track(device, "uplink"),
             recorder,
         )
@@ -175,6 +181,7 @@ def run_device(
             inbox,
             recorder,
             where,
+            first_round,
         ).run()
         outbox.control(envelope(pb.EVENTS, device, text=json.dumps(recorder.to_json())))
         _take(inbox, pb.DONE)

@@ -10,13 +10,14 @@ import torch
 
 from pipelearn.config import RunConfig
 from pipelearn.plugins import device_environment, device_flags
+from pipelearn.runtime.checkpoint import Checkpoint
 from pipelearn.runtime.server import Server
 
 
-def run_local(config: RunConfig, progress: bool = True) -> dict[str, Any]:
-    """Start the server and one process per device over loopback; train; return the metrics."""
+def run_local(config: RunConfig, progress: bool = True, resume: Checkpoint | None = None) -> dict[str, Any]:
+    """Start the server and one process per device over loopback; train (from a checkpoint if given); return metrics."""
     torch.set_num_threads(config.threads)
-    server = Server(config, progress)
+    server = Server(config, progress, resume)
     port = server.listen("127.0.0.1:0")
     environment = device_environment(config.model, config.dataset)
     devices = [

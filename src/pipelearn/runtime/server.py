@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from pipelearn.metrics.report import write_results
 from pipelearn.runtime import hardware
 from pipelearn.runtime.aggregate import fedavg
 from pipelearn.runtime.agreement import differences, fingerprint, refusal
+from pipelearn.runtime.checkpoint import Checkpoint, CheckpointWriter, check_fits
 from pipelearn.runtime.evaluate import RoundEvaluator, evaluate
+from pipelearn.runtime.membership import Membership, RejoinError
 from pipelearn.runtime.work import (
     device_part,
     make_model,
@@ -59,37 +62,10 @@ class Replica:
     optimizer: torch.optim.Optimizer | None
 
 
-class Completions:
-    """Which server actions are done; a failed device's actions count as done so nobody waits on them."""
-
-    def __init__(self) -> None:
-        self._done: set[Key] = set()
-        self.failed: set[int] = set()
-        self._cond = threading.Condition()
-
-    def done(self, key: Key) -> None:
-        """Mark one action done."""
-        with self._cond:
-            self._done.add(key)
-            self._cond.notify_all()
-
-    def fail(self, device: int) -> None:
-        """Mark every action of a device done."""
-        with self._cond:
-            self.failed.add(device)
-            self._cond.notify_all()
-
-    def wait(self, key: Key, timeout_s: float) -> None:
-        """Block until an action is done or its device has failed."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: key in self._done or key.device in self.failed, timeout_s):
-                raise RuntimeError(f"server action {key} did not finish within {timeout_s:g} s")
-
-
 class Server:
-    """The server of one run; `listen`, then `run` until the run is over."""
+    """The server of one run; `listen`, then `run` until the run is over (from a checkpoint's next round if given)."""
 
-    def __init__(self, config: RunConfig, progress: bool = True) -> None:
+    def __init__(self, config: RunConfig, progress: bool = True, resume: Checkpoint | None = None) -> None:
         began = now()
         self.config = config.validate()
         if config.mode == "sl" and len({config.split_point(d) for d in range(config.devices)}) > 1:
@@ -106,13 +82,23 @@ class Server:
                     f"the block boundaries of {config.model}"
                 )
         self.global_state: State = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.resume = resume
+        if resume is not None:
+            check_fits(resume, self.global_state)
+            self.global_state = dict(resume.weights)
         self.rounds = RoundEvaluator(config, self.model, self.test)
         self.stopping = threading.Event()
         self.recorder = Recorder()
         self.sessions: dict[int, Session] = {}
+        self.retired: list[tuple[int, Session]] = []
+        """Sessions of dropped devices that have since rejoined on a new connection."""
         self.channels = {d: channel_for(config, "server") for d in range(config.devices)}
-        self.errors: dict[int, str] = {}
-        self.completions = Completions()
+        self.errors: dict[int, str] = dict(resume.errors) if resume else {}
+        self.membership = Membership(
+            config.devices, resume.dropped if resume else (), resume.rejoined if resume else ()
+        )
+        self.checkpoints = CheckpointWriter(Path(config.out))
+        self._lanes: list[threading.Thread] = []
         self.compute = threading.Lock()
         self._joined = threading.Condition()
         self._grpc: grpc.Server | None = None
@@ -141,8 +127,13 @@ class Server:
         context.add_callback(outbox.close)
         outbox.control(envelope(pb.PLAN, device, text=self.config.to_json(), clock=now()))
         with self._joined:
+            rejoining = device in self.sessions  # _admit lets an id in twice only to take a dropped device back
+            if rejoining:
+                self.retired.append((device, self.sessions[device]))
             self.sessions[device] = Session(inbox, outbox)
             self._joined.notify_all()
+        if rejoining:
+            threading.Thread(target=self._rejoin, args=(device,), daemon=True, name=f"rejoin-{device}").start()
         yield from outbox
 
     def _admit(self, hello: pb.Envelope) -> int:
@@ -154,8 +145,11 @@ class Server:
                 raise WireError(
                     f"device id {device} is out of range: this run has devices 0..{self.config.devices - 1}"
                 )
-            if device in self.sessions:
-                raise WireError(f"device id {device} has already joined; give each device its own --id")
+            if device in self.sessions and not self.membership.reserve(device):
+                raise WireError(
+                    f"device id {device} has already joined; give each device its own --id (a device that lost its "
+                    "connection can rejoin once the server has dropped it)"
+                )
         return device
 
     def run(self) -> dict[str, Any]:
@@ -164,33 +158,34 @@ class Server:
         self._make_replicas()
         self.startup_s += now() - began
         try:
-            self.samples, self.device_startup_s = self._wait_ready()
+            self.samples, self.device_startup_s, refused = self._wait_ready()
         except Exception as exc:
             self._stop_before_training(exc)
             raise
+        if self.resume is not None:
+            check_fits(self.resume, self.global_state, self.samples)
+        first = self.resume.rounds_done if self.resume is not None else 0
         self.schedule = schedule_for(self.config, self.samples)
         self.start = now()
+        self.membership.begin(self.schedule.rounds, first, self.start - (self.resume.elapsed_s if self.resume else 0))
+        for d, reason in refused.items():
+            self._fail(d, WireError(reason), first)
         for d, s in self.sessions.items():
-            s.outbox.follow(
-                s.outbox.spec,
-                self.schedule.lane(Resource.DOWNLINK, d),
-                link_track(d, "downlink"),
-                self.recorder,
-            )
-            s.outbox.control(envelope(pb.START, d, text=json.dumps({"samples": self.samples})))
+            if not self.membership.is_out(d):
+                self._start_device(d, s, first)
         total = sum(len(lane) for (r, _), lane in self.schedule.lanes.items() if r is Resource.SERVER)
         with tqdm(total=total, desc=f"{self.config.mode} server", unit="action", disable=not self.progress) as bar:
             self.rounds.begin(self.start, self.schedule, bar.set_postfix_str)
-            lanes = [
-                threading.Thread(target=self._run_lane, args=(d, bar), daemon=True)
-                for d in [*range(self.config.devices), COORDINATOR]
-            ]
-            for t in lanes:
-                t.start()
-            for t in lanes:
-                t.join()
+            self._bar = bar
+            for lane in [*range(self.config.devices), COORDINATOR]:
+                self._start_lane(lane, first)
+            self._join_lanes()
         self.end = now()
         self.rounds.finish()
+        try:
+            self.checkpoints.close()
+        except RuntimeError as exc:
+            self._crash = self._crash or exc
         if self._crash is not None:
             self._shutdown()
             raise RuntimeError(f"the server failed: {self._crash!r}") from self._crash
@@ -198,26 +193,83 @@ class Server:
         self._shutdown()
         return self._report()
 
-    def _wait_ready(self) -> tuple[list[int], list[float]]:
+    def _start_device(self, device: int, session: Session, first_round: int) -> None:
+        """Send a device START, and have its downlink carry its schedule from `first_round` on."""
+        session.outbox.follow(
+            session.outbox.spec,
+            self.schedule.lane(Resource.DOWNLINK, device, first_round),
+            link_track(device, "downlink"),
+            self.recorder,
+        )
+        start = {"samples": self.samples, "round": first_round}
+        session.outbox.control(envelope(pb.START, device, text=json.dumps(start)))
+
+    def _start_lane(self, lane: int, first_round: int) -> None:
+        thread = threading.Thread(target=self._run_lane, args=(lane, first_round), daemon=True)
+        with self._joined:
+            self._lanes.append(thread)
+        thread.start()
+
+    def _join_lanes(self) -> None:
+        """Wait for every lane, including those a rejoining device starts meanwhile."""
+        joined = 0
+        while True:
+            with self._joined:
+                if joined == len(self._lanes):
+                    return
+                thread = self._lanes[joined]
+            thread.join()
+            joined += 1
+
+    def _rejoin(self, device: int) -> None:
+        """Take a dropped device back on its new connection: from the next round, with the current global model."""
+        session = self.sessions[device]
+        try:
+            if self.config.mode == "sl":
+                raise RejoinError("an sl run hands one device half from device to device; a device cannot rejoin it")
+            samples = self._declared_samples(device, session.inbox.take())
+            if samples != self.samples[device]:
+                raise WireError(
+                    f"device {device} rejoins with {samples} samples; it joined with {self.samples[device]}"
+                )
+            with self.compute:
+                self._reset_replica(device)
+            first = self.membership.rejoin(device)
+        except (PeerError, WireError, RejoinError) as exc:
+            self.membership.release(device)
+            print(f"server: device {device} could not rejoin: {exc}", file=sys.stderr)
+            session.outbox.control(envelope(pb.ERROR, device, text=str(exc)))
+            session.outbox.close()
+            return
+        print(f"server: device {device} rejoined; it takes part again from round {first}", file=sys.stderr)
+        self._start_device(device, session, first)
+        self._start_lane(device, first)
+
+    def _wait_ready(self) -> tuple[list[int], list[float], dict[int, str]]:
+        """Each device's declared samples and start-up time, and why any device's model part does not match."""
         with self._joined:
             if not self._joined.wait_for(lambda: len(self.sessions) == self.config.devices, self.config.timeout_s):
                 missing = sorted(set(range(self.config.devices)) - set(self.sessions))
                 raise PeerError(f"devices {missing} did not join within {self.config.timeout_s:g} s (timeout_s)")
-        samples, startup = [], []
+        samples, startup, refused = [], [], {}
         for d in range(self.config.devices):
             ready = self.sessions[d].inbox.take()
-            if ready.kind != pb.READY:
-                raise WireError(f"device {d} sent {pb.Kind.Name(ready.kind)} before READY")
+            samples.append(self._declared_samples(d, ready))
             declared = json.loads(ready.text)
-            samples.append(int(declared["samples"]))
             startup.append(float(declared.get("startup_s", 0.0)))
             part = device_part(self.model, self.config, d)
             expected = fingerprint(part, self.test.input_shape, self.test.num_classes)
             if found := differences(expected, declared.get("fingerprint")):
-                self._fail(d, WireError(refusal(d, found)))
-        if len(self.completions.failed) == self.config.devices:
-            raise PeerError(f"every device was refused: {'; '.join(self.errors.values())}")
-        return samples, startup
+                refused[d] = refusal(d, found)
+        if len(refused) == self.config.devices:
+            raise PeerError(f"every device was refused: {'; '.join(refused.values())}")
+        return samples, startup, refused
+
+    def _declared_samples(self, device: int, ready: pb.Envelope) -> int:
+        """The sample count a device declares in its READY."""
+        if ready.kind != pb.READY:
+            raise WireError(f"device {device} sent {pb.Kind.Name(ready.kind)} before READY")
+        return int(json.loads(ready.text)["samples"])
 
     def _stop_before_training(self, exc: Exception) -> None:
         for d, session in self.sessions.items():
@@ -250,19 +302,28 @@ class Server:
                 warm_up(shared.part, self.config, self.activation_shapes[d], self.config.batch_size)
                 warmed.add(self.activation_shapes[d])
 
-    def _run_lane(self, lane: int, bar: tqdm) -> None:
-        if lane in self.completions.failed:
+    def _reset_replica(self, device: int) -> None:
+        """A rejoining device's server replica starts with no gradients and a fresh optimizer (as the device does)."""
+        replica = self.replicas.get(device)
+        if replica is not None:
+            replica.part.zero_grad(set_to_none=True)
+            self.replicas[device] = Replica(replica.part, make_optimizer(replica.part, self.config))
+
+    def _run_lane(self, lane: int, first_round: int = 0) -> None:
+        if lane != COORDINATOR and self.membership.is_out(lane):
             return  # refused before training
+        round_ = first_round
         try:
-            for action in self.schedule.lane(Resource.SERVER, lane):
+            for action in self.schedule.lane(Resource.SERVER, lane, first_round):
                 if self.stopping.is_set():
                     break
+                round_ = action.key.round
                 received = []
                 for dep in action.deps:
                     if dep.resource is Resource.UPLINK:
                         received.append(self.sessions[dep.device].inbox.expect(dep))
                     else:
-                        self.completions.wait(dep, 4 * self.config.timeout_s)
+                        self.membership.wait(dep, 4 * self.config.timeout_s)
                 if self.stopping.is_set():
                     break
                 with self.compute:
@@ -277,14 +338,13 @@ class Server:
                         device=action.key.device,
                         **args,
                     )
-                self.completions.done(action.key)
-                bar.update()
+                self.membership.done(action.key)
+                self._bar.update()
         except (PeerError, WireError) as exc:
-            self._fail(lane, exc)
+            self._fail(lane, exc, round_)
         except Exception as exc:  # a fault of the server itself: stop every lane rather than hang
             self._crash = exc
-            for d in range(self.config.devices):
-                self.completions.fail(d)
+            self.membership.abort()
 
     def execute(self, action: Action, received: list[pb.Envelope]) -> dict[str, float]:
         """Do one server action; return what the timeline should note about it."""
@@ -303,7 +363,7 @@ class Server:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         elif key.op is Op.AGGREGATE:
-            self._aggregate()
+            self._aggregate(key.round)
             if self.rounds.aggregated(key.round, self.global_state, self.recorder.events):
                 self._stop_early()
         else:
@@ -350,10 +410,11 @@ class Server:
             return self.relay
         return {k: self.global_state[k] for k in self.device_specs[device]}
 
-    def _aggregate(self) -> None:
-        live = [d for d in range(self.config.devices) if d not in self.completions.failed and d in self.uploaded]
+    def _aggregate(self, round: int) -> None:
+        # only the devices whose weights of this round arrived finished it; a dropped device's work is left out
+        live = sorted(self.uploaded)
         if not live:
-            raise RuntimeError("every device has failed; nothing to aggregate")
+            raise RuntimeError(f"every device has failed; nothing to aggregate in round {round}")
         states = [
             {**self.uploaded[d], **hardware.to_cpu(self.replicas[d].part.state_dict())}
             if d in self.replicas
@@ -361,17 +422,29 @@ class Server:
             for d in live
         ]
         self.global_state = fedavg(states, [self.samples[d] for d in live])
-        for d in live:
-            if d in self.replicas:
-                part = self.replicas[d].part
-                part.load_state_dict({k: self.global_state[k] for k in part.state_dict()})
-                on_new_weights(self.replicas[d].optimizer, self.config)
+        self.uploaded.clear()
+        for replica in self.replicas.values():  # a dropped device's replica, too, goes back to the global model
+            replica.part.load_state_dict({k: self.global_state[k] for k in replica.part.state_dict()})
+            on_new_weights(replica.optimizer, self.config)
+        self.checkpoints.submit(
+            Checkpoint(
+                config=self.config,
+                rounds_done=round + 1,
+                rounds=self.schedule.rounds,
+                samples=self.samples,
+                weights=self.global_state,
+                elapsed_s=self.membership.elapsed(),
+                dropped=list(self.membership.dropped),
+                rejoined=list(self.membership.rejoined),
+                errors=dict(self.errors),
+            )
+        )
 
     def _stop_early(self) -> None:
         """End the run at this aggregation: every lane stops, and every device is told the run is over."""
         self.stopping.set()
         for d, s in self.sessions.items():
-            if d not in self.completions.failed:
+            if not self.membership.is_out(d):
                 s.outbox.control(envelope(pb.DONE, d, text="the target accuracy was reached: stop"))
 
     def final_state(self) -> State:
@@ -381,18 +454,18 @@ class Server:
             return {**self._weights_for(0), **server_half}
         return self.global_state
 
-    def _fail(self, device: int, exc: Exception) -> None:
-        message = f"device {device} failed and was dropped from the run: {exc}"
+    def _fail(self, device: int, exc: Exception, round: int) -> None:
+        session = self.sessions[device]  # before the drop: once dropped, a new connection may take the device's place
+        message = f"device {device} failed in round {round} and was dropped from the run: {exc}"
         print(f"server: {message}", file=sys.stderr)
         self.errors[device] = str(exc)
-        self.completions.fail(device)
-        session = self.sessions[device]
+        self.membership.drop(device, round, str(exc))
         session.outbox.control(envelope(pb.ERROR, device, text=str(exc)))
         session.outbox.close()
 
     def _collect_events(self) -> None:
         for d, s in self.sessions.items():
-            if d in self.errors:
+            if self.membership.is_out(d):
                 continue
             try:
                 message = s.inbox.take()
@@ -423,23 +496,30 @@ class Server:
             accuracy,
             final,
             samples=self.samples,
-            bytes_up=[s.inbox.bytes_received for s in self._ordered()],
-            bytes_down=[s.outbox.bytes_sent for s in self._ordered()],
+            bytes_up=self._bytes(lambda s: s.inbox.bytes_received),
+            bytes_down=self._bytes(lambda s: s.outbox.bytes_sent),
             compression=[self.channels[d].usage() for d in range(self.config.devices)],
             errors=self.errors,
             startup_s={"server": self.startup_s, "devices": self.device_startup_s},
             extra=self.rounds.metrics(self.recorder.events, accuracy),
             server_device=str(self.torch_device),
+            dropped=self.membership.dropped,
+            rejoined=self.membership.rejoined,
+            resumed_from_round=self.resume.rounds_done if self.resume is not None else None,
         )
 
-    def _ordered(self) -> list[Session]:
-        return [self.sessions[d] for d in range(self.config.devices)]
+    def _bytes(self, count: Callable[[Session], int]) -> list[int]:
+        """Per device, bytes over all its connections (a rejoined device has had more than one)."""
+        totals = [count(self.sessions[d]) for d in range(self.config.devices)]
+        for d, session in self.retired:
+            totals[d] += count(session)
+        return totals
 
 
-def serve(config: RunConfig, listen: str, progress: bool = True) -> dict[str, Any]:
-    """Run the server of a run on HOST:PORT until the run is over; return the metrics."""
+def serve(config: RunConfig, listen: str, progress: bool = True, resume: Checkpoint | None = None) -> dict[str, Any]:
+    """Run the server of a run on HOST:PORT until the run is over (from a checkpoint if given); return the metrics."""
     torch.set_num_threads(config.threads)
-    server = Server(config, progress)
+    server = Server(config, progress, resume)
     port = server.listen(listen)
     print(f"server: listening on port {port}; waiting for {config.devices} devices", file=sys.stderr)
     return server.run()

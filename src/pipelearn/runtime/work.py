@@ -105,13 +105,16 @@ class DeviceBatches:
         self.dataset, self.indices, self.config, self.device = dataset, indices, config, device
         self.per_epoch = -(-len(indices) // config.batch_size)
         self._epoch = -1
+        self._next = 0
         self._batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(())
 
     def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The mini-batch of an iteration; iterations must be asked for in order."""
-        epoch = iteration // self.per_epoch
+        """The mini-batch of an iteration; iterations must be asked for in order, but may start at any one."""
+        epoch, index = divmod(iteration, self.per_epoch)
         if epoch != self._epoch:
-            self._epoch = epoch
+            if epoch < self._epoch:
+                raise ValueError(f"mini-batch {iteration} was asked for after a later one; ask in order")
+            self._epoch, self._next = epoch, 0
             self._batches = iterate_batches(
                 self.dataset,
                 self.indices,
@@ -120,6 +123,11 @@ class DeviceBatches:
                 epoch=epoch,
                 train=True,
             )
+        if index < self._next:
+            raise ValueError(f"mini-batch {iteration} was asked for after a later one; ask in order")
+        for _ in range(index - self._next):  # seek (a resumed or rejoined device): draw the batches it skips
+            next(self._batches)
+        self._next = index + 1
         return next(self._batches)
 
 
