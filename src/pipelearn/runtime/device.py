@@ -10,6 +10,7 @@ import torch
 from pipelearn.config import RunConfig
 from pipelearn.data import load_dataset
 from pipelearn.metrics.events import Recorder, compute_track, link_track, now
+from pipelearn.runtime.checks import check_plan, check_start, device_threads
 from pipelearn.runtime.work import (
     DeviceBatches,
     device_indices,
@@ -22,9 +23,10 @@ from pipelearn.runtime.work import (
 from pipelearn.schedule import Action, Op, Resource, Schedule
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError, decode, encode, spec_of
+from pipelearn.transport.credentials import DeviceCredentials
 from pipelearn.transport.inbox import Inbox, PeerError
 from pipelearn.transport.link import LinkSpec, Outbox
-from pipelearn.transport.service import envelope, open_session
+from pipelearn.transport.service import envelope, kind_name, open_session
 
 
 class DeviceWorker:
@@ -103,25 +105,43 @@ class DeviceWorker:
         return self._chunks[microbatch]
 
 
-def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
-    """Join the server at HOST:PORT as device `device` and train until the server says the run is over."""
+def run_device(
+    address: str,
+    device: int,
+    timeout_s: float = 120.0,
+    *,
+    credentials: DeviceCredentials | None = None,
+    insecure: bool = False,
+    data_dir: str | None = None,
+    download: bool = False,
+) -> None:
+    """Join the server at HOST:PORT as device `device` and train until the server says the run is over.
+
+    The device connects over mutual TLS with `credentials` (which must be device `device`'s), or in plain text
+    only if `insecure`. It reads its training data from its own `data_dir` (fetching it only if `download`):
+    what the server's plan says about paths is ignored.
+    """
+    if (credentials is None) != insecure:
+        raise ValueError("join with credentials (mutual TLS), or with insecure=True for plain text; not both")
+    if credentials is not None and credentials.device != device:
+        raise ValueError(f"these credentials are device {credentials.device}'s, not device {device}'s")
     torch.set_num_threads(1)
     outbox = Outbox()
-    channel, replies = open_session(address, iter(outbox), timeout_s)
+    channel, replies = open_session(address, iter(outbox), timeout_s, credentials)
     inbox = Inbox(replies, "the server", timeout_s)
     try:
         sent = now()
         outbox.control(envelope(pb.HELLO, device, clock=sent))
         plan = _take(inbox, pb.PLAN)
         recorder = Recorder(offset=plan.clock - (sent + now()) / 2)
-        config = RunConfig.from_json(plan.text)
-        torch.set_num_threads(config.threads)
+        config = check_plan(plan.text, device)
+        torch.set_num_threads(device_threads(config))
         inbox.timeout_s = config.timeout_s
-        train = load_dataset(config.dataset, "train", config.data_dir, download=config.download)
+        train = load_dataset(config.dataset, "train", data_dir, download=download)
         indices = device_indices(config, train, device)
         model = make_model(config, train.input_shape, train.num_classes)
         outbox.control(envelope(pb.READY, device, text=json.dumps({"samples": len(indices)})))
-        samples = json.loads(_take(inbox, pb.START).text)["samples"]
+        samples = check_start(_take(inbox, pb.START), config, device, len(indices))
         schedule = schedule_for(config, samples)
         link = config.link(device)
         outbox.follow(
@@ -153,5 +173,5 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
 def _take(inbox: Inbox, kind: int) -> pb.Envelope:
     message = inbox.take()
     if message.kind != kind:
-        raise PeerError(f"expected {pb.Kind.Name(kind)} from the server, got {pb.Kind.Name(message.kind)}")
+        raise PeerError(f"expected {pb.Kind.Name(kind)} from the server, got {kind_name(message.kind)}")
     return message

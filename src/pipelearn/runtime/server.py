@@ -18,6 +18,7 @@ from pipelearn.data import load_dataset
 from pipelearn.metrics.events import Recorder, compute_track, link_track, now
 from pipelearn.metrics.report import write_results
 from pipelearn.runtime.aggregate import fedavg
+from pipelearn.runtime.checks import HELLO_BYTES, admit, check_events, check_ready, device_plan, plan_limits
 from pipelearn.runtime.evaluate import evaluate
 from pipelearn.runtime.work import (
     device_part,
@@ -30,7 +31,8 @@ from pipelearn.runtime.work import (
 )
 from pipelearn.schedule import COORDINATOR, Action, Key, Op, Resource
 from pipelearn.transport import pipelearn_pb2 as pb
-from pipelearn.transport.codec import TensorSpec, WireError, decode, encode, spec_of
+from pipelearn.transport.codec import TensorSpec, WireError, check_finite, decode, encode, spec_of
+from pipelearn.transport.credentials import ServerCredentials, peer_device
 from pipelearn.transport.inbox import Inbox, PeerError
 from pipelearn.transport.link import LinkSpec, Outbox
 from pipelearn.transport.service import envelope, start_server
@@ -97,6 +99,8 @@ class Server:
                     f"split {config.split_point(d)} of device {d} is outside 0..{len(self.model)}, "
                     f"the block boundaries of {config.model}"
                 )
+        train = load_dataset(config.dataset, "train", config.data_dir, download=config.download)
+        self.limits = plan_limits(config, self.model, train)
         self.global_state: State = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.recorder = Recorder()
         self.sessions: dict[int, Session] = {}
@@ -105,45 +109,45 @@ class Server:
         self.compute = threading.Lock()
         self._joined = threading.Condition()
         self._grpc: grpc.Server | None = None
+        self._tls = False
         self._crash: BaseException | None = None
 
-    def listen(self, address: str) -> int:
-        """Start serving on HOST:PORT (port 0 picks one); return the port."""
-        self._grpc, port = start_server(self.session, address, workers=2 * self.config.devices + 8)
+    def listen(self, address: str, credentials: ServerCredentials | None = None, *, insecure: bool = False) -> int:
+        """Start serving on HOST:PORT (port 0 picks one) over mutual TLS, or plain text if `insecure`."""
+        if (credentials is None) != insecure:
+            raise ValueError("serve with credentials (mutual TLS), or with insecure=True for plain text; not both")
+        self._tls = credentials is not None
+        workers = 2 * self.config.devices + 8
+        self._grpc, port = start_server(self.session, address, workers, credentials, self.limits.receive_bytes)
         return port
 
     def session(self, requests: Any, context: grpc.ServicerContext) -> Any:
-        """The gRPC handler of one device's stream: handshake, then everything the schedule sends it."""
-        inbox = Inbox(requests, "a joining device", self.config.timeout_s)
+        """The gRPC handler of one device's stream: admission, then everything the schedule sends it."""
+        certified = peer_device(context.auth_context()) if self._tls else None
+        inbox = Inbox(requests, "a joining device", self.config.timeout_s, self.limits.in_flight, HELLO_BYTES)
         try:
-            hello = inbox.take()
-            device = self._admit(hello)
+            if self._tls and certified is None:
+                raise WireError("its certificate names no device")
+            device = self._admit(inbox.take(), certified)
         except (PeerError, WireError) as exc:
-            print(f"server: refused a device: {exc}", file=sys.stderr)
+            who = context.peer() + (f" with the certificate of device {certified}" if certified is not None else "")
+            print(f"server: refused a device at {who}: {exc}", file=sys.stderr)
             yield envelope(pb.ERROR, 0, text=str(exc))
             return
         link = self.config.link(device)
         outbox = Outbox(LinkSpec.from_mbps(link.down_mbps, link.latency_ms))
         inbox.peer = f"device {device}"
+        inbox.max_bytes = self.limits.max_bytes[device]
         context.add_callback(outbox.close)
-        outbox.control(envelope(pb.PLAN, device, text=self.config.to_json(), clock=now()))
+        outbox.control(envelope(pb.PLAN, device, text=device_plan(self.config), clock=now()))
         with self._joined:
             self.sessions[device] = Session(inbox, outbox)
             self._joined.notify_all()
         yield from outbox
 
-    def _admit(self, hello: pb.Envelope) -> int:
-        if hello.kind != pb.HELLO:
-            raise WireError(f"a device must start with HELLO, not {pb.Kind.Name(hello.kind)}")
-        device = hello.device
+    def _admit(self, hello: pb.Envelope, certified: int | None) -> int:
         with self._joined:
-            if not 0 <= device < self.config.devices:
-                raise WireError(
-                    f"device id {device} is out of range: this run has devices 0..{self.config.devices - 1}"
-                )
-            if device in self.sessions:
-                raise WireError(f"device id {device} has already joined; give each device its own --id")
-        return device
+            return admit(hello, self.config, certified, self.sessions)
 
     def run(self) -> dict[str, Any]:
         """Wait for every device, train, evaluate, write the results; return the metrics."""
@@ -152,6 +156,8 @@ class Server:
         self._make_replicas()
         self.start = now()
         for d, s in self.sessions.items():
+            if d in self.completions.failed:
+                continue
             s.outbox.follow(
                 s.outbox.spec,
                 self.schedule.lane(Resource.DOWNLINK, d),
@@ -182,13 +188,12 @@ class Server:
             if not self._joined.wait_for(lambda: len(self.sessions) == self.config.devices, self.config.timeout_s):
                 missing = sorted(set(range(self.config.devices)) - set(self.sessions))
                 raise PeerError(f"devices {missing} did not join within {self.config.timeout_s:g} s (timeout_s)")
-        samples = []
         for d in range(self.config.devices):
-            ready = self.sessions[d].inbox.take()
-            if ready.kind != pb.READY:
-                raise WireError(f"device {d} sent {pb.Kind.Name(ready.kind)} before READY")
-            samples.append(int(json.loads(ready.text)["samples"]))
-        return samples
+            try:
+                check_ready(self.sessions[d].inbox.take(), d, self.limits.samples[d])
+            except (PeerError, WireError) as exc:
+                self._fail(d, exc)
+        return self.limits.samples
 
     def _make_replicas(self) -> None:
         self.device_specs: dict[int, dict[str, TensorSpec]] = {}
@@ -219,6 +224,8 @@ class Server:
                         received.append(self.sessions[dep.device].inbox.expect(dep))
                     else:
                         self.completions.wait(dep, 4 * self.config.timeout_s)
+                if lane in self.completions.failed:
+                    return
                 with self.compute:
                     start = now()
                     args = self.execute(action, received)
@@ -281,6 +288,8 @@ class Server:
         logits = self.replicas[d].part(activation)
         loss = scaled_loss(logits, labels, batch)
         forward_s = now() - started
+        if not torch.isfinite(loss):
+            raise WireError(f"the activation from device {d} makes the loss {loss.item()}")
         loss.backward()
         assert activation.grad is not None
         self.sessions[d].outbox.send(key, encode({"gradient": activation.grad}))
@@ -297,15 +306,22 @@ class Server:
         return {k: self.global_state[k] for k in self.device_specs[device]}
 
     def _aggregate(self) -> None:
-        live = [d for d in range(self.config.devices) if d not in self.completions.failed and d in self.uploaded]
-        if not live:
+        states: dict[int, State] = {}
+        for d in range(self.config.devices):
+            if d in self.completions.failed or d not in self.uploaded:
+                continue
+            state = (
+                {**self.uploaded[d], **self.replicas[d].part.state_dict()} if d in self.replicas else self.uploaded[d]
+            )
+            try:
+                check_finite(state, f"device {d}'s model:")  # nothing non-finite reaches the global model
+                states[d] = state
+            except WireError as exc:
+                self._fail(d, exc)
+        if not states:
             raise RuntimeError("every device has failed; nothing to aggregate")
-        states = [
-            {**self.uploaded[d], **self.replicas[d].part.state_dict()} if d in self.replicas else self.uploaded[d]
-            for d in live
-        ]
-        self.global_state = fedavg(states, [self.samples[d] for d in live])
-        for d in live:
+        self.global_state = fedavg(list(states.values()), [self.samples[d] for d in states])
+        for d in states:
             if d in self.replicas:
                 part = self.replicas[d].part
                 part.load_state_dict({k: self.global_state[k] for k in part.state_dict()})
@@ -318,6 +334,8 @@ class Server:
         return self.global_state
 
     def _fail(self, device: int, exc: Exception) -> None:
+        if device in self.completions.failed:
+            return
         message = f"device {device} failed and was dropped from the run: {exc}"
         print(f"server: {message}", file=sys.stderr)
         self.errors[device] = str(exc)
@@ -331,11 +349,9 @@ class Server:
             if d in self.errors:
                 continue
             try:
-                message = s.inbox.take()
-                if message.kind != pb.EVENTS:
-                    raise WireError(f"expected EVENTS, got {pb.Kind.Name(message.kind)}")
-                self.recorder.extend_json(json.loads(message.text))
-            except (PeerError, WireError, ValueError) as exc:
+                window = (self.start - self.config.timeout_s, now() + self.config.timeout_s)
+                self.recorder.extend_json(check_events(s.inbox.take(), d, self.config, window))
+            except (PeerError, WireError) as exc:
                 print(f"server: no timeline from device {d}: {exc}", file=sys.stderr)
                 self.errors[d] = f"no timeline: {exc}"
             s.outbox.control(envelope(pb.DONE, d))
@@ -368,10 +384,13 @@ class Server:
         return [self.sessions[d] for d in range(self.config.devices)]
 
 
-def serve(config: RunConfig, listen: str, progress: bool = True) -> dict[str, Any]:
-    """Run the server of a run on HOST:PORT until the run is over; return the metrics."""
+def serve(
+    config: RunConfig, listen: str, credentials: ServerCredentials | None, progress: bool = True
+) -> dict[str, Any]:
+    """Run the server of a run on HOST:PORT (plain text if `credentials` is None) until the run is over."""
     torch.set_num_threads(config.threads)
     server = Server(config, progress)
-    port = server.listen(listen)
-    print(f"server: listening on port {port}; waiting for {config.devices} devices", file=sys.stderr)
+    port = server.listen(listen, credentials, insecure=credentials is None)
+    security = "plain text" if credentials is None else "mutual TLS"
+    print(f"server: listening on port {port} ({security}); waiting for {config.devices} devices", file=sys.stderr)
     return server.run()

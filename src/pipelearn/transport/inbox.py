@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pipelearn.schedule import Key
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError
-from pipelearn.transport.service import KIND_OF_TRANSFER, PROTOCOL_VERSION
+from pipelearn.transport.service import KIND_OF_TRANSFER, PROTOCOL_VERSION, kind_name, printable
 
 
 class PeerError(RuntimeError):
@@ -20,14 +20,26 @@ _CLOSED = object()
 
 
 class Inbox:
-    """The stream of one peer's messages; `take` and `expect` wait at most `timeout_s` for the next one."""
+    """The stream of one peer's messages; `take` and `expect` wait at most `timeout_s` for the next one.
 
-    def __init__(self, stream: Iterator[pb.Envelope], peer: str, timeout_s: float) -> None:
+    At most `in_flight` messages wait here: past that, the reading thread stops reading, gRPC's flow control holds
+    the peer back, and the memory a peer can fill is bounded. `max_bytes`, when set, is the largest message taken.
+    """
+
+    def __init__(
+        self,
+        stream: Iterator[pb.Envelope],
+        peer: str,
+        timeout_s: float,
+        in_flight: int = 64,
+        max_bytes: int | None = None,
+    ) -> None:
         self.peer = peer
         self.timeout_s = timeout_s
+        self.max_bytes = max_bytes
         self.bytes_received = 0
         """Bytes of the scheduled transfers taken with `expect`, not of control messages."""
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=in_flight)
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True, name=f"inbox-{peer}")
         self._thread.start()
 
@@ -54,20 +66,23 @@ class Inbox:
         if item.protocol != PROTOCOL_VERSION:
             raise WireError(f"{self.peer} speaks protocol {item.protocol}; this side speaks {PROTOCOL_VERSION}")
         if item.kind == pb.ERROR:
-            raise PeerError(f"{self.peer} reported: {item.text}")
+            raise PeerError(f"{self.peer} reported: {printable(item.text)}")
+        if self.max_bytes is not None and (size := item.ByteSize()) > self.max_bytes:
+            raise WireError(f"{self.peer} sent a message of {size} bytes; the plan allows at most {self.max_bytes}")
         return item
 
     def expect(self, key: Key) -> pb.Envelope:
         """The next message, which must be the transfer `key` names (kind and round/iteration/micro-batch tag)."""
         envelope = self.take()
         kind = KIND_OF_TRANSFER[key.op]
-        got = (envelope.kind, envelope.round, envelope.iteration, envelope.microbatch)
-        want = (kind, key.round, key.iteration, key.microbatch)
+        got = (envelope.kind, envelope.device, envelope.round, envelope.iteration, envelope.microbatch)
+        want = (kind, key.device, key.round, key.iteration, key.microbatch)
         if got != want:
             raise WireError(
-                f"expected {pb.Kind.Name(kind)} round {key.round} iteration {key.iteration} micro-batch "
-                f"{key.microbatch} from {self.peer}, got {pb.Kind.Name(envelope.kind)} round {envelope.round} "
-                f"iteration {envelope.iteration} micro-batch {envelope.microbatch}"
+                f"expected {pb.Kind.Name(kind)} for device {key.device} round {key.round} iteration {key.iteration} "
+                f"micro-batch {key.microbatch} from {self.peer}, got {kind_name(envelope.kind)} for device "
+                f"{envelope.device} round {envelope.round} iteration {envelope.iteration} micro-batch "
+                f"{envelope.microbatch}"
             )
         self.bytes_received += envelope.ByteSize()
         return envelope
