@@ -56,8 +56,9 @@ class PlanLimits:
 
     @property
     def receive_bytes(self) -> int:
-        """The gRPC receive limit: the largest message any device may send."""
-        return max(self.max_bytes)
+        """The gRPC receive limit: the largest device limit plus headroom, so that a message a little over its
+        device's limit still arrives and is refused with a reason; gRPC cuts off anything larger."""
+        return max(self.max_bytes) + HEADROOM_BYTES
 
 
 def plan_limits(config: RunConfig, model: nn.Sequential, train: Dataset) -> PlanLimits:

@@ -28,7 +28,7 @@ class Inbox:
 
     def __init__(
         self,
-        stream: Iterator[pb.Envelope],
+        stream: Iterator[pb.Envelope | WireError],
         peer: str,
         timeout_s: float,
         in_flight: int = 64,
@@ -43,7 +43,7 @@ class Inbox:
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True, name=f"inbox-{peer}")
         self._thread.start()
 
-    def _read(self, stream: Iterator[pb.Envelope]) -> None:
+    def _read(self, stream: Iterator[pb.Envelope | WireError]) -> None:
         try:
             for envelope in stream:
                 self._queue.put(envelope)
@@ -60,6 +60,8 @@ class Inbox:
         if item is _CLOSED:
             self._queue.put(_CLOSED)
             raise PeerError(f"{self.peer} disconnected")
+        if isinstance(item, WireError):
+            raise WireError(f"{self.peer} sent a malformed message: {item}")
         if isinstance(item, Exception):
             raise PeerError(f"the stream from {self.peer} broke: {_describe(item)}")
         assert isinstance(item, pb.Envelope)
@@ -90,4 +92,5 @@ class Inbox:
 
 def _describe(exc: Exception) -> str:
     details = getattr(exc, "details", None)
-    return str(details()) if callable(details) else str(exc)
+    text = str(details()) if callable(details) else str(exc)
+    return text or "gRPC ended the call without a reason: the peer went away, or sent a message over the size limit"

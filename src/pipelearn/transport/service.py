@@ -9,9 +9,11 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from pipelearn.schedule import Key, Op
 from pipelearn.transport import pipelearn_pb2 as pb
+from pipelearn.transport.codec import WireError
 from pipelearn.transport.credentials import DeviceCredentials, ServerCredentials, warn_if_plain_text
 
 PROTOCOL_VERSION = 1
@@ -26,7 +28,16 @@ DEFAULT_RECEIVE_BYTES = 256 << 20
 
 _METHOD = "/pipelearn.PipeLearn/Session"
 
-SessionHandler = Callable[[Iterator[pb.Envelope], grpc.ServicerContext], Iterator[pb.Envelope]]
+SessionHandler = Callable[[Iterator[pb.Envelope | WireError], grpc.ServicerContext], Iterator[pb.Envelope]]
+
+
+def parse_envelope(data: bytes) -> pb.Envelope | WireError:
+    """An envelope from its bytes, or (returned, not raised, so that the stream's reader can say who sent it) the
+    WireError that says they are not one. gRPC would otherwise end the stream with a bare INTERNAL status."""
+    try:
+        return pb.Envelope.FromString(data)
+    except DecodeError as exc:
+        return WireError(f"a message of {len(data)} bytes is not a protobuf Envelope ({exc})")
 
 
 def start_server(
@@ -42,7 +53,7 @@ def start_server(
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
     method = grpc.stream_stream_rpc_method_handler(
         handler,
-        request_deserializer=pb.Envelope.FromString,
+        request_deserializer=parse_envelope,
         response_serializer=pb.Envelope.SerializeToString,
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("pipelearn.PipeLearn", {"Session": method}),))
@@ -64,7 +75,7 @@ def open_session(
     connect_timeout_s: float = 30.0,
     credentials: DeviceCredentials | None = None,
     max_receive_bytes: int = DEFAULT_RECEIVE_BYTES,
-) -> tuple[grpc.Channel, Iterator[pb.Envelope]]:
+) -> tuple[grpc.Channel, Iterator[pb.Envelope | WireError]]:
     """Connect to a server at HOST:PORT (mutual TLS unless `credentials` is None); return the channel and replies.
 
     Waits up to connect_timeout_s for the server to answer; a TLS handshake that fails ends the wait at once, since
@@ -77,7 +88,7 @@ def open_session(
     else:
         channel = grpc.secure_channel(address, credentials.grpc(), options=options)
     call = channel.stream_stream(
-        _METHOD, request_serializer=pb.Envelope.SerializeToString, response_deserializer=pb.Envelope.FromString
+        _METHOD, request_serializer=pb.Envelope.SerializeToString, response_deserializer=parse_envelope
     )
     try:
         _wait_until_ready(channel, call, address, connect_timeout_s, tls=credentials is not None)
