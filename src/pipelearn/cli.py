@@ -204,10 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         if args.command == "device":
+            _security(args)
             from pipelearn.runtime.device import run_device
             from pipelearn.transport.credentials import load_device_credentials
 
-            _security(args)
             key = load_device_credentials(args.credentials, args.id) if args.credentials else None
             device = key.device if key is not None else args.id
             if device is None:
@@ -228,10 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = _config(args, devices=1, samples_per_device=None, epochs=3, mode="fl", out="runs/train-local")
             metrics = train_local(config, progress=not args.quiet)
         elif args.command == "server":
+            _security(args)
             from pipelearn.runtime.server import serve
             from pipelearn.transport.credentials import load_server_credentials
 
-            _security(args)
             config = _config(args)
             tls = load_server_credentials(args.credentials) if args.credentials else None
             metrics = serve(config, args.listen, tls, progress=not args.quiet)

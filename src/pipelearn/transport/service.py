@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import time
@@ -104,13 +105,11 @@ def _wait_until_ready(
     states: queue.Queue[grpc.ChannelConnectivity] = queue.Queue()
     channel.subscribe(states.put, try_to_connect=True)
     deadline = time.monotonic() + timeout_s
-    reason = ""
+    state, reason = grpc.ChannelConnectivity.IDLE, ""
     try:
         while (left := deadline - time.monotonic()) > 0:
-            try:
-                state = states.get(timeout=left)
-            except queue.Empty:
-                break
+            with contextlib.suppress(queue.Empty):  # gRPC stays in TRANSIENT_FAILURE while it retries: look anyway
+                state = states.get(timeout=min(left, 1.0))
             if state is grpc.ChannelConnectivity.READY:
                 return
             if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
