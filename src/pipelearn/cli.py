@@ -228,11 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = _config(args, devices=1, samples_per_device=None, epochs=3, mode="fl", out="runs/train-local")
             metrics = train_local(config, progress=not args.quiet)
         elif args.command == "server":
+            config = _config(args)
             _security(args)
             from pipelearn.runtime.server import serve
             from pipelearn.transport.credentials import load_server_credentials
 
-            config = _config(args)
             tls = load_server_credentials(args.credentials) if args.credentials else None
             metrics = serve(config, args.listen, tls, progress=not args.quiet)
         else:
