@@ -224,8 +224,10 @@ def test_summary_is_rounded_json() -> None:
 def test_security_flags_exit_2_with_what_to_give(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["device", "--server", "127.0.0.1:1", "--insecure"]) == 2
     assert "needs --id" in capsys.readouterr().err
-    assert main(["device", "--server", "127.0.0.1:1", "--id", "0"]) == 2
-    assert "--credentials" in capsys.readouterr().err
+    for argv in (["device", "--server", "127.0.0.1:1", "--id", "0"], ["server", "--listen", "127.0.0.1:0"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "needs --credentials" in err and "or --insecure" in err
     assert main(["device", "--server", "127.0.0.1:1", "--credentials", str(tmp_path / "none.pem")]) == 2
     assert "none.pem does not exist" in capsys.readouterr().err
     assert main(["server", "--listen", "127.0.0.1:0", "--credentials", str(tmp_path / "nowhere")]) == 2

@@ -133,7 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     device.add_argument("--server", required=True, metavar="HOST:PORT")
     device.add_argument("--id", type=int, help="this device's id, 0..devices-1 (default: the one its credentials name)")
     _add_security_flags(device, "FILE", "this device's device-N.pem (or the directory holding it, with --id)")
-    device.add_argument("--data-dir", metavar="DIR", help="where this device's data set lives (never the server's say)")
+    device.add_argument(
+        "--data-dir", metavar="DIR", help="where this device's data set lives; the server's plan has no say"
+    )
     device.add_argument("--download", action="store_true", help="fetch missing data set files (needs a network)")
     device.add_argument(
         "--timeout",
