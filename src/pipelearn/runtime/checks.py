@@ -45,7 +45,7 @@ rather than followed into unbounded memory or time."""
 
 @dataclass(frozen=True)
 class PlanLimits:
-    """What the server expects of each device, computed from the run's configuration alone."""
+    """What the server expects of each device, computed from the configuration and the training split."""
 
     samples: list[int]
     """Each device's training samples, as the seeded partition gives them."""
