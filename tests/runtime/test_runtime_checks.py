@@ -127,6 +127,7 @@ def test_a_device_timeline_on_its_own_tracks_is_taken() -> None:
     [
         (_event(track="device0/compute"), "not one of this device's own"),
         (_event(track="server/compute"), "not one of this device's own"),
+        (_event(track={}), "not one of this device's own"),
         (_event(start=50.0), "outside the run's time"),
         (_event(end=1e12), "outside the run's time"),
         (_event(start=101.0, end=100.0), "outside the run's time"),

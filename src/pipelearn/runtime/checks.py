@@ -148,7 +148,7 @@ def check_events(message: pb.Envelope, device: int, config: RunConfig, window: t
 def _event_problem(event: object, tracks: set[str], epochs: int, low: float, high: float) -> str:
     if not isinstance(event, dict) or set(event) != _EVENT_KEYS:
         return f"must be an object with exactly the keys {sorted(_EVENT_KEYS)}"
-    if event["track"] not in tracks:
+    if not isinstance(event["track"], str) or event["track"] not in tracks:
         return f"is on track {str(event['track'])[:100]!r}, not one of this device's own {sorted(tracks)}"
     if not isinstance(event["name"], str) or len(event["name"]) > 200:
         return "has no name of at most 200 characters"
