@@ -190,7 +190,9 @@ def test_bad_toml_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         (["run", "--devices", "four"], ["--devices"]),
         (["run", "--lr", "fast"], ["--lr", "expected a number"]),
         (["run", "--colour", "red"], ["--colour"]),
-        (["device", "--server", "127.0.0.1:1"], ["--id"]),
+        (["device", "--server", "127.0.0.1:1", "--insecure", "--credentials", "x.pem"], ["not allowed with"]),
+        (["server", "--listen", "127.0.0.1:1", "--insecure", "--credentials", "keys"], ["not allowed with"]),
+        (["credentials", "keys"], ["--devices"]),
         ([], ["command"]),
     ],
 )
@@ -275,3 +277,29 @@ def test_a_bad_compress_flag_exits_2_with_the_choices(capsys: pytest.CaptureFixt
 def test_a_bad_plugin_is_an_error_that_names_it(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--model", "no_such_nets:net", "--dataset", "synthetic", "--quiet"]) == 2
     assert "model plug-in 'no_such_nets:net': no module named 'no_such_nets'" in capsys.readouterr().err
+
+
+def test_security_flags_exit_2_with_what_to_give(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["device", "--server", "127.0.0.1:1", "--insecure"]) == 2
+    assert "needs --id" in capsys.readouterr().err
+    for argv in (["device", "--server", "127.0.0.1:1", "--id", "0"], ["server", "--listen", "127.0.0.1:0"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "needs --credentials" in err and "or --insecure" in err
+    assert main(["device", "--server", "127.0.0.1:1", "--credentials", str(tmp_path / "none.pem")]) == 2
+    assert "none.pem does not exist" in capsys.readouterr().err
+    assert main(["server", "--listen", "127.0.0.1:0", "--credentials", str(tmp_path / "nowhere")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_credentials_command_writes_a_new_directory_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keys = tmp_path / "keys"
+    assert main(["credentials", str(keys), "--devices", "2", "--host", "trainer.example", "--ip", "10.0.0.7"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert sorted(Path(p).name for p in listed) == sorted(
+        ["ca.pem", "server.pem", "server.key", "device-0.pem", "device-1.pem"]
+    )
+    assert main(["credentials", str(keys), "--devices", "2"]) == 2
+    assert "already holds credentials" in capsys.readouterr().err
+    assert main(["credentials", str(tmp_path / "bad"), "--devices", "1", "--ip", "not-an-ip"]) == 2
+    assert "--ip 'not-an-ip'" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from pipelearn.config import ConfigError, RunConfig
 from pipelearn.data import Dataset, save_dataset
 from pipelearn.plugins import refuse_run_while_importing, spec_for
 from pipelearn.runtime.checkpoint import Checkpoint
+from pipelearn.transport.credentials import DeviceCredentials, ServerCredentials
 
 Metrics = dict[str, Any]
 """What metrics.json holds: times, busy and idle seconds, bytes, losses, test accuracy and the configuration."""
@@ -73,13 +74,21 @@ def serve(
     dataset: DatasetArg = None,
     progress: bool = False,
     resume: Checkpoint | None = None,
+    credentials: ServerCredentials | None = None,
+    insecure: bool = False,
     **settings: Any,
 ) -> Metrics:
-    """Serve a run on HOST:PORT to devices started elsewhere (`join`); return the metrics when it is over."""
+    """Serve a run on HOST:PORT to devices started elsewhere (`join`); return the metrics when it is over.
+
+    Devices connect over mutual TLS with `credentials` (`pipelearn credentials`), or in plain text where `insecure`.
+    """
     from pipelearn.runtime.server import serve as serve_run
 
     refuse_run_while_importing()
-    return serve_run(_named(configure(config, **settings), model, dataset), listen, progress=progress, resume=resume)
+    if (credentials is None) != insecure:
+        raise ConfigError("serve needs credentials (mutual TLS) or insecure=True (plain text), and not both")
+    config = _named(configure(config, **settings), model, dataset)
+    return serve_run(config, listen, credentials, progress=progress, resume=resume)
 
 
 def join(
@@ -90,11 +99,17 @@ def join(
     dataset: DatasetArg = None,
     compute: str = "cpu",
     timeout_s: float = 120.0,
+    credentials: DeviceCredentials | None = None,
+    insecure: bool = False,
+    data_dir: str | None = None,
+    download: bool = False,
 ) -> None:
     """Take part in the run served at HOST:PORT as device `device`, training on `compute`, until it is over.
 
     Where the run uses plug-ins, give the same `model` and `dataset` as the server: a device imports only code
-    that its own caller names, and the server refuses a device whose model part differs from its own.
+    that its own caller names, and the server refuses a device whose model part differs from its own. The device
+    connects with its `credentials` (mutual TLS), or in plain text only where `insecure`; it reads its data from its
+    own `data_dir`, never from a directory the server names.
     """
     from pipelearn.runtime.device import run_device
 
@@ -105,6 +120,10 @@ def join(
         model=None if model is None else spec_for(model, "model"),
         dataset=None if dataset is None else spec_for(dataset, "data set"),
         compute=compute,
+        credentials=credentials,
+        insecure=insecure,
+        data_dir=data_dir,
+        download=download,
     )
 
 

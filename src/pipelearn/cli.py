@@ -1,4 +1,4 @@
-"""The `pipelearn` command: run, server, device and train-local, a thin layer over pipelearn.api."""
+"""The `pipelearn` command: run, server, device, credentials, plan, bench, report and train-local, over the API."""
 
 from __future__ import annotations
 
@@ -109,6 +109,22 @@ def _add_config_flags(parser: argparse.ArgumentParser, only: set[str] | None = N
     parser.add_argument("--json", action="store_true", help="end with a JSON summary instead of the readable one")
 
 
+def _add_security_flags(parser: argparse.ArgumentParser, metavar: str, what: str) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--credentials", metavar=metavar, help=what)
+    group.add_argument(
+        "--insecure", action="store_true", help="plain text, no authentication: anyone who can reach the port joins"
+    )
+
+
+def _security(args: argparse.Namespace) -> None:
+    if args.credentials is None and not args.insecure:
+        raise ConfigError(
+            f"pipelearn {args.command} needs --credentials (made by `pipelearn credentials DIR --devices N`), "
+            "or --insecure for plain text without authentication"
+        )
+
+
 def _config(args: argparse.Namespace, **defaults: Any) -> RunConfig:
     base = load_toml(args.config) if args.config else RunConfig()
     values = dataclasses.asdict(base)
@@ -146,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_flags(run)
     server = commands.add_parser("server", help="serve a run to devices on other machines")
     server.add_argument("--listen", required=True, metavar="HOST:PORT")
+    _add_security_flags(server, "DIR", "the directory `pipelearn credentials` wrote (mutual TLS)")
     _add_config_flags(server)
     for command in (run, server):
         command.add_argument(
@@ -155,7 +172,12 @@ def _parser() -> argparse.ArgumentParser:
         )
     device = commands.add_parser("device", help="join a server as one device")
     device.add_argument("--server", required=True, metavar="HOST:PORT")
-    device.add_argument("--id", required=True, type=int, help="this device's id, 0..devices-1")
+    device.add_argument("--id", type=int, help="this device's id, 0..devices-1 (default: the one its credentials name)")
+    _add_security_flags(device, "FILE", "this device's device-N.pem (or the directory holding it, with --id)")
+    device.add_argument(
+        "--data-dir", metavar="DIR", help="where this device's data set lives; the server's plan has no say"
+    )
+    device.add_argument("--download", action="store_true", help="fetch missing data set files (needs a network)")
     device.add_argument(
         "--timeout",
         type=_float,
@@ -186,6 +208,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="auto|cpu|cuda|cuda:N|mps",
         help="where this device trains (default: cpu)",
     )
+    credentials = commands.add_parser(
+        "credentials", help="make a CA, a server certificate and one credential file per device, for mutual TLS"
+    )
+    credentials.add_argument("directory", metavar="DIR", help="a new directory to write them into")
+    credentials.add_argument("--devices", type=int, required=True, help="how many device credentials (ids 0..N-1)")
+    credentials.add_argument(
+        "--host", action="append", default=[], metavar="NAME", help="a name devices dial the server by (repeatable)"
+    )
+    credentials.add_argument(
+        "--ip", action="append", default=[], metavar="ADDR", help="an address devices dial the server at (repeatable)"
+    )
+    credentials.add_argument("--days", type=int, default=365, help="how long the certificates are valid")
     local = commands.add_parser("train-local", help="train the whole model in this one process (the baseline)")
     _add_config_flags(local, only=_LOCAL_FLAGS)
     local.add_argument(
@@ -239,6 +273,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "credentials":
+            from pipelearn.transport.credentials import make_credentials
+
+            written = make_credentials(args.directory, args.devices, args.host, args.ip, args.days)
+            print("\n".join(str(p) for p in written))
+            print(
+                f"pipelearn: give {args.directory} to `pipelearn server --credentials` and each device only its own "
+                "device-N.pem; the CA's private key was not kept",
+                file=sys.stderr,
+            )
+            return 0
         if args.command == "report":
             from pipelearn.bench.report import report
 
@@ -256,13 +301,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bench: table in {out}/bench.md, results in {out}/bench.json, figures in {out}/*.png")
             return 0
         if args.command == "device":
+            _security(args)
+            from pipelearn.transport.credentials import load_device_credentials
+
+            key = load_device_credentials(args.credentials, args.id) if args.credentials else None
+            device = key.device if key is not None else args.id
+            if device is None:
+                raise ConfigError("pipelearn device --insecure needs --id, this device's id")
             api.join(
                 args.server,
-                args.id,
+                device,
                 model=args.model,
                 dataset=args.dataset,
                 compute=args.compute,
                 timeout_s=args.timeout,
+                credentials=key,
+                insecure=args.insecure,
+                data_dir=args.data_dir,
+                download=args.download,
             )
             return 0
         if args.command == "train-local":
@@ -270,7 +326,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics = api.train_local(config, progress=not args.quiet)
         elif args.command == "server":
             config, resume = _resumed(args) if args.resume else (_config(args), None)
-            metrics = api.serve(config, args.listen, progress=not args.quiet, resume=resume)
+            _security(args)
+            from pipelearn.transport.credentials import load_server_credentials
+
+            tls = load_server_credentials(args.credentials) if args.credentials else None
+            metrics = api.serve(
+                config, args.listen, credentials=tls, insecure=tls is None, progress=not args.quiet, resume=resume
+            )
         else:
             config, resume = _resumed(args) if args.resume else (_config(args), None)
             metrics = api.run(config, progress=not args.quiet, resume=resume)

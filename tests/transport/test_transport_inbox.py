@@ -15,7 +15,7 @@ from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError, decode, encode
 from pipelearn.transport.inbox import Inbox, PeerError, RunOver
 from pipelearn.transport.link import Outbox
-from pipelearn.transport.service import PROTOCOL_VERSION, envelope, open_session, start_server
+from pipelearn.transport.service import PROTOCOL_VERSION, envelope, open_session, parse_envelope, start_server
 
 Handler = Callable[[Iterator[pb.Envelope], grpc.ServicerContext], Iterator[pb.Envelope]]
 
@@ -151,9 +151,9 @@ def test_expect_with_mismatched_tag_names_both(loopback: Callable[[Handler], Loo
     with pytest.raises(WireError) as info:
         inbox.expect(Key(Resource.DOWNLINK, 0, Op.GRADIENT, 0, 4, 0))
     text = str(info.value)
-    assert "expected GRADIENT round 0 iteration 4 micro-batch 0" in text
-    assert "got GRADIENT round 0 iteration 4 micro-batch 1" in text
-    with pytest.raises(WireError, match=r"expected WEIGHTS round 0 iteration -1 micro-batch 0.*got GRADIENT"):
+    assert "expected GRADIENT for device 0 round 0 iteration 4 micro-batch 0" in text
+    assert "got GRADIENT for device 0 round 0 iteration 4 micro-batch 1" in text
+    with pytest.raises(WireError, match=r"expected WEIGHTS for device 0 round 0 iteration -1 .*got GRADIENT"):
         inbox.expect(Key(Resource.DOWNLINK, 0, Op.WEIGHTS, 0))
 
 
@@ -185,3 +185,66 @@ def test_open_session_without_a_server_raises_connection_error() -> None:
         port = s.getsockname()[1]
     with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
         open_session(f"127.0.0.1:{port}", iter(()), connect_timeout_s=0.2)
+
+
+def test_expect_refuses_a_message_tagged_for_another_device(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_echo).session()
+    outbox.control(envelope(pb.ACTIVATION, 3, round=0, iteration=0, microbatch=0))
+    with pytest.raises(WireError, match=r"expected ACTIVATION for device 1 .* got ACTIVATION for device 3"):
+        inbox.expect(Key(Resource.UPLINK, 1, Op.ACTIVATION, 0, 0, 0))
+
+
+def test_a_message_over_max_bytes_is_refused_with_both_sizes(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_echo).session()
+    inbox.max_bytes = 100
+    outbox.control(envelope(pb.READY, 0, text="x" * 50))
+    outbox.control(envelope(pb.READY, 0, text="x" * 200))
+    assert inbox.take().text == "x" * 50
+    with pytest.raises(WireError, match=r"sent a message of 2\d\d bytes; the plan allows at most 100"):
+        inbox.take()
+
+
+def test_a_peer_that_floods_waits_behind_the_in_flight_bound() -> None:
+    handed: list[int] = []
+
+    def flood() -> Iterator[pb.Envelope]:
+        for i in range(1000):
+            handed.append(i)
+            yield envelope(pb.READY, 0, text=str(i))
+
+    inbox = Inbox(flood(), "a flood", timeout_s=5.0, in_flight=4)
+    deadline = threading.Event()
+    deadline.wait(0.3)  # the reading thread has had every chance to read on
+    assert len(handed) <= 4 + 2  # the bound, plus the one in the reader's hand and the one being made
+    assert [inbox.take().text for _ in range(10)] == [str(i) for i in range(10)]
+
+
+def _judge(requests: Iterator[pb.Envelope], context: grpc.ServicerContext) -> Iterator[pb.Envelope]:
+    inbox = Inbox(requests, "the device", 5.0)
+    try:
+        while True:
+            yield inbox.take()
+    except WireError as exc:
+        yield envelope(pb.ERROR, 0, text=str(exc))
+
+
+def test_a_malformed_envelope_is_refused_with_a_reason(loopback: Callable[[Handler], Loopback]) -> None:
+    lb = loopback(_judge)
+    channel = grpc.insecure_channel(f"127.0.0.1:{lb.port}")
+    call = channel.stream_stream(
+        "/pipelearn.PipeLearn/Session", request_serializer=lambda b: b, response_deserializer=parse_envelope
+    )
+    good = envelope(pb.HELLO, 0).SerializeToString()
+    inbox = Inbox(call(iter([good, b"\xff\xff\xff\xff\x0f"])), "the server", 5.0)
+    assert inbox.take().kind == pb.HELLO
+    with pytest.raises(PeerError, match="the device sent a malformed message: a message of 5 bytes is not a protobuf"):
+        inbox.take()
+    channel.close()
+
+
+def test_an_error_text_is_logged_safely(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_echo).session()
+    outbox.control(envelope(pb.ERROR, 1, text="\x1b[2J" + "y" * 5000))
+    with pytest.raises(PeerError) as info:
+        inbox.take()
+    assert "\x1b" not in str(info.value) and "\\x1b" in str(info.value) and len(str(info.value)) < 1100

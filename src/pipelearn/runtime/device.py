@@ -11,6 +11,7 @@ from pipelearn.config import RunConfig
 from pipelearn.data import load_dataset
 from pipelearn.metrics.events import Recorder, compute_track, link_track, now
 from pipelearn.runtime.agreement import adopt, fingerprint
+from pipelearn.runtime.checks import check_plan, check_start, device_threads
 from pipelearn.runtime.hardware import resolve_device
 from pipelearn.runtime.work import (
     DeviceBatches,
@@ -27,9 +28,10 @@ from pipelearn.schedule import Action, Op, Resource, Schedule
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.channel import channel_for
 from pipelearn.transport.codec import WireError, spec_of
+from pipelearn.transport.credentials import DeviceCredentials
 from pipelearn.transport.inbox import Inbox, PeerError, RunOver
 from pipelearn.transport.link import LinkSpec, Outbox
-from pipelearn.transport.service import envelope, open_session
+from pipelearn.transport.service import envelope, kind_name, open_session
 
 
 class DeviceWorker:
@@ -129,27 +131,37 @@ def run_device(
     model: str | None = None,
     dataset: str | None = None,
     compute: str = "cpu",
+    credentials: DeviceCredentials | None = None,
+    insecure: bool = False,
+    data_dir: str | None = None,
+    download: bool = False,
 ) -> None:
     """Join the server at HOST:PORT as device `device` and train until the server says the run is over.
 
     `model` and `dataset` are this device's own names for them, which it must be given where the run uses plug-ins;
-    `compute` is where it trains (cpu, cuda, cuda:N, mps or auto).
+    `compute` is where it trains (cpu, cuda, cuda:N, mps or auto). The device connects over mutual TLS with
+    `credentials` (which must be device `device`'s), or in plain text only if `insecure`. It reads its training data
+    from its own `data_dir` (fetching it only if `download`): what the server's plan says about paths is ignored.
     """
     began = now()
+    if (credentials is None) != insecure:
+        raise ValueError("join with credentials (mutual TLS), or with insecure=True for plain text; not both")
+    if credentials is not None and credentials.device != device:
+        raise ValueError(f"these credentials are device {credentials.device}'s, not device {device}'s")
     torch.set_num_threads(1)
     where = resolve_device(compute, "--compute")
     outbox = Outbox()
-    channel, replies = open_session(address, iter(outbox), timeout_s)
+    channel, replies = open_session(address, iter(outbox), timeout_s, credentials)
     inbox = Inbox(replies, "the server", timeout_s)
     try:
         sent = now()
         outbox.control(envelope(pb.HELLO, device, clock=sent))
         plan = _take(inbox, pb.PLAN)
         recorder = Recorder(offset=plan.clock - (sent + now()) / 2)
-        config = adopt(RunConfig.from_json(plan.text), model, dataset)
-        torch.set_num_threads(config.threads)
+        config = adopt(check_plan(plan.text, device), model, dataset)
+        torch.set_num_threads(device_threads(config))
         inbox.timeout_s = config.timeout_s
-        train = load_dataset(config.dataset, "train", config.data_dir, download=config.download)
+        train = load_dataset(config.dataset, "train", data_dir, download=download)
         indices = device_indices(config, train, device)
         whole = make_model(config, train.input_shape, train.num_classes)
         part = device_part(whole, config, device).to(where).train()
@@ -158,9 +170,9 @@ def run_device(
         declared = fingerprint(part, train.input_shape, train.num_classes)
         ready = {"samples": len(indices), "startup_s": now() - began, "fingerprint": declared}
         outbox.control(envelope(pb.READY, device, text=json.dumps(ready)))
-        start = json.loads(_take(inbox, pb.START).text)
-        schedule = schedule_for(config, start["samples"])
-        first_round = int(start.get("round", 0))  # later than 0 when rejoining or resuming a run
+        start = _take(inbox, pb.START)
+        schedule = schedule_for(config, check_start(start, config, device, len(indices)))
+        first_round = int(json.loads(start.text).get("round", 0))  # later than 0 when rejoining or resuming a run
         if not 0 <= first_round <= schedule.rounds:
             raise WireError(f"the server starts this device at round {first_round} of a {schedule.rounds}-round run")
         link = config.link(device)
@@ -188,7 +200,7 @@ def run_device(
     except (WireError, ValueError) as exc:
         outbox.control(envelope(pb.ERROR, device, text=str(exc)))
         outbox.close()
-        _drain(inbox)
+        outbox.drained.wait(timeout=2.0)  # so that the server hears why this device stops, if it still listens
         raise
     finally:
         outbox.close()
@@ -198,15 +210,6 @@ def run_device(
 def _take(inbox: Inbox, kind: int) -> pb.Envelope:
     message = inbox.take()
     if message.kind != kind:
-        raise PeerError(f"expected {pb.Kind.Name(kind)} from the server, got {pb.Kind.Name(message.kind)}")
+        raise PeerError(f"expected {pb.Kind.Name(kind)} from the server, got {kind_name(message.kind)}")
     return message
 
-
-def _drain(inbox: Inbox, wait_s: float = 5.0) -> None:
-    """Wait (briefly) for the server to end the stream, so that what this device sent last reaches it."""
-    inbox.timeout_s = min(inbox.timeout_s, wait_s)
-    try:
-        while True:
-            inbox.take()
-    except (PeerError, WireError):
-        pass

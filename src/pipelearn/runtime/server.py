@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from pipelearn.runtime import hardware
 from pipelearn.runtime.aggregate import fedavg
 from pipelearn.runtime.agreement import differences, fingerprint, refusal
 from pipelearn.runtime.checkpoint import Checkpoint, CheckpointWriter, check_fits
+from pipelearn.runtime.checks import HELLO_BYTES, admit, check_events, check_ready, device_plan, plan_limits
 from pipelearn.runtime.evaluate import RoundEvaluator, evaluate
 from pipelearn.runtime.membership import Membership, RejoinError
 from pipelearn.runtime.work import (
@@ -38,7 +40,8 @@ from pipelearn.runtime.work import (
 from pipelearn.schedule import COORDINATOR, Action, Key, Op, Resource
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.channel import channel_for
-from pipelearn.transport.codec import TensorSpec, WireError, spec_of
+from pipelearn.transport.codec import TensorSpec, WireError, check_finite, spec_of
+from pipelearn.transport.credentials import ServerCredentials, peer_device
 from pipelearn.transport.inbox import Inbox, PeerError
 from pipelearn.transport.link import LinkSpec, Outbox
 from pipelearn.transport.service import envelope, start_server
@@ -81,6 +84,8 @@ class Server:
                     f"split {config.split_point(d)} of device {d} is outside 0..{len(self.model)}, "
                     f"the block boundaries of {config.model}"
                 )
+        train = load_dataset(config.dataset, "train", config.data_dir, download=config.download)
+        self.limits = plan_limits(config, self.model, train)
         self.global_state: State = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.resume = resume
         if resume is not None:
@@ -102,30 +107,39 @@ class Server:
         self.compute = threading.Lock()
         self._joined = threading.Condition()
         self._grpc: grpc.Server | None = None
+        self._tls = False
         self._crash: BaseException | None = None
         self.startup_s = now() - began
         """Seconds of one-off work before training: data, model, replicas, optimizers and warm-up."""
 
-    def listen(self, address: str) -> int:
-        """Start serving on HOST:PORT (port 0 picks one); return the port."""
-        self._grpc, port = start_server(self.session, address, workers=2 * self.config.devices + 8)
+    def listen(self, address: str, credentials: ServerCredentials | None = None, *, insecure: bool = False) -> int:
+        """Start serving on HOST:PORT (port 0 picks one) over mutual TLS, or plain text if `insecure`."""
+        if (credentials is None) != insecure:
+            raise ValueError("serve with credentials (mutual TLS), or with insecure=True for plain text; not both")
+        self._tls = credentials is not None
+        workers = 2 * self.config.devices + 8
+        self._grpc, port = start_server(self.session, address, workers, credentials, self.limits.receive_bytes)
         return port
 
     def session(self, requests: Any, context: grpc.ServicerContext) -> Any:
-        """The gRPC handler of one device's stream: handshake, then everything the schedule sends it."""
-        inbox = Inbox(requests, "a joining device", self.config.timeout_s)
+        """The gRPC handler of one device's stream: admission, then everything the schedule sends it."""
+        certified = peer_device(context.auth_context()) if self._tls else None
+        inbox = Inbox(requests, "a joining device", self.config.timeout_s, self.limits.in_flight, HELLO_BYTES)
         try:
-            hello = inbox.take()
-            device = self._admit(hello)
+            if self._tls and certified is None:
+                raise WireError("its certificate names no device")
+            device = self._admit(inbox.take(), certified)
         except (PeerError, WireError) as exc:
-            print(f"server: refused a device: {exc}", file=sys.stderr)
+            who = context.peer() + (f" with the certificate of device {certified}" if certified is not None else "")
+            print(f"server: refused a device at {who}: {exc}", file=sys.stderr)
             yield envelope(pb.ERROR, 0, text=str(exc))
             return
         link = self.config.link(device)
         outbox = Outbox(LinkSpec.from_mbps(link.down_mbps, link.latency_ms))
         inbox.peer = f"device {device}"
+        inbox.max_bytes = self.limits.max_bytes[device]
         context.add_callback(outbox.close)
-        outbox.control(envelope(pb.PLAN, device, text=self.config.to_json(), clock=now()))
+        outbox.control(envelope(pb.PLAN, device, text=device_plan(self.config), clock=now()))
         with self._joined:
             rejoining = device in self.sessions  # _admit lets an id in twice only to take a dropped device back
             if rejoining:
@@ -136,15 +150,9 @@ class Server:
             threading.Thread(target=self._rejoin, args=(device,), daemon=True, name=f"rejoin-{device}").start()
         yield from outbox
 
-    def _admit(self, hello: pb.Envelope) -> int:
-        if hello.kind != pb.HELLO:
-            raise WireError(f"a device must start with HELLO, not {pb.Kind.Name(hello.kind)}")
-        device = hello.device
+    def _admit(self, hello: pb.Envelope, certified: int | None) -> int:
         with self._joined:
-            if not 0 <= device < self.config.devices:
-                raise WireError(
-                    f"device id {device} is out of range: this run has devices 0..{self.config.devices - 1}"
-                )
+            device = admit(hello, self.config, certified, ())
             if device in self.sessions and not self.membership.reserve(device):
                 raise WireError(
                     f"device id {device} has already joined; give each device its own --id (a device that lost its "
@@ -227,11 +235,7 @@ class Server:
         try:
             if self.config.mode == "sl":
                 raise RejoinError("an sl run hands one device half from device to device; a device cannot rejoin it")
-            samples = self._declared_samples(device, session.inbox.take())
-            if samples != self.samples[device]:
-                raise WireError(
-                    f"device {device} rejoins with {samples} samples; it joined with {self.samples[device]}"
-                )
+            check_ready(session.inbox.take(), device, self.samples[device])
             with self.compute:
                 self._reset_replica(device)
             first = self.membership.rejoin(device)
@@ -251,12 +255,17 @@ class Server:
             if not self._joined.wait_for(lambda: len(self.sessions) == self.config.devices, self.config.timeout_s):
                 missing = sorted(set(range(self.config.devices)) - set(self.sessions))
                 raise PeerError(f"devices {missing} did not join within {self.config.timeout_s:g} s (timeout_s)")
-        samples, startup, refused = [], [], {}
+        samples, startup, refused = list(self.limits.samples), [], {}
         for d in range(self.config.devices):
-            ready = self.sessions[d].inbox.take()
-            samples.append(self._declared_samples(d, ready))
+            try:
+                ready = self.sessions[d].inbox.take()
+                check_ready(ready, d, self.limits.samples[d])
+            except (PeerError, WireError) as exc:
+                refused[d] = str(exc)
+                startup.append(0.0)
+                continue
             declared = json.loads(ready.text)
-            startup.append(float(declared.get("startup_s", 0.0)))
+            startup.append(_seconds(declared.get("startup_s")))
             part = device_part(self.model, self.config, d)
             expected = fingerprint(part, self.test.input_shape, self.test.num_classes)
             if found := differences(expected, declared.get("fingerprint")):
@@ -264,12 +273,6 @@ class Server:
         if len(refused) == self.config.devices:
             raise PeerError(f"every device was refused: {'; '.join(refused.values())}")
         return samples, startup, refused
-
-    def _declared_samples(self, device: int, ready: pb.Envelope) -> int:
-        """The sample count a device declares in its READY."""
-        if ready.kind != pb.READY:
-            raise WireError(f"device {device} sent {pb.Kind.Name(ready.kind)} before READY")
-        return int(json.loads(ready.text)["samples"])
 
     def _stop_before_training(self, exc: Exception) -> None:
         for d, session in self.sessions.items():
@@ -324,7 +327,7 @@ class Server:
                         received.append(self.sessions[dep.device].inbox.expect(dep))
                     else:
                         self.membership.wait(dep, 4 * self.config.timeout_s)
-                if self.stopping.is_set():
+                if self.stopping.is_set() or not self.membership.takes_part(lane, action.key.round):
                     break
                 with self.compute:
                     start = now()
@@ -393,6 +396,8 @@ class Server:
             loss = scaled_loss(logits, labels, batch)
         hardware.synchronize(self.torch_device)
         forward_s = now() - started
+        if not torch.isfinite(loss):
+            raise WireError(f"the activation from device {d} makes the loss {loss.item()}")
         loss.backward()
         assert activation.grad is not None
         self.sessions[d].outbox.send(
@@ -411,17 +416,21 @@ class Server:
         return {k: self.global_state[k] for k in self.device_specs[device]}
 
     def _aggregate(self, round: int) -> None:
-        # only the devices whose weights of this round arrived finished it; a dropped device's work is left out
-        live = sorted(self.uploaded)
-        if not live:
+        states: dict[int, State] = {}
+        for d in sorted(self.uploaded):  # only the devices whose weights of this round arrived finished it
+            state = (
+                {**self.uploaded[d], **hardware.to_cpu(self.replicas[d].part.state_dict())}
+                if d in self.replicas
+                else self.uploaded[d]
+            )
+            try:
+                check_finite(state, f"device {d}'s model:")  # nothing non-finite reaches the global model
+                states[d] = state
+            except WireError as exc:
+                self._fail(d, exc, round)
+        if not states:
             raise RuntimeError(f"every device has failed; nothing to aggregate in round {round}")
-        states = [
-            {**self.uploaded[d], **hardware.to_cpu(self.replicas[d].part.state_dict())}
-            if d in self.replicas
-            else self.uploaded[d]
-            for d in live
-        ]
-        self.global_state = fedavg(states, [self.samples[d] for d in live])
+        self.global_state = fedavg(list(states.values()), [self.samples[d] for d in states])
         self.uploaded.clear()
         for replica in self.replicas.values():  # a dropped device's replica, too, goes back to the global model
             replica.part.load_state_dict({k: self.global_state[k] for k in replica.part.state_dict()})
@@ -455,6 +464,8 @@ class Server:
         return self.global_state
 
     def _fail(self, device: int, exc: Exception, round: int) -> None:
+        if self.membership.is_out(device):
+            return
         session = self.sessions[device]  # before the drop: once dropped, a new connection may take the device's place
         message = f"device {device} failed in round {round} and was dropped from the run: {exc}"
         print(f"server: {message}", file=sys.stderr)
@@ -468,11 +479,9 @@ class Server:
             if self.membership.is_out(d):
                 continue
             try:
-                message = s.inbox.take()
-                if message.kind != pb.EVENTS:
-                    raise WireError(f"expected EVENTS, got {pb.Kind.Name(message.kind)}")
-                self.recorder.extend_json(json.loads(message.text))
-            except (PeerError, WireError, ValueError) as exc:
+                window = (self.start - self.config.timeout_s, now() + self.config.timeout_s)
+                self.recorder.extend_json(check_events(s.inbox.take(), d, self.config, window))
+            except (PeerError, WireError) as exc:
                 print(f"server: no timeline from device {d}: {exc}", file=sys.stderr)
                 self.errors[d] = f"no timeline: {exc}"
             s.outbox.control(envelope(pb.DONE, d))
@@ -516,10 +525,24 @@ class Server:
         return totals
 
 
-def serve(config: RunConfig, listen: str, progress: bool = True, resume: Checkpoint | None = None) -> dict[str, Any]:
-    """Run the server of a run on HOST:PORT until the run is over (from a checkpoint if given); return the metrics."""
+def serve(
+    config: RunConfig,
+    listen: str,
+    credentials: ServerCredentials | None,
+    progress: bool = True,
+    resume: Checkpoint | None = None,
+) -> dict[str, Any]:
+    """Run the server of a run on HOST:PORT (plain text if `credentials` is None) until the run is over (from a
+    checkpoint if given); return the metrics."""
     torch.set_num_threads(config.threads)
     server = Server(config, progress, resume)
-    port = server.listen(listen)
-    print(f"server: listening on port {port}; waiting for {config.devices} devices", file=sys.stderr)
+    port = server.listen(listen, credentials, insecure=credentials is None)
+    security = "plain text" if credentials is None else "mutual TLS"
+    print(f"server: listening on port {port} ({security}); waiting for {config.devices} devices", file=sys.stderr)
     return server.run()
+
+
+def _seconds(value: object) -> float:
+    """A duration a device reports about itself: a finite number of 0 or more, else 0 (it is only reported)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    return float(value) if ok else 0.0  # type: ignore[arg-type]

@@ -51,6 +51,8 @@ class Outbox:
         self._queue: queue.Queue[tuple[float, Action | None, pb.Envelope] | None] = queue.Queue()
         self._free_at = 0.0
         self._lock = threading.Lock()
+        self.drained = threading.Event()
+        """Set once the stream has ended and gRPC has sent everything queued before `close`."""
 
     def follow(self, spec: LinkSpec, lane: list[Action], track: str, recorder: Recorder) -> None:
         """Set the link and the lane of scheduled transfers it carries from now on."""
@@ -75,6 +77,10 @@ class Outbox:
         self._queue.put(None)
 
     def __iter__(self) -> Iterator[pb.Envelope]:
+        yield from self._paced()
+        self.drained.set()  # gRPC asks for the next message only once the one before has been sent
+
+    def _paced(self) -> Iterator[pb.Envelope]:
         while (item := self._queue.get()) is not None:
             handed_over, action, envelope = item
             size = envelope.ByteSize()
