@@ -49,7 +49,7 @@ def test_fingerprints_differ_in_words(plugin_nets: str) -> None:
 
 def _serve(config: RunConfig) -> tuple[str, threading.Thread, dict[str, Any]]:
     server = Server(config, progress=False)
-    address = f"127.0.0.1:{server.listen('127.0.0.1:0')}"
+    address = f"127.0.0.1:{server.listen('127.0.0.1:0', insecure=True)}"
     result: dict[str, Any] = {}
 
     def run() -> None:
@@ -65,7 +65,18 @@ def _serve(config: RunConfig) -> tuple[str, threading.Thread, dict[str, Any]]:
 
 def _device(address: str, device: int, path: Path, *flags: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(path), str(SRC)])}
-    command = [sys.executable, "-m", "pipelearn", "device", "--server", address, "--id", str(device), *flags]
+    command = [
+        sys.executable,
+        "-m",
+        "pipelearn",
+        "device",
+        "--insecure",
+        "--server",
+        address,
+        "--id",
+        str(device),
+        *flags,
+    ]
     return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
 
 

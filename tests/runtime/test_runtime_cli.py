@@ -38,7 +38,7 @@ def test_server_and_device_commands_train_together_over_mutual_tls(tmp_path: Pat
     assert "device-1.pem" in made.stdout and "its own" in made.stderr
     address, keys = f"127.0.0.1:{_free_port()}", str(tmp_path / "keys")
     server = subprocess.Popen(
-        [*COMMAND, "server", "--listen", address, str(_run_toml(tmp_path)), "--quiet", "--credentials", keys],
+        [*COMMAND, "server", "--listen", address, str(_run_toml(tmp_path)), "--quiet", "--json", "--credentials", keys],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -25,7 +25,7 @@ SLOW_UPLINK = {"up_mbps": 2.0}
 def _start(config: Any) -> tuple[Server, str, threading.Thread, dict[str, Any], list[subprocess.Popen[bytes]]]:
     """A server in this process and its devices as processes; training starts once every device has joined."""
     server = Server(config, progress=False)
-    address = f"127.0.0.1:{server.listen('127.0.0.1:0')}"
+    address = f"127.0.0.1:{server.listen('127.0.0.1:0', insecure=True)}"
     devices = [_device(address, d) for d in range(config.devices)]
     # process start-up on a busy machine may take longer than the short deadlines some tests set
     _until(lambda: len(server.sessions) == config.devices, "every device has joined")
@@ -36,7 +36,9 @@ def _start(config: Any) -> tuple[Server, str, threading.Thread, dict[str, Any], 
 
 
 def _device(address: str, device: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "pipelearn", "device", "--server", address, "--id", str(device)])
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelearn", "device", "--insecure", "--server", address, "--id", str(device)]
+    )
 
 
 def _until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:

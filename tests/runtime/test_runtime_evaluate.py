@@ -27,7 +27,7 @@ State = dict[str, torch.Tensor]
 def _run(config: Any) -> tuple[Server, dict[str, Any], dict[int, State], list[int | None]]:
     """Train with real device processes; return the server, its metrics, every round's global model, device exits."""
     server = Server(config, progress=False)
-    port = server.listen("127.0.0.1:0")
+    port = server.listen("127.0.0.1:0", insecure=True)
     globals_: dict[int, State] = {}
     handed_over = server.rounds.aggregated
 
@@ -37,7 +37,9 @@ def _run(config: Any) -> tuple[Server, dict[str, Any], dict[int, State], list[in
 
     server.rounds.aggregated = spy  # type: ignore[method-assign]
     devices = [
-        subprocess.Popen([sys.executable, "-m", "pipelearn", "device", "--server", f"127.0.0.1:{port}", "--id", str(d)])
+        subprocess.Popen(
+            [sys.executable, "-m", "pipelearn", "device", "--insecure", "--server", f"127.0.0.1:{port}", "--id", str(d)]
+        )
         for d in range(config.devices)
     ]
     try:

@@ -87,7 +87,7 @@ def test_cuda_without_a_gpu_is_a_clear_error_for_the_server_and_a_device() -> No
     server = _pipelearn("run", "--server-device", "cuda", "--dataset", "synthetic")
     assert server.returncode == 2
     assert "server_device is 'cuda' but torch sees no CUDA GPU" in server.stderr
-    device = _pipelearn("device", "--server", "127.0.0.1:1", "--id", "0", "--compute", "cuda:1")
+    device = _pipelearn("device", "--server", "127.0.0.1:1", "--id", "0", "--insecure", "--compute", "cuda:1")
     assert device.returncode == 2
     assert "--compute is 'cuda:1' but torch sees no CUDA GPU" in device.stderr
 
