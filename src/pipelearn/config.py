@@ -65,6 +65,8 @@ class RunConfig:
     """A zoo model name (see pipelearn.models.MODEL_NAMES)."""
     dataset: str = "mnist"
     """A data set name (see pipelearn.data.DATASET_NAMES)."""
+    synthetic_shape: tuple[int, int, int] = (1, 28, 28)
+    """Sample shape (channels, height, width) of the synthetic data set; (3, 32, 32) is CIFAR's."""
     data_dir: str | None = None
     """Directory holding the data set's official files, where it needs one."""
     download: bool = False
@@ -84,9 +86,9 @@ class RunConfig:
     device_slowdown: float = 4.0
     """Device computation takes this many times its measured time (devices are slower than servers)."""
     split: int | Literal["auto"] = 2
-    """Split point p: blocks 1..p run on the device."""
+    """Split point p: blocks 1..p run on the device; 'auto' lets the planner choose per device."""
     microbatches: int | Literal["auto"] = 4
-    """Micro-batches per mini-batch in pipelearn mode (sfl and sl use 1, fl 1)."""
+    """Micro-batches per mini-batch in pipelearn mode (sfl and sl use 1, fl 1); 'auto' lets the planner choose."""
     epochs: int = 2
     """Passes over each device's data."""
     batch_size: int = 100
@@ -127,23 +129,15 @@ class RunConfig:
         """The compute slowdown factor of one device."""
         return _first(self.device_overrides.get(device, DeviceOverride()).slowdown, self.device_slowdown)
 
-    def split_point(self, device: int) -> int:
-        """The split point of one device."""
+    def requested_split(self, device: int) -> int | Literal["auto"]:
+        """The split point asked for one device, 'auto' included; the run plan resolves it (pipelearn.plan)."""
         o = self.device_overrides.get(device, DeviceOverride()).split
-        value = o if o is not None else self.split
-        if value == "auto":
-            raise ConfigError("split = 'auto' needs the planner, which is not built yet: give a number")
-        return int(value)
+        return o if o is not None else self.split
 
-    def microbatch_count(self, device: int) -> int:
-        """Micro-batches per mini-batch for one device in this mode."""
-        if self.mode != "pipelearn":
-            return 1
+    def requested_microbatches(self, device: int) -> int | Literal["auto"]:
+        """The micro-batch count asked for one device, 'auto' included; the run plan resolves it."""
         o = self.device_overrides.get(device, DeviceOverride()).microbatches
-        value = o if o is not None else self.microbatches
-        if value == "auto":
-            raise ConfigError("microbatches = 'auto' needs the planner, which is not built yet: give a number")
-        return int(value)
+        return o if o is not None else self.microbatches
 
     def validate(self) -> RunConfig:
         """Check every value; raise ConfigError naming the first bad key."""
@@ -207,6 +201,10 @@ def _split_or_auto(v: object) -> bool:
     return v == "auto" or _whole(v)
 
 
+def _shape(v: object) -> bool:
+    return isinstance(v, tuple | list) and len(v) == 3 and all(_at_least(1)(x) for x in v)
+
+
 def _rate(v: object) -> bool:
     return _number(v) and v > 0  # type: ignore[operator]
 
@@ -215,6 +213,7 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "mode": (lambda v: v in MODES, f"one of {', '.join(MODES)}"),
     "model": (_string, "a model name"),
     "dataset": (_string, "a data set name"),
+    "synthetic_shape": (_shape, "three whole numbers of at least 1 (channels, height, width)"),
     "data_dir": (_optional(_string), "a directory"),
     "download": (lambda v: isinstance(v, bool), "true or false"),
     "batchnorm": (lambda v: isinstance(v, bool), "true or false"),
@@ -266,6 +265,8 @@ def from_mapping(data: dict[str, Any]) -> RunConfig:
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
     values = dict(data)
+    if isinstance(values.get("synthetic_shape"), list):  # TOML and JSON have lists, not tuples
+        values["synthetic_shape"] = tuple(values["synthetic_shape"])
     overrides = values.pop("device_overrides", {}) or {}
     fields = {f.name for f in dataclasses.fields(DeviceOverride)}
     parsed: dict[int, DeviceOverride] = {}

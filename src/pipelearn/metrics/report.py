@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from pipelearn.config import RunConfig
 from pipelearn.metrics.events import Event, compute_track, link_track
 from pipelearn.metrics.trace import write_trace
+from pipelearn.plan import RunPlan
 
 
 def busy_seconds(intervals: Iterable[tuple[float, float]], start: float, end: float) -> float:
@@ -69,6 +70,7 @@ def bottleneck(events: Sequence[Event], start: float, end: float) -> dict[str, A
 def write_results(
     out: Path,
     config: RunConfig,
+    plan: RunPlan,
     events: Sequence[Event],
     start: float,
     end: float,
@@ -94,9 +96,9 @@ def write_results(
                 "bytes_down": bytes_down[d],
                 "uplink_busy_s": track_usage(events, link_track(d, "uplink"), start, end)["busy_s"],
                 "downlink_busy_s": track_usage(events, link_track(d, "downlink"), start, end)["busy_s"],
-                "split": config.split_point(d) if config.mode != "fl" else None,
-                "microbatches": config.microbatch_count(d),
-                "slowdown": config.slowdown(d),
+                "split": plan.devices[d].split if config.mode != "fl" else None,
+                "microbatches": plan.devices[d].microbatches,
+                "slowdown": plan.devices[d].slowdown,
                 "error": errors.get(d),
             }
         )
@@ -120,6 +122,7 @@ def write_results(
         "device": devices,
         "bottleneck": bottleneck(events, start, end),
         "failed_devices": sorted(errors),
+        "plan": plan.to_dict(),
         "config": json.loads(config.to_json()),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -8,12 +8,13 @@ import time
 import torch
 
 from pipelearn.config import RunConfig
-from pipelearn.data import load_dataset
 from pipelearn.metrics.events import Recorder, compute_track, link_track, now
+from pipelearn.plan import RunPlan, read_plan_message
 from pipelearn.runtime.work import (
     DeviceBatches,
     device_indices,
     device_part,
+    load_data,
     make_model,
     make_optimizer,
     scaled_loss,
@@ -33,6 +34,7 @@ class DeviceWorker:
     def __init__(
         self,
         config: RunConfig,
+        plan: RunPlan,
         device: int,
         batches: DeviceBatches,
         schedule: Schedule,
@@ -42,11 +44,11 @@ class DeviceWorker:
         recorder: Recorder,
     ) -> None:
         self.config, self.device, self.batches, self.schedule = config, device, batches, schedule
-        self.part = device_part(model, config, device)
+        self.part = device_part(model, plan, device)
         self.part.train()
         self.optimizer = make_optimizer(self.part, config)
         self.outbox, self.inbox, self.recorder = outbox, inbox, recorder
-        self.slowdown = config.slowdown(device)
+        self.slowdown = plan.devices[device].slowdown
         self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._activations: dict[int, torch.Tensor] = {}
 
@@ -114,16 +116,16 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
         outbox.control(envelope(pb.HELLO, device, clock=sent))
         plan = _take(inbox, pb.PLAN)
         recorder = Recorder(offset=plan.clock - (sent + now()) / 2)
-        config = RunConfig.from_json(plan.text)
+        config, run_plan = read_plan_message(plan.text)
         torch.set_num_threads(config.threads)
         inbox.timeout_s = config.timeout_s
-        train = load_dataset(config.dataset, "train", config.data_dir, download=config.download)
+        train = load_data(config, "train")
         indices = device_indices(config, train, device)
         model = make_model(config, train.input_shape, train.num_classes)
         outbox.control(envelope(pb.READY, device, text=json.dumps({"samples": len(indices)})))
         samples = json.loads(_take(inbox, pb.START).text)["samples"]
-        schedule = schedule_for(config, samples)
-        link = config.link(device)
+        schedule = schedule_for(config, run_plan, samples)
+        link = run_plan.devices[device].link
         outbox.follow(
             LinkSpec.from_mbps(link.up_mbps, link.latency_ms),
             schedule.lane(Resource.UPLINK, device),
@@ -132,6 +134,7 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
         )
         DeviceWorker(
             config,
+            run_plan,
             device,
             DeviceBatches(train, indices, config, device),
             schedule,

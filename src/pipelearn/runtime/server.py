@@ -13,14 +13,15 @@ import grpc
 import torch
 from tqdm import tqdm
 
-from pipelearn.config import ConfigError, RunConfig
-from pipelearn.data import load_dataset
+from pipelearn.config import RunConfig
 from pipelearn.metrics.events import Recorder, compute_track, link_track, now
 from pipelearn.metrics.report import write_results
+from pipelearn.plan import RunPlan, plan_message, resolve_plan
 from pipelearn.runtime.aggregate import fedavg
 from pipelearn.runtime.evaluate import evaluate
 from pipelearn.runtime.work import (
     device_part,
+    load_data,
     make_model,
     make_optimizer,
     output_shape,
@@ -84,19 +85,12 @@ class Completions:
 class Server:
     """The server of one run; `listen`, then `run` until the run is over."""
 
-    def __init__(self, config: RunConfig, progress: bool = True) -> None:
+    def __init__(self, config: RunConfig, progress: bool = True, plan: RunPlan | None = None) -> None:
         self.config = config.validate()
-        if config.mode == "sl" and len({config.split_point(d) for d in range(config.devices)}) > 1:
-            raise ConfigError("sl passes one device half from device to device: give every device the same split")
         self.progress = progress
-        self.test = load_dataset(config.dataset, "test", config.data_dir, download=config.download)
+        self.test = load_data(config, "test")
         self.model = make_model(config, self.test.input_shape, self.test.num_classes)
-        for d in range(config.devices):
-            if config.mode != "fl" and not 0 <= config.split_point(d) <= len(self.model):
-                raise ConfigError(
-                    f"split {config.split_point(d)} of device {d} is outside 0..{len(self.model)}, "
-                    f"the block boundaries of {config.model}"
-                )
+        self.plan = plan or resolve_plan(config, self.model, self.test.input_shape)
         self.global_state: State = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.recorder = Recorder()
         self.sessions: dict[int, Session] = {}
@@ -122,11 +116,11 @@ class Server:
             print(f"server: refused a device: {exc}", file=sys.stderr)
             yield envelope(pb.ERROR, 0, text=str(exc))
             return
-        link = self.config.link(device)
+        link = self.plan.devices[device].link
         outbox = Outbox(LinkSpec.from_mbps(link.down_mbps, link.latency_ms))
         inbox.peer = f"device {device}"
         context.add_callback(outbox.close)
-        outbox.control(envelope(pb.PLAN, device, text=self.config.to_json(), clock=now()))
+        outbox.control(envelope(pb.PLAN, device, text=plan_message(self.config, self.plan), clock=now()))
         with self._joined:
             self.sessions[device] = Session(inbox, outbox)
             self._joined.notify_all()
@@ -148,7 +142,7 @@ class Server:
     def run(self) -> dict[str, Any]:
         """Wait for every device, train, evaluate, write the results; return the metrics."""
         self.samples = self._wait_ready()
-        self.schedule = schedule_for(self.config, self.samples)
+        self.schedule = schedule_for(self.config, self.plan, self.samples)
         self._make_replicas()
         self.start = now()
         for d, s in self.sessions.items():
@@ -198,7 +192,7 @@ class Server:
         self.relay: State | None = None
         shared: Replica | None = None
         for d in range(self.config.devices):
-            part = device_part(self.model, self.config, d)
+            part = device_part(self.model, self.plan, d)
             self.device_specs[d] = spec_of(part.state_dict())
             self.activation_shapes[d] = output_shape(part, self.test.input_shape)
             if self.config.mode == "fl":
@@ -206,7 +200,7 @@ class Server:
             if shared is None or self.config.mode != "sl":
                 model = make_model(self.config, self.test.input_shape, self.test.num_classes)
                 model.load_state_dict(self.global_state)
-                replica_part = server_part(model, self.config, d).train()
+                replica_part = server_part(model, self.plan, d).train()
                 shared = Replica(replica_part, make_optimizer(replica_part, self.config))
             self.replicas[d] = shared
 
@@ -353,6 +347,7 @@ class Server:
         return write_results(
             Path(self.config.out),
             self.config,
+            self.plan,
             self.recorder.events,
             self.start,
             self.end,

@@ -10,7 +10,7 @@ import grpc
 from pipelearn.schedule import Key, Op
 from pipelearn.transport import pipelearn_pb2 as pb
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 """Bumped whenever the meaning of a message changes; peers of other versions are refused."""
 
 KIND_OF_TRANSFER = {Op.ACTIVATION: pb.ACTIVATION, Op.GRADIENT: pb.GRADIENT, Op.WEIGHTS: pb.WEIGHTS}

@@ -1,0 +1,363 @@
+"""Choose each device's split point and micro-batch count for the shortest predicted epoch of the whole fleet.
+
+Every candidate (split, micro-batch count) of every device is first estimated in closed form, all at once
+(numpy): the device's epoch on its own (its pipeline's fill, steady state and drain, its rounds' weights) and the
+server work it brings. The fleet's epoch is estimated as the longer of its slowest device and the shared server's
+total work; `minimise` finds the exact optimum of that over all devices' choices in O(D K log DK). For small
+fleets the best few plans are then timed by the simulator over the run's real schedule, and the fastest wins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from pipelearn.config import ConfigError, RunConfig
+from pipelearn.models import canonical_model_name
+from pipelearn.plan import RunPlan, fixed_setups, requested
+from pipelearn.planner.costs import CostModel, action_costs, transmit_s
+from pipelearn.planner.profile import Profile, profile_model
+from pipelearn.planner.simulate import Simulation, simulate
+from pipelearn.runtime.work import load_data, schedule_for
+
+MAX_MICROBATCHES = 32
+"""The most micro-batches per mini-batch the search considers (each of at least 2 samples)."""
+TOP = 5
+"""Plans kept from each family (the fleet optimum's neighbours, the best uniform plans) as candidates."""
+SIMULATED_ACTIONS = 300_000
+"""Candidates are simulated while their schedules hold at most this many actions in all; else estimated."""
+
+
+class PlanError(ConfigError):
+    """The search cannot serve this fleet; the message says why."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One plan for the whole fleet and its predicted epoch."""
+
+    splits: tuple[int, ...]
+    microbatches: tuple[int, ...]
+    epoch_s: float
+    """Predicted mean epoch time."""
+    busy_s: dict[str, float]
+    """Predicted busy seconds per epoch: 'server', and the mean over devices of 'device', 'uplink', 'downlink'."""
+    bound_s: float
+    """Predicted busy seconds per epoch of the busiest single resource."""
+    simulated: bool
+    """Timed by the simulator (else the closed-form estimate)."""
+
+    def idle_s(self) -> dict[str, float]:
+        """Predicted idle seconds per epoch, by resource kind."""
+        return {k: self.epoch_s - v for k, v in self.busy_s.items()}
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The chosen plan, and the candidates it was chosen from (best first; the first is the choice)."""
+
+    plan: RunPlan
+    candidates: list[Candidate]
+    profile: Profile
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The devices as the estimate needs them, one array entry per device."""
+
+    slowdown: np.ndarray
+    up_mbps: np.ndarray
+    down_mbps: np.ndarray
+    latency_s: np.ndarray
+    samples: np.ndarray
+
+    @classmethod
+    def of(cls, config: RunConfig, samples: Sequence[int]) -> Fleet:
+        """The fleet of a run configuration with these sample counts."""
+        links = [config.link(d) for d in range(config.devices)]
+        return cls(
+            np.array([config.slowdown(d) for d in range(config.devices)], dtype=np.float64),
+            np.array([link.up_mbps for link in links], dtype=np.float64),
+            np.array([link.down_mbps for link in links], dtype=np.float64),
+            np.array([link.latency_ms / 1e3 for link in links], dtype=np.float64),
+            np.array(samples, dtype=np.int64),
+        )
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Closed-form predictions per device d, split index i and micro-batch count index j, per epoch."""
+
+    splits: np.ndarray
+    counts: np.ndarray
+    time: np.ndarray
+    """[d, i, j] the device's epoch on its own."""
+    server: np.ndarray
+    """[d, i, j] server busy seconds spent on the device."""
+    device: np.ndarray
+    uplink: np.ndarray
+    downlink: np.ndarray
+    aggregate_s: float
+    """Server seconds of FedAvg per epoch, after every device's round."""
+    sequential: bool
+    """Devices train in turn (sl), so their times add up."""
+
+    def fleet(self, i: np.ndarray, j: np.ndarray) -> tuple[float, dict[str, float], float]:
+        """The fleet's epoch, mean busy seconds by resource kind, and the busiest resource, for choices (i, j)."""
+        d = np.arange(len(i))
+        time = self.time[d, i, j]
+        server = float(self.server[d, i, j].sum()) + self.aggregate_s
+        epoch = float(time.sum()) if self.sequential else max(float(time.max()), server) + self.aggregate_s
+        parts = {k: getattr(self, k)[d, i, j] for k in ("device", "uplink", "downlink")}
+        busy = {"server": server, **{k: float(v.mean()) for k, v in parts.items()}}
+        bound = max(server, *(float(v.max()) for v in parts.values()))
+        return epoch, busy, bound
+
+
+def estimate(
+    costs: CostModel,
+    fleet: Fleet,
+    config: RunConfig,
+    splits: np.ndarray,
+    counts: np.ndarray,
+) -> Estimate:
+    """Predict every device's epoch for every split and micro-batch count, in closed form."""
+    batch, epochs = config.batch_size, config.epochs
+    full, rest = fleet.samples // batch, fleet.samples % batch
+    iterations = (full + (rest > 0)) * epochs
+    if config.mode == "sl" or config.aggregate_every is None:
+        rounds = epochs
+    else:
+        rounds = int(max(math.ceil(int(n) / config.aggregate_every) for n in iterations))
+    shape = (len(fleet.samples), len(splits), len(counts))
+    total = {k: np.zeros(shape) for k in ("time", "server", "device", "uplink", "downlink")}
+    sizes = {batch: full.astype(np.float64)}
+    for r in sorted(set(rest.tolist()) - {0}):
+        sizes[r] = sizes.get(r, 0) + (rest == r).astype(np.float64)
+    for b, per_device in sizes.items():
+        for k, v in _iteration(costs, fleet, config.mode, b, splits, counts).items():
+            total[k] += per_device[:, None, None] * v
+    for k, v in _round(costs, fleet, splits).items():
+        total[k] = total[k] * epochs + rounds * v
+    per_epoch = {k: v / epochs for k, v in total.items()}
+    aggregate = 0.0 if config.mode == "sl" else rounds * costs.aggregate_s / epochs
+    return Estimate(splits, counts, aggregate_s=aggregate, sequential=config.mode == "sl", **per_epoch)
+
+
+def _iteration(
+    m: CostModel, fleet: Fleet, mode: str, b: int, splits: np.ndarray, counts: np.ndarray
+) -> dict[str, np.ndarray]:
+    """One mini-batch of b samples: seconds of the device's iteration and of each resource's work."""
+    k = fleet.slowdown[:, None, None]
+    if mode == "fl":
+        work = k * (m.device_train[b] + m.device_step[m.blocks]) * np.ones((1, len(splits), len(counts)))
+        zero = np.zeros_like(work)
+        return {"time": work, "server": zero, "device": work, "uplink": zero, "downlink": zero}
+    n = np.minimum(counts, b)
+    q, extra = b // n, b % n
+
+    def mean(table: np.ndarray) -> np.ndarray:  # per micro-batch, over the mini-batch's uneven cut: [1, i, j]
+        rows = table[splits]
+        return ((extra * rows[:, np.minimum(q + 1, m.batch_size)] + (n - extra) * rows[:, q]) / n)[None]
+
+    up, down = fleet.up_mbps[:, None, None], fleet.down_mbps[:, None, None]
+    latency = fleet.latency_s[:, None, None]
+    activation, gradient = mean(m.activation_bytes), mean(m.gradient_bytes)
+    handed = mean(m.device_forward)  # the activation leaves when the compute ends, before the emulated slowdown
+    forward, backward, server = k * handed, k * mean(m.device_backward), mean(m.server_train)
+    uplink, downlink = transmit_s(activation, up), transmit_s(gradient, down)
+    first = handed + uplink + latency + m.wire_s(activation) + server + downlink + latency + m.wire_s(gradient)
+    slowest = np.maximum(np.maximum(forward, uplink), np.maximum(server, downlink))
+    count = n[None, None, :]
+    # Micro-batches flow through forward, uplink, server and downlink like jobs through a flow shop: the last
+    # gradient arrives (count - 1) slowest stages after the first; backward passes start after every forward.
+    backwards_end = np.maximum(
+        count * (forward + backward),
+        np.maximum(first + count * backward, first + (count - 1) * slowest + backward),
+    )
+    step = k * m.device_step[splits][None, :, None]
+    return {
+        "time": backwards_end + step,
+        "server": count * server + m.server_step[splits][None, :, None],
+        "device": count * (forward + backward) + step,
+        "uplink": count * uplink,
+        "downlink": count * downlink,
+    }
+
+
+def _round(m: CostModel, fleet: Fleet, splits: np.ndarray) -> dict[str, np.ndarray]:
+    """A round's weights: down to the device at its start, up to the server at its end."""
+    k = fleet.slowdown[:, None, None]
+    up, down = fleet.up_mbps[:, None, None], fleet.down_mbps[:, None, None]
+    latency = fleet.latency_s[:, None, None]
+    nbytes = m.weight_bytes[splits][None, :, None]
+    server = 2 * m.server_weights[splits][None, :, None]
+    encode = m.device_weights[splits][None, :, None]
+    to_device, to_server = transmit_s(nbytes, down), transmit_s(nbytes, up)
+    delay = 2 * (latency + m.wire_s(nbytes))
+    time = server + to_device + to_server + delay + 2 * k * encode + encode
+    return {"time": time, "server": server, "device": 3 * k * encode, "uplink": to_server, "downlink": to_device}
+
+
+def minimise(time: np.ndarray, server: np.ndarray) -> tuple[np.ndarray, float]:
+    """The choice per device (a column of each row) minimising max(max_d time[d, c_d], sum_d server[d, c_d]).
+
+    Infinite times mark choices not allowed. Exact: for each threshold on the slowest device, every device takes
+    its least server work within it; the thresholds worth trying are the candidates' own times.
+    """
+    thresholds, values = _sweep(time, server)
+    best = int(np.argmin(values))
+    return _within(time, server, thresholds[best]), float(values[best])
+
+
+def _sweep(time: np.ndarray, server: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every threshold worth trying and the fleet value there."""
+    if not np.isfinite(time).any(axis=1).all():
+        bad = int(np.flatnonzero(~np.isfinite(time).any(axis=1))[0])
+        raise PlanError(f"device {bad} has no split and micro-batch count the search may choose")
+    order = np.argsort(time, axis=1, kind="stable")
+    t = np.take_along_axis(time, order, axis=1)
+    least = np.minimum.accumulate(np.take_along_axis(server, order, axis=1), axis=1)
+    floor = float(t[:, 0].max())  # below it some device has no choice at all
+    at_floor = (t <= floor).sum(axis=1) - 1
+    base = float(least[np.arange(len(t)), at_floor].sum())
+    later = (t > floor) & np.isfinite(t)
+    later[:, 0] = False
+    steps = np.diff(least, axis=1, prepend=least[:, :1])  # how much a device's least work drops at each time
+    when, drop = t[later], steps[later]
+    by_time = np.argsort(when, kind="stable")
+    thresholds = np.concatenate([[floor], when[by_time]])
+    work = base + np.concatenate([[0.0], np.cumsum(drop[by_time])])
+    return thresholds, np.maximum(thresholds, work)
+
+
+def _within(time: np.ndarray, server: np.ndarray, threshold: float) -> np.ndarray:
+    """Per device, the choice of least server work (then least time) among those within the threshold."""
+    masked = np.where(time <= threshold, server, np.inf)
+    least = masked.min(axis=1, keepdims=True)
+    return np.where(masked == least, time, np.inf).argmin(axis=1)
+
+
+def plan_run(
+    config: RunConfig,
+    model: nn.Sequential,
+    input_shape: tuple[int, int, int],
+    profile: Profile | None = None,
+    samples: Sequence[int] | None = None,
+) -> Planned:
+    """Profile (unless given a profile), search and choose the run's plan; every `auto` gets a value."""
+    asked = requested(config, len(model))
+    name = canonical_model_name(config.model)
+    if profile is None:
+        profile = profile_model(name, model, input_shape, config.batch_size)
+    profile.check(name, model, input_shape)
+    costs = CostModel(profile, config.batch_size, config.devices)
+    samples = list(samples) if samples is not None else expected_samples(config)
+    splits = np.array([len(model)] if config.mode == "fl" else range(len(model) + 1))
+    most = 1 if config.mode != "pipelearn" else max(1, min(MAX_MICROBATCHES, config.batch_size // 2))
+    counts = np.array(sorted(set(range(1, most + 1)) | {n for _, n in asked if n is not None}))
+    allowed = np.ones((config.devices, len(splits), len(counts)), dtype=bool)
+    for d, (s, n) in enumerate(asked):
+        if s is not None:
+            allowed[d] &= (splits == s)[:, None]
+        if n is not None:
+            allowed[d] &= (counts == n)[None, :]
+    est = estimate(costs, Fleet.of(config, samples), config, splits, counts)
+    time = np.where(allowed, est.time, np.inf).reshape(config.devices, -1)
+    choices = _choices(est, time, allowed)
+    candidates = _judge(config, costs, est, choices, samples)
+    best = candidates[0]
+    plan = RunPlan(
+        fixed_setups(config, list(best.splits), list(best.microbatches)),
+        predicted_epoch_s=best.epoch_s,
+        bound_s=best.bound_s,
+    )
+    return Planned(plan, candidates, profile)
+
+
+def _choices(est: Estimate, time: np.ndarray, allowed: np.ndarray) -> list[np.ndarray]:
+    """Candidate plans, as one flat (split, count) index per device."""
+    devices = len(time)
+    uniform = np.flatnonzero(allowed.reshape(devices, -1).all(axis=0))
+    if est.sequential:  # sl: one split for all, and devices take turns, so their times add up
+        if not len(uniform):
+            raise PlanError("sl needs one split for every device, and no split is allowed for all of them")
+        totals = time[:, uniform].sum(axis=0)
+        return [np.full(devices, c) for c in uniform[np.argsort(totals, kind="stable")[:TOP]]]
+    server = est.server.reshape(devices, -1)
+    thresholds, values = _sweep(time, server)
+    picked: list[np.ndarray] = []
+    for t in thresholds[np.argsort(values, kind="stable")]:
+        choice = _within(time, server, float(t))
+        if not any(np.array_equal(choice, p) for p in picked):
+            picked.append(choice)
+        if len(picked) == TOP:
+            break
+    if len(uniform):
+        fleet = np.maximum(time[:, uniform].max(axis=0), server[:, uniform].sum(axis=0))
+        for c in uniform[np.argsort(fleet, kind="stable")[:TOP]]:
+            choice = np.full(devices, c)
+            if not any(np.array_equal(choice, p) for p in picked):
+                picked.append(choice)
+    return picked
+
+
+def _judge(
+    config: RunConfig, costs: CostModel, est: Estimate, choices: list[np.ndarray], samples: list[int]
+) -> list[Candidate]:
+    """Each candidate's predicted epoch: simulated over the real schedule where small enough, else estimated."""
+    shape = (len(est.splits), len(est.counts))
+    out = []
+    plans = [np.unravel_index(c, shape) for c in choices]
+    actions = sum(_actions(config, samples, [int(est.counts[j]) for j in jj]) for _, jj in plans)
+    for ii, jj in plans:
+        splits = tuple(int(est.splits[i]) for i in ii)
+        counts = tuple(int(est.counts[j]) for j in jj)
+        if actions <= SIMULATED_ACTIONS:
+            out.append(_simulated(config, costs, samples, splits, counts))
+        else:
+            epoch, busy, bound = est.fleet(ii, jj)
+            out.append(Candidate(splits, counts, epoch, busy, bound, simulated=False))
+    return sorted(out, key=lambda c: c.epoch_s)
+
+
+def _actions(config: RunConfig, samples: list[int], counts: list[int]) -> int:
+    """About how many actions a run's schedule holds."""
+    per_epoch = [-(-n // config.batch_size) for n in samples]
+    return sum(config.epochs * i * (6 * c + 4) for i, c in zip(per_epoch, counts, strict=True))
+
+
+def _simulated(
+    config: RunConfig, costs: CostModel, samples: list[int], splits: tuple[int, ...], counts: tuple[int, ...]
+) -> Candidate:
+    sim = run_simulation(config, RunPlan(fixed_setups(config, list(splits), list(counts))), costs, samples)
+    times = sim.epoch_times_s()
+    busy = busy_by_kind(sim.busy_s(), sim.epochs)
+    return Candidate(splits, counts, sum(times) / len(times), busy, sim.bound_s() / sim.epochs, simulated=True)
+
+
+def busy_by_kind(busy: dict[str, float], epochs: int) -> dict[str, float]:
+    """Busy seconds per epoch of the server, and the mean over devices of their compute, uplinks and downlinks."""
+    kinds: dict[str, list[float]] = {"server": [], "device": [], "uplink": [], "downlink": []}
+    for track, seconds in busy.items():
+        owner, what = track.split("/")
+        kinds["server" if owner == "server" else "device" if what == "compute" else what].append(seconds)
+    return {k: (sum(v) / len(v) if v else 0.0) / epochs for k, v in kinds.items()}
+
+
+def run_simulation(config: RunConfig, plan: RunPlan, costs: CostModel, samples: list[int]) -> Simulation:
+    """Simulate the schedule the runtime would execute for this configuration, plan and sample counts."""
+    schedule = schedule_for(config, plan, samples)
+    return simulate(schedule, action_costs(costs, schedule, plan.devices))
+
+
+def expected_samples(config: RunConfig) -> list[int]:
+    """Each device's training samples as the runtime will deal them (the split's share where not set)."""
+    if config.samples_per_device is not None:
+        return [config.samples_per_device] * config.devices
+    total = len(load_data(config, "train"))
+    return [total // config.devices + (1 if d < total % config.devices else 0) for d in range(config.devices)]
