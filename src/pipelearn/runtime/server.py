@@ -347,12 +347,12 @@ class Server:
         return write_results(
             Path(self.config.out),
             self.config,
-            self.plan,
             self.recorder.events,
             self.start,
             self.end,
             accuracy,
             final,
+            plan=self.plan,
             samples=self.samples,
             bytes_up=[s.inbox.bytes_received for s in self._ordered()],
             bytes_down=[s.outbox.bytes_sent for s in self._ordered()],
