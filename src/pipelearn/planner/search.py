@@ -267,9 +267,8 @@ def plan_run(
         if n is not None:
             allowed[d] &= (counts == n)[None, :]
     est = estimate(costs, Fleet.of(config, samples), config, splits, counts)
-    time = np.where(allowed, est.time, np.inf).reshape(config.devices, -1)
-    choices = _choices(est, time, allowed)
-    candidates = _judge(config, costs, est, choices, samples)
+    search = _Search(config, costs, est, allowed.reshape(config.devices, -1), samples)
+    candidates = search.judge(_choices(est, search.allowed))
     best = candidates[0]
     plan = RunPlan(
         fixed_setups(config, list(best.splits), list(best.microbatches)),
@@ -279,65 +278,115 @@ def plan_run(
     return Planned(plan, candidates, profile)
 
 
-def _choices(est: Estimate, time: np.ndarray, allowed: np.ndarray) -> list[np.ndarray]:
-    """Candidate plans, as one flat (split, count) index per device."""
-    devices = len(time)
-    uniform = np.flatnonzero(allowed.reshape(devices, -1).all(axis=0))
+LEANINGS = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+"""Weights of a device's server work against its own time in the plans that trade one for the other."""
+
+
+def _choices(est: Estimate, allowed: np.ndarray) -> list[np.ndarray]:
+    """Candidate plans, one flat (split, count) index per device, best estimate first (ties: least device time).
+
+    Three families: the neighbours of the fleet optimum (`minimise`), each device trading its own time against
+    the server work it brings (from selfish to frugal), and every device on the same (split, count).
+    """
+    devices = len(allowed)
+    time = np.where(allowed, est.time.reshape(devices, -1), np.inf)
+    server = est.server.reshape(devices, -1)
+    uniform = np.flatnonzero(allowed.all(axis=0))
     if est.sequential:  # sl: one split for all, and devices take turns, so their times add up
         if not len(uniform):
             raise PlanError("sl needs one split for every device, and no split is allowed for all of them")
         totals = time[:, uniform].sum(axis=0)
         return [np.full(devices, c) for c in uniform[np.argsort(totals, kind="stable")[:TOP]]]
-    server = est.server.reshape(devices, -1)
     thresholds, values = _sweep(time, server)
-    picked: list[np.ndarray] = []
-    for t in thresholds[np.argsort(values, kind="stable")]:
-        choice = _within(time, server, float(t))
-        if not any(np.array_equal(choice, p) for p in picked):
-            picked.append(choice)
-        if len(picked) == TOP:
-            break
+    picked = [_within(time, server, float(t)) for t in thresholds[np.argsort(values, kind="stable")[: 4 * TOP]]]
+    picked += [np.argmin(time + lean * server, axis=1) for lean in LEANINGS]
     if len(uniform):
         fleet = np.maximum(time[:, uniform].max(axis=0), server[:, uniform].sum(axis=0))
-        for c in uniform[np.argsort(fleet, kind="stable")[:TOP]]:
-            choice = np.full(devices, c)
-            if not any(np.array_equal(choice, p) for p in picked):
-                picked.append(choice)
-    return picked
+        picked += [np.full(devices, c) for c in uniform[np.argsort(fleet, kind="stable")[:TOP]]]
+    rows = np.arange(devices)
+    scored = {
+        tuple(c.tolist()): (max(time[rows, c].max(), server[rows, c].sum()), time[rows, c].mean()) for c in picked
+    }
+    ranked = sorted(scored, key=lambda c: scored[c])
+    return [np.array(c) for c in ranked[: 2 * TOP]]
 
 
-def _judge(
-    config: RunConfig, costs: CostModel, est: Estimate, choices: list[np.ndarray], samples: list[int]
-) -> list[Candidate]:
-    """Each candidate's predicted epoch: simulated over the real schedule where small enough, else estimated."""
-    shape = (len(est.splits), len(est.counts))
-    out = []
-    plans = [np.unravel_index(c, shape) for c in choices]
-    actions = sum(_actions(config, samples, [int(est.counts[j]) for j in jj]) for _, jj in plans)
-    for ii, jj in plans:
-        splits = tuple(int(est.splits[i]) for i in ii)
-        counts = tuple(int(est.counts[j]) for j in jj)
-        if actions <= SIMULATED_ACTIONS:
-            out.append(_simulated(config, costs, samples, splits, counts))
-        else:
-            epoch, busy, bound = est.fleet(ii, jj)
-            out.append(Candidate(splits, counts, epoch, busy, bound, simulated=False))
-    return sorted(out, key=lambda c: c.epoch_s)
+class _Search:
+    """Judges candidate plans: by simulation where the schedules are small enough, else by the estimate."""
 
+    def __init__(
+        self, config: RunConfig, costs: CostModel, est: Estimate, allowed: np.ndarray, samples: list[int]
+    ) -> None:
+        self.config, self.costs, self.est, self.allowed, self.samples = config, costs, est, allowed, samples
+        self.shape = (len(est.splits), len(est.counts))
+        self.budget = SIMULATED_ACTIONS
+        self.seen: dict[tuple[int, ...], Candidate] = {}
 
-def _actions(config: RunConfig, samples: list[int], counts: list[int]) -> int:
-    """About how many actions a run's schedule holds."""
-    per_epoch = [-(-n // config.batch_size) for n in samples]
-    return sum(config.epochs * i * (6 * c + 4) for i, c in zip(per_epoch, counts, strict=True))
+    def judge(self, choices: list[np.ndarray]) -> list[Candidate]:
+        """The candidates, best first; for small fleets the best is polished by simulated local moves."""
+        size = sum(self._actions(c) for c in choices)
+        if size > self.budget:
+            return sorted((self._estimated(c) for c in choices), key=lambda c: c.epoch_s)
+        self.budget -= size
+        for c in choices:
+            self.seen[tuple(c.tolist())] = self._simulated(c)
+        self._polish(min(self.seen, key=lambda c: self.seen[c].epoch_s))
+        return sorted(self.seen.values(), key=lambda c: c.epoch_s)[: 2 * TOP]
 
+    def _polish(self, current: tuple[int, ...]) -> None:
+        """Hill-climb by simulation: move one device's (or every device's) split or count a step while it helps."""
+        while True:
+            for move in self._moves(current):
+                key = tuple(move.tolist())
+                if key in self.seen:
+                    continue
+                cost = self._actions(move)
+                if cost > self.budget:
+                    return
+                self.budget -= cost
+                self.seen[key] = self._simulated(move)
+                if self.seen[key].epoch_s < self.seen[current].epoch_s:
+                    current = key
+                    break
+            else:
+                return
 
-def _simulated(
-    config: RunConfig, costs: CostModel, samples: list[int], splits: tuple[int, ...], counts: tuple[int, ...]
-) -> Candidate:
-    sim = run_simulation(config, RunPlan(fixed_setups(config, list(splits), list(counts))), costs, samples)
-    times = sim.epoch_times_s()
-    busy = busy_by_kind(sim.busy_s(), sim.epochs)
-    return Candidate(splits, counts, sum(times) / len(times), busy, sim.bound_s() / sim.epochs, simulated=True)
+    def _moves(self, current: tuple[int, ...]) -> list[np.ndarray]:
+        splits, counts = np.unravel_index(np.array(current), self.shape)
+        devices = len(current)
+        out = []
+        for who in [np.arange(devices), *(np.array([d]) for d in range(devices))][: devices + (devices > 1)]:
+            for ds, dc in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+                s, c = splits.copy(), counts.copy()
+                s[who] += ds
+                c[who] += dc
+                if (s >= 0).all() and (s < self.shape[0]).all() and (c >= 0).all() and (c < self.shape[1]).all():
+                    move = np.ravel_multi_index((s, c), self.shape)
+                    if self.allowed[np.arange(devices), move].all():
+                        out.append(move)
+        return out
+
+    def _actions(self, choice: np.ndarray) -> int:
+        """About how many actions the run's schedule holds under this plan."""
+        counts = self.est.counts[np.unravel_index(choice, self.shape)[1]]
+        per_epoch = [-(-n // self.config.batch_size) for n in self.samples]
+        return sum(self.config.epochs * i * (6 * int(c) + 4) for i, c in zip(per_epoch, counts, strict=True))
+
+    def _values(self, choice: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        ii, jj = np.unravel_index(choice, self.shape)
+        return tuple(int(self.est.splits[i]) for i in ii), tuple(int(self.est.counts[j]) for j in jj)
+
+    def _estimated(self, choice: np.ndarray) -> Candidate:
+        epoch, busy, bound = self.est.fleet(*np.unravel_index(choice, self.shape))
+        return Candidate(*self._values(choice), epoch, busy, bound, simulated=False)
+
+    def _simulated(self, choice: np.ndarray) -> Candidate:
+        splits, counts = self._values(choice)
+        plan = RunPlan(fixed_setups(self.config, list(splits), list(counts)))
+        sim = run_simulation(self.config, plan, self.costs, self.samples)
+        times = sim.epoch_times_s()
+        busy = busy_by_kind(sim.busy_s(), sim.epochs)
+        return Candidate(splits, counts, sum(times) / len(times), busy, sim.bound_s() / sim.epochs, simulated=True)
 
 
 def busy_by_kind(busy: dict[str, float], epochs: int) -> dict[str, float]:
