@@ -56,7 +56,11 @@ class RunPlan:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON (the PLAN message, metrics.json)."""
-        return asdict(self)
+        return {
+            "devices": [asdict(d) for d in self.devices],
+            "predicted_epoch_s": self.predicted_epoch_s,
+            "bound_s": self.bound_s,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunPlan:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pipelearn.config import ConfigError, RunConfig, from_mapping
 from pipelearn.models import canonical_model_name
 from pipelearn.plan import RunPlan
@@ -29,6 +31,7 @@ def plan_command(
     compare: str | None = None,
 ) -> str:
     """What `pipelearn plan` prints: the best candidates and the choice, or a run beside its prediction."""
+    torch.set_num_threads(config.threads)  # profile as the run's processes compute
     run = _finished_run(Path(compare)) if compare is not None else None
     if run is not None:
         config = run[0]

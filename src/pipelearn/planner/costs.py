@@ -134,26 +134,33 @@ def action_costs(model: CostModel, schedule: Schedule, setups: Sequence[DeviceSe
 
 
 def _device_seconds(model: CostModel, op: Op, split: int, n: int) -> float:
-    table = {
-        Op.FORWARD: lambda: model.device_forward[split, n],
-        Op.BACKWARD: lambda: model.device_backward[split, n],
-        Op.TRAIN: lambda: model.device_train[n],
-        Op.STEP: lambda: model.device_step[split],
-        Op.SEND_WEIGHTS: lambda: model.device_weights[split],
-        Op.LOAD_WEIGHTS: lambda: 2 * model.device_weights[split],  # decoded, then copied into the model
-    }
-    return float(table[op]())
+    match op:
+        case Op.FORWARD:
+            return float(model.device_forward[split, n])
+        case Op.BACKWARD:
+            return float(model.device_backward[split, n])
+        case Op.TRAIN:
+            return float(model.device_train[n])
+        case Op.STEP:
+            return float(model.device_step[split])
+        case Op.SEND_WEIGHTS:
+            return float(model.device_weights[split])
+        case Op.LOAD_WEIGHTS:
+            return float(2 * model.device_weights[split])  # decoded, then copied into the model
+    raise ValueError(f"a device does not {op!r}")
 
 
 def _server_seconds(model: CostModel, op: Op, split: int, n: int) -> float:
-    table = {
-        Op.TRAIN: lambda: model.server_train[split, n],
-        Op.STEP: lambda: model.server_step[split],
-        Op.SEND_WEIGHTS: lambda: model.server_weights[split],
-        Op.LOAD_WEIGHTS: lambda: model.server_weights[split],
-        Op.AGGREGATE: lambda: model.aggregate_s,
-    }
-    return float(table[op]())
+    match op:
+        case Op.TRAIN:
+            return float(model.server_train[split, n])
+        case Op.STEP:
+            return float(model.server_step[split])
+        case Op.SEND_WEIGHTS | Op.LOAD_WEIGHTS:
+            return float(model.server_weights[split])
+        case Op.AGGREGATE:
+            return model.aggregate_s
+    raise ValueError(f"the server does not {op!r}")
 
 
 def _bytes(model: CostModel, op: Op, split: int, n: int) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -140,10 +139,14 @@ def profile_model(
     input_shape: tuple[int, int, int],
     batch_size: int,
     *,
-    repeats: int = 3,
-    budget_s: float = 0.2,
+    repeats: int = 5,
+    budget_s: float = 0.3,
 ) -> Profile:
-    """Measure a copy of `model` in training mode (the model itself is left untouched)."""
+    """Measure a copy of `model` in training mode (the model itself is left untouched).
+
+    Every time is the least of a few runs (at most `repeats`, fewer once a size has taken `budget_s`), measured
+    in CPU seconds with one torch thread (see _clock): other processes can only ever add to a measurement.
+    """
     model = copy.deepcopy(model).train()
     blocks = list(model)
     sizes = profile_sizes(batch_size)
@@ -158,14 +161,14 @@ def profile_model(
     for n in sizes:
         runs = _repeat(functools.partial(_pass, blocks, input_shape, classes, n), repeats, budget_s)
         for i in range(len(blocks)):
-            forward[i].append(statistics.median(r[0][i] for r in runs))
-            backward[i].append(statistics.median(r[1][i] for r in runs))
-        loss.append(statistics.median(r[2] for r in runs))
+            forward[i].append(min(r[0][i] for r in runs))
+            backward[i].append(min(r[1][i] for r in runs))
+        loss.append(min(r[2] for r in runs))
     codec = _fit(lambda nbytes: _codec_seconds(nbytes), repeats)
     wire = _fit(lambda nbytes: _wire_seconds(nbytes), repeats)
     state = model.state_dict()
     model_bytes = len(encode(state))
-    aggregate = statistics.median(_time(lambda: fedavg([state, state], [1.0, 1.0])) for _ in range(repeats))
+    aggregate = min(_time(lambda: fedavg([state, state], [1.0, 1.0])) for _ in range(repeats))
     timing = Timing(
         forward_s=forward,
         backward_s=backward,
@@ -225,26 +228,34 @@ def _pass(
     h = x
     for i, block in enumerate(blocks):
         inp = h.detach().requires_grad_(i > 0)  # a device's input needs no gradient; every later one does
-        start = time.perf_counter()
+        start = _clock()
         h = block(inp)
-        forward.append(time.perf_counter() - start)
+        forward.append(_clock() - start)
         inputs.append(inp)
         outputs.append(h)
     logits = h.detach().requires_grad_()
-    start = time.perf_counter()
+    start = _clock()
     scaled_loss(logits, y, n).backward()
-    loss = time.perf_counter() - start
+    loss = _clock() - start
     gradient = logits.grad
     backward = [0.0] * len(blocks)
     for i in reversed(range(len(blocks))):
-        start = time.perf_counter()
+        start = _clock()
         if outputs[i].requires_grad:
             outputs[i].backward(gradient)
-        backward[i] = time.perf_counter() - start
+        backward[i] = _clock() - start
         gradient = inputs[i].grad if inputs[i].grad is not None else torch.zeros_like(inputs[i])
     for block in blocks:
         block.zero_grad(set_to_none=True)
     return forward, backward, loss
+
+
+def _clock() -> float:
+    """This thread's CPU seconds where torch computes on this thread alone, else wall seconds.
+
+    CPU time leaves out the time other processes hold the cores, which on a busy machine swamps small timings.
+    """
+    return time.thread_time() if torch.get_num_threads() == 1 else time.perf_counter()
 
 
 def _repeat(run: Callable[[], Any], repeats: int, budget_s: float) -> list[Any]:
@@ -257,9 +268,9 @@ def _repeat(run: Callable[[], Any], repeats: int, budget_s: float) -> list[Any]:
 
 
 def _time(run: Callable[[], Any]) -> float:
-    start = time.perf_counter()
+    start = _clock()
     run()
-    return time.perf_counter() - start
+    return _clock() - start
 
 
 def _step_seconds(block: nn.Module, repeats: int) -> float:
@@ -270,7 +281,7 @@ def _step_seconds(block: nn.Module, repeats: int) -> float:
         p.grad = torch.zeros_like(p)
     optimizer = torch.optim.SGD(params, lr=1e-9, momentum=0.9)
     optimizer.step()  # the first step makes the momentum buffers
-    seconds = statistics.median(_time(optimizer.step) for _ in range(repeats))
+    seconds = min(_time(optimizer.step) for _ in range(repeats))
     block.zero_grad(set_to_none=True)
     return seconds
 
@@ -289,11 +300,11 @@ def _wire_seconds(nbytes: int) -> float:
 
 
 def _fit(measure: Callable[[int], float], repeats: int) -> tuple[float, float]:
-    """A straight line (fixed seconds, seconds per byte) through medians at 1 kB and 4 MB."""
+    """A straight line (fixed seconds, seconds per byte) through the least of a few runs at 1 kB and 4 MB."""
     small, large = 1 << 10, 4 << 20
     measure(large)  # warm-up
-    a = statistics.median(measure(small) for _ in range(repeats))
-    b = statistics.median(measure(large) for _ in range(repeats))
+    a = min(measure(small) for _ in range(repeats))
+    b = min(measure(large) for _ in range(repeats))
     per_byte = max(b - a, 0.0) / (large - small)
     return max(a - small * per_byte, 0.0), per_byte
 

@@ -9,6 +9,7 @@ fleets the best few plans are then timed by the simulator over the run's real sc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -257,7 +258,9 @@ def plan_run(
     profile.check(name, model, input_shape)
     costs = CostModel(profile, config.batch_size, config.devices)
     samples = list(samples) if samples is not None else expected_samples(config)
-    splits = np.array([len(model)] if config.mode == "fl" else range(len(model) + 1))
+    # the planner keeps at least one block on every device, so raw data never leaves it; a config may still ask 0
+    fixed = {s for s, _ in asked if s is not None}
+    splits = np.array([len(model)] if config.mode == "fl" else sorted(set(range(1, len(model) + 1)) | fixed))
     most = 1 if config.mode != "pipelearn" else max(1, min(MAX_MICROBATCHES, config.batch_size // 2))
     counts = np.array(sorted(set(range(1, most + 1)) | {n for _, n in asked if n is not None}))
     allowed = np.ones((config.devices, len(splits), len(counts)), dtype=bool)
@@ -317,6 +320,8 @@ class _Search:
     def __init__(
         self, config: RunConfig, costs: CostModel, est: Estimate, allowed: np.ndarray, samples: list[int]
     ) -> None:
+        if config.aggregate_every is None:  # every epoch is one round of the same mini-batches: time one
+            config = dataclasses.replace(config, epochs=1)
         self.config, self.costs, self.est, self.allowed, self.samples = config, costs, est, allowed, samples
         self.shape = (len(est.splits), len(est.counts))
         self.budget = SIMULATED_ACTIONS

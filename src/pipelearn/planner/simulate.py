@@ -9,13 +9,14 @@ later, and delivers it one latency later.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pipelearn.metrics.events import Event, compute_track, link_track
 from pipelearn.metrics.report import epoch_times
-from pipelearn.schedule import Action, Key, Lane, Resource, Schedule
+from pipelearn.schedule import Action, Key, Resource, Schedule
 
 
 @dataclass(frozen=True)
@@ -33,38 +34,52 @@ class Cost:
 class Simulation:
     """When every action of a schedule started and ended, and what that makes of epochs and resources."""
 
-    schedule: Schedule
-    start: dict[Key, float] = field(default_factory=dict)
-    end: dict[Key, float] = field(default_factory=dict)
+    actions: list[Action]
+    """Every action of the schedule, lane after lane."""
+    starts: list[float]
+    ends: list[float]
+
+    @functools.cached_property
+    def start(self) -> dict[Key, float]:
+        """When each action started."""
+        return {a.key: t for a, t in zip(self.actions, self.starts, strict=True)}
+
+    @functools.cached_property
+    def end(self) -> dict[Key, float]:
+        """When each action ended."""
+        return {a.key: t for a, t in zip(self.actions, self.ends, strict=True)}
 
     @property
     def makespan_s(self) -> float:
         """When the last action ended."""
-        return max(self.end.values(), default=0.0)
+        return max(self.ends, default=0.0)
 
     @property
     def epochs(self) -> int:
         """How many epochs the schedule spans."""
-        return 1 + max((a.epoch for a in self.schedule.actions()), default=0)
+        return 1 + max((a.epoch for a in self.actions), default=0)
 
     def events(self) -> list[Event]:
         """The predicted timeline, on the tracks the runtime records (metrics, traces and reports read it)."""
         return [
-            Event(track_of(a.key.resource, a.key.device), str(a.key), self.start[a.key], self.end[a.key],
-                  {"epoch": a.epoch})
-            for a in self.schedule.actions()
-        ]  # fmt: skip
+            Event(track_of(a.key.resource, a.key.device), str(a.key), s, e, {"epoch": a.epoch})
+            for a, s, e in zip(self.actions, self.starts, self.ends, strict=True)
+        ]
 
     def epoch_times_s(self) -> list[float]:
-        """Each epoch's time, as the runtime's report measures it."""
-        return epoch_times(self.events(), 0.0, self.makespan_s, self.epochs)
+        """Each epoch's time, as the runtime's report measures it (from each epoch's last end)."""
+        last = [0.0] * self.epochs
+        for a, e in zip(self.actions, self.ends, strict=True):
+            last[a.epoch] = max(last[a.epoch], e)
+        marks = [Event("", "", 0.0, t, {"epoch": epoch}) for epoch, t in enumerate(last)]
+        return epoch_times(marks, 0.0, self.makespan_s, self.epochs)
 
     def busy_s(self) -> dict[str, float]:
         """Busy seconds of every track (each device's compute, uplink and downlink; the server's compute)."""
         busy: dict[str, float] = {}
-        for a in self.schedule.actions():  # a resource does one thing at a time, so durations simply add up
-            track = track_of(a.key.resource, a.key.device)
-            busy[track] = busy.get(track, 0.0) + self.end[a.key] - self.start[a.key]
+        for a, s, e in zip(self.actions, self.starts, self.ends, strict=True):
+            track = track_of(a.key.resource, a.key.device)  # one thing at a time, so durations simply add up
+            busy[track] = busy.get(track, 0.0) + e - s
         return dict(sorted(busy.items()))
 
     def bound_s(self) -> float:
@@ -83,56 +98,63 @@ def track_of(resource: Resource, device: int) -> str:
 
 def simulate(schedule: Schedule, cost: Callable[[Action], Cost]) -> Simulation:
     """Time every action of `schedule`; RuntimeError if it cannot finish (an action waits on one never done)."""
-    sim = Simulation(schedule)
-    lanes: dict[Lane, list[Action]] = {lane: actions for lane, actions in schedule.lanes.items() if actions}
-    lane_of = {a.key: lane for lane, actions in lanes.items() for a in actions}
-    waiting: dict[Key, list[Lane]] = {}
-    for lane, actions in lanes.items():
-        for a in actions:
-            for dep in a.deps:
-                if dep not in lane_of:
-                    raise RuntimeError(f"{a.key} waits on {dep}, which no lane of the schedule holds")
-                waiting.setdefault(dep, []).append(lane)
-    available: dict[Key, float] = {}
-    position = dict.fromkeys(lanes, 0)
-    lane_free = dict.fromkeys(lanes, 0.0)
+    lanes = [lane for lane in schedule.lanes.values() if lane]
+    actions = [a for lane in lanes for a in lane]
+    index = {a.key: i for i, a in enumerate(actions)}
+    first = [0]
+    for actions_of_lane in lanes:
+        first.append(first[-1] + len(actions_of_lane))
+    lane_of = [n for n, actions_of_lane in enumerate(lanes) for _ in actions_of_lane]
+    deps: list[list[int]] = []
+    waiting: list[list[int]] = [[] for _ in actions]  # the lanes whose actions wait on each action
+    for i, a in enumerate(actions):
+        deps.append([])
+        for dep in a.deps:
+            if dep not in index:
+                raise RuntimeError(f"{a.key} waits on {dep}, which no lane of the schedule holds")
+            deps[i].append(index[dep])
+            waiting[index[dep]].append(lane_of[i])
+    shared = [actions_of_lane[0].key.resource is Resource.SERVER for actions_of_lane in lanes]
+    starts, ends = [0.0] * len(actions), [0.0] * len(actions)
+    available = [0.0] * len(actions)
+    known = [False] * len(actions)
+    position = first[:-1]
+    lane_free = [0.0] * len(lanes)
+    queued = [False] * len(lanes)
+    ready: list[tuple[float, int, int]] = []
     server_free = 0.0
-    queued: set[Lane] = set()
-    ready: list[tuple[float, int, Lane]] = []
     order = 0
 
-    def offer(lane: Lane) -> None:
+    def offer(lane: int) -> None:
         nonlocal order
-        if lane in queued or position[lane] >= len(lanes[lane]):
+        i = position[lane]
+        if queued[lane] or i == first[lane + 1]:
             return
-        action = lanes[lane][position[lane]]
-        if all(dep in available for dep in action.deps):
-            at = max([lane_free[lane], *(available[dep] for dep in action.deps)])
-            heapq.heappush(ready, (at, order, lane))
-            queued.add(lane)
+        if all(known[d] for d in deps[i]):
+            heapq.heappush(ready, (max([lane_free[lane], *(available[d] for d in deps[i])]), order, lane))
+            queued[lane] = True
             order += 1
 
-    for lane in lanes:
+    for lane in range(len(lanes)):
         offer(lane)
     # Every start is at or after the ready time just taken, so what it makes ready is never earlier: the queue
     # hands out ready times in order, and the shared server serves its lanes first come, first served.
     while ready:
         at, _, lane = heapq.heappop(ready)
-        queued.discard(lane)
-        action = lanes[lane][position[lane]]
-        c = cost(action)
-        start = at
-        if lane[0] is Resource.SERVER:
-            start = max(at, server_free)
-            server_free = start + c.busy_s
-        sim.start[action.key], sim.end[action.key] = start, start + c.busy_s
-        available[action.key] = start + c.ready_after_s
-        lane_free[lane] = start + c.busy_s
+        queued[lane] = False
+        i = position[lane]
+        c = cost(actions[i])
+        if shared[lane]:
+            at = max(at, server_free)
+            server_free = at + c.busy_s
+        starts[i], ends[i] = at, at + c.busy_s
+        available[i], known[i] = at + c.ready_after_s, True
+        lane_free[lane] = ends[i]
         position[lane] += 1
         offer(lane)
-        for other in waiting.get(action.key, ()):
+        for other in waiting[i]:
             offer(other)
-    stuck = [lanes[lane][i].key for lane, i in position.items() if i < len(lanes[lane])]
+    stuck = [actions[position[n]].key for n in range(len(lanes)) if position[n] < first[n + 1]]
     if stuck:
         raise RuntimeError(f"the schedule cannot finish: {stuck[0]} waits on an action that never happens")
-    return sim
+    return Simulation(actions, starts, ends)
