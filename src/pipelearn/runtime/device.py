@@ -143,6 +143,7 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
             inbox,
             recorder,
         ).run()
+        outbox.flush(config.timeout_s)  # the last upload is on the timeline only once it has left
         outbox.control(envelope(pb.EVENTS, device, text=json.dumps(recorder.to_json())))
         _take(inbox, pb.DONE)
     except (WireError, ValueError) as exc:
