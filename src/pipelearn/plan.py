@@ -8,8 +8,7 @@ read the plan, never the configuration's per-device values.
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -152,14 +151,3 @@ def fixed_setups(config: RunConfig, splits: list[int], microbatches: list[int]) 
 
 def _setup(config: RunConfig, device: int, split: int, microbatches: int) -> DeviceSetup:
     return DeviceSetup(split, microbatches, config.link(device), config.slowdown(device))
-
-
-def with_prediction(plan: RunPlan, epoch_s: float, bound_s: float) -> RunPlan:
-    """The plan with the planner's prediction attached."""
-    return replace(plan, predicted_epoch_s=_finite(epoch_s), bound_s=_finite(bound_s))
-
-
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"a prediction must be finite, got {value}")
-    return value

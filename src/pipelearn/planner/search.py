@@ -314,6 +314,21 @@ def _choices(est: Estimate, allowed: np.ndarray) -> list[np.ndarray]:
     return [np.array(c) for c in ranked[: 2 * TOP]]
 
 
+TIE = 1e-3
+"""Predicted epochs this close (relative) count as equal."""
+
+
+def _ranked(candidates: list[Candidate]) -> list[Candidate]:
+    """Best first: the shortest predicted epoch; among equals, the one that busies the server and devices least."""
+    best = min(c.epoch_s for c in candidates)
+
+    def key(c: Candidate) -> tuple[float, float]:
+        work = c.busy_s["server"] + c.busy_s["device"]
+        return (best, work) if c.epoch_s <= best * (1 + TIE) else (c.epoch_s, work)
+
+    return sorted(candidates, key=key)
+
+
 class _Search:
     """Judges candidate plans: by simulation where the schedules are small enough, else by the estimate."""
 
@@ -331,12 +346,12 @@ class _Search:
         """The candidates, best first; for small fleets the best is polished by simulated local moves."""
         size = sum(self._actions(c) for c in choices)
         if size > self.budget:
-            return sorted((self._estimated(c) for c in choices), key=lambda c: c.epoch_s)
+            return _ranked([self._estimated(c) for c in choices])
         self.budget -= size
         for c in choices:
             self.seen[tuple(c.tolist())] = self._simulated(c)
         self._polish(min(self.seen, key=lambda c: self.seen[c].epoch_s))
-        return sorted(self.seen.values(), key=lambda c: c.epoch_s)[: 2 * TOP]
+        return _ranked(list(self.seen.values()))[: 2 * TOP]
 
     def _polish(self, current: tuple[int, ...]) -> None:
         """Hill-climb by simulation: move one device's (or every device's) split or count a step while it helps."""

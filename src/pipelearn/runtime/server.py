@@ -91,6 +91,12 @@ class Server:
         self.test = load_data(config, "test")
         self.model = make_model(config, self.test.input_shape, self.test.num_classes)
         self.plan = plan or resolve_plan(config, self.model, self.test.input_shape)
+        if self.plan.predicted_epoch_s is not None:
+            print(
+                f"server: planned split {self.plan.splits}, micro-batches {self.plan.microbatches}; predicted epoch "
+                f"{self.plan.predicted_epoch_s:.2f} s, bound {self.plan.bound_s:.2f} s",
+                file=sys.stderr,
+            )
         self.global_state: State = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.recorder = Recorder()
         self.sessions: dict[int, Session] = {}
