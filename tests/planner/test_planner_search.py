@@ -11,7 +11,7 @@ from pipelearn.config import ConfigError, DeviceOverride, RunConfig
 from pipelearn.plan import RunPlan, fixed_setups
 from pipelearn.planner.costs import CostModel
 from pipelearn.planner.profile import ProfileError
-from pipelearn.planner.search import TIE, Fleet, estimate, minimise, plan_run, run_simulation
+from pipelearn.planner.search import TIE, Fleet, PlanError, estimate, minimise, plan_run, run_simulation
 
 SHAPE = (1, 2, 2)
 
@@ -156,6 +156,8 @@ def test_bad_fleets_and_profiles_are_refused(model, profile):
                                                                          1: DeviceOverride(split=2)})  # fmt: skip
     with pytest.raises(ConfigError, match="same split"):
         plan_run(mixed, model, SHAPE, profile())
+    with pytest.raises(PlanError, match="device 1 would hold no training samples"):
+        plan_run(_config(devices=2, split="auto"), model, SHAPE, profile(), samples=[16, 0])
     with pytest.raises(ProfileError, match=r"up to 8 samples.*--batch-size 16"):
         plan_run(_config(batch_size=16, split="auto"), model, SHAPE, profile())
     with pytest.raises(ProfileError, match=r"was made for vgg5 .* this run has vgg5"):

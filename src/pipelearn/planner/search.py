@@ -1,10 +1,12 @@
 """Choose each device's split point and micro-batch count for the shortest predicted epoch of the whole fleet.
 
 Every candidate (split, micro-batch count) of every device is first estimated in closed form, all at once
-(numpy): the device's epoch on its own (its pipeline's fill, steady state and drain, its rounds' weights) and the
-server work it brings. The fleet's epoch is estimated as the longer of its slowest device and the shared server's
-total work; `minimise` finds the exact optimum of that over all devices' choices in O(D K log DK). For small
-fleets the best few plans are then timed by the simulator over the run's real schedule, and the fastest wins.
+(numpy): the device's epoch on its own (its pipeline's fill, steady state and drain, its rounds' weights; for one
+device this is exactly what the simulator gives) and the server work it brings. The fleet's epoch is estimated as
+the longer of its slowest device and the shared server's total work; `minimise` finds the exact optimum of that
+over all devices' choices in O(D K log DK). Candidate plans come from three families (that optimum's neighbours,
+devices trading their own time against server work, every device alike); for small fleets the best are timed by
+the simulator over the run's real schedule, which sees the server's queue, and polished by simulated local moves.
 """
 
 from __future__ import annotations
@@ -258,6 +260,11 @@ def plan_run(
     profile.check(name, model, input_shape)
     costs = CostModel(profile, config.batch_size, config.devices)
     samples = list(samples) if samples is not None else expected_samples(config)
+    if min(samples) < 1:
+        raise PlanError(
+            f"device {samples.index(min(samples))} would hold no training samples ({config.devices} devices): "
+            "use fewer devices or set samples_per_device"
+        )
     # the planner keeps at least one block on every device, so raw data never leaves it; a config may still ask 0
     fixed = {s for s, _ in asked if s is not None}
     splits = np.array([len(model)] if config.mode == "fl" else sorted(set(range(1, len(model) + 1)) | fixed))
