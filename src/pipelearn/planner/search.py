@@ -31,7 +31,7 @@ MAX_MICROBATCHES = 32
 """The most micro-batches per mini-batch the search considers (each of at least 2 samples)."""
 TOP = 5
 """Plans kept from each family (the fleet optimum's neighbours, the best uniform plans) as candidates."""
-SIMULATED_ACTIONS = 300_000
+SIMULATED_ACTIONS = 100_000
 """Candidates are simulated while their schedules hold at most this many actions in all; else estimated."""
 
 
@@ -350,13 +350,15 @@ class _Search:
         self.seen: dict[tuple[int, ...], Candidate] = {}
 
     def judge(self, choices: list[np.ndarray]) -> list[Candidate]:
-        """The candidates, best first; for small fleets the best is polished by simulated local moves."""
-        size = sum(self._actions(c) for c in choices)
-        if size > self.budget:
-            return _ranked([self._estimated(c) for c in choices])
-        self.budget -= size
+        """The candidates, best first: as many as the budget allows simulated (best estimates first) and the best
+        of those polished by simulated local moves; only where none fits, all estimated."""
         for c in choices:
-            self.seen[tuple(c.tolist())] = self._simulated(c)
+            cost = self._actions(c)
+            if cost <= self.budget:
+                self.budget -= cost
+                self.seen[tuple(c.tolist())] = self._simulated(c)
+        if not self.seen:
+            return _ranked([self._estimated(c) for c in choices])
         self._polish(min(self.seen, key=lambda c: self.seen[c].epoch_s))
         return _ranked(list(self.seen.values()))[: 2 * TOP]
 
