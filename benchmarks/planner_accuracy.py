@@ -56,15 +56,16 @@ GRIDS = {"vgg5-mnist": ([1, 2, 3], [1, 4, 8]), "resnet18-cifar": ([2, 5, 8], [1,
 """Per workload: the splits and micro-batch counts of the measured grid."""
 
 
-def fleet(kind: str, network: str) -> dict[int, DeviceOverride]:
-    """Per-device overrides of a fleet kind under a network preset."""
+def fleet(kind: str, network: str, devices: int) -> dict[int, DeviceOverride]:
+    """Per-device overrides of a fleet kind under a network preset (for the first four devices)."""
     if kind == "homogeneous":
         return {}
-    return {
+    overrides = {
         1: DeviceOverride(slowdown=8.0),
         2: DeviceOverride(slowdown=2.0),
         3: DeviceOverride(up_mbps=NETWORK_PRESETS[network].up_mbps / 2),
     }
+    return {d: o for d, o in overrides.items() if d < devices}
 
 
 def measure(config: RunConfig) -> dict[str, Any]:
@@ -128,7 +129,7 @@ def main() -> None:
         for network in args.networks:
             for kind in args.fleets:
                 out = Path(args.out) / name / network / kind
-                common = {**values, "network": network, "device_overrides": fleet(kind, network)}
+                common = {**values, "network": network, "device_overrides": fleet(kind, network, args.devices)}
                 auto_config = RunConfig(**common, split="auto", microbatches="auto", out=str(out / "auto")).validate()
                 auto = measure(auto_config)
                 row: dict[str, Any] = {
