@@ -68,35 +68,31 @@ def test_device_overrides() -> None:
     # device 0: run-wide values
     assert config.link(0) == Link(up_mbps=12, down_mbps=25, latency_ms=30)
     assert config.slowdown(0) == 2.0
-    assert config.split_point(0) == 3
-    assert config.microbatch_count(0) == 4
+    assert config.requested_split(0) == 3
+    assert config.requested_microbatches(0) == 4
     # device 1: its own preset, then its own rate; the run-wide up_mbps still beats the device's preset
     assert config.link(1) == Link(up_mbps=12, down_mbps=99, latency_ms=NETWORK_PRESETS["wifi"].latency_ms)
     assert config.slowdown(1) == 8.0
-    assert config.split_point(1) == 1
-    assert config.microbatch_count(1) == 2
+    assert config.requested_split(1) == 1
+    assert config.requested_microbatches(1) == 2
     # device 2: rates of its own on the run's preset; a latency of 0 is a value, not a missing one
     assert config.link(2) == Link(up_mbps=1.5, down_mbps=25, latency_ms=0)
     assert config.slowdown(2) == 2.0
 
 
-def test_microbatch_count_is_one_outside_pipelearn() -> None:
-    for mode in ("fl", "sl", "sfl"):
-        config = RunConfig(mode=mode, microbatches=8, device_overrides={0: DeviceOverride(microbatches=3)})
-        assert config.validate().microbatch_count(0) == 1
-    assert RunConfig(microbatches=8).validate().microbatch_count(0) == 8
-
-
-def test_auto_split_and_microbatches_raise_clear_error() -> None:
+def test_auto_is_requested_run_wide_or_per_device() -> None:
     config = RunConfig(split="auto", microbatches="auto").validate()
-    with pytest.raises(ConfigError, match=r"split = 'auto'.*give a number"):
-        config.split_point(0)
-    with pytest.raises(ConfigError, match="microbatches = 'auto'"):
-        config.microbatch_count(0)
+    assert config.requested_split(0) == "auto" and config.requested_microbatches(0) == "auto"
     override = RunConfig(devices=2, device_overrides={1: DeviceOverride(split="auto")}).validate()
-    assert override.split_point(0) == 2
-    with pytest.raises(ConfigError, match="split = 'auto'"):
-        override.split_point(1)
+    assert override.requested_split(0) == 2 and override.requested_split(1) == "auto"
+
+
+def test_synthetic_shape_from_toml_and_json(tmp_path: Path) -> None:
+    config = load_toml(_toml(tmp_path, 'dataset = "synthetic"\nsynthetic_shape = [3, 32, 32]\n'))
+    assert config.synthetic_shape == (3, 32, 32)
+    assert RunConfig.from_json(config.to_json()) == config
+    with pytest.raises(ConfigError, match="synthetic_shape"):
+        RunConfig(synthetic_shape=(3, 32)).validate()  # type: ignore[arg-type]
 
 
 def test_load_toml_with_device_override_tables(tmp_path: Path) -> None:
@@ -128,7 +124,7 @@ microbatches = 8
     assert set(config.device_overrides) == {1, 2}
     assert config.device_overrides[1] == DeviceOverride(network="wifi", slowdown=6.5, split=1)
     assert config.link(1).latency_ms == NETWORK_PRESETS["wifi"].latency_ms
-    assert config.slowdown(1) == 6.5 and config.split_point(1) == 1
+    assert config.slowdown(1) == 6.5 and config.requested_split(1) == 1
     assert config.link(2).up_mbps == 2.5
     assert config.device_overrides[2].microbatches == 8
 

@@ -28,6 +28,13 @@ def _int_or_auto(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x32x32, got {text!r}") from None
+
+
 def _float(text: str) -> float:
     try:
         return float(text)
@@ -39,6 +46,7 @@ _RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--mode", "mode", {"choices": MODES}),
     ("--model", "model", {"metavar": "NAME|MODULE:FUNCTION"}),
     ("--dataset", "dataset", {"metavar": "NAME|MODULE:FUNCTION"}),
+    ("--synthetic-shape", "synthetic_shape", {"type": _shape, "metavar": "CxHxW"}),
     ("--data-dir", "data_dir", {"metavar": "DIR"}),
     ("--devices", "devices", {"type": int}),
     ("--network", "network", {"choices": list(NETWORK_PRESETS)}),
@@ -160,6 +168,16 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train with a server and devices as local processes over loopback")
     _add_config_flags(run)
+    plan = commands.add_parser(
+        "plan", help="profile the model and choose each device's split and micro-batch count (auto unless given)"
+    )
+    _add_config_flags(plan)
+    plan.add_argument("--json", action="store_true", help="print the choice and the candidates as JSON")
+    plan.add_argument("--profile-out", metavar="FILE", help="save the profile as JSON")
+    plan.add_argument("--profile-in", metavar="FILE", help="plan from a saved profile instead of measuring one")
+    plan.add_argument(
+        "--compare", metavar="RUN_DIR", help="a finished run's measured busy and idle times beside the prediction"
+    )
     server = commands.add_parser("server", help="serve a run to devices on other machines")
     server.add_argument("--listen", required=True, metavar="HOST:PORT")
     _add_security_flags(server, "DIR", "the directory `pipelearn credentials` wrote (mutual TLS)")
@@ -238,6 +256,8 @@ def _summary(metrics: dict[str, Any]) -> str:
         for k in ("mode", "model", "dataset", "train_time_s", "epoch_times_s", "test_accuracy")
         if k in metrics
     }
+    if metrics.get("plan", {}).get("predicted_epoch_s") is not None:
+        shown["predicted_epoch_s"] = metrics["plan"]["predicted_epoch_s"]
     if "server" in metrics:
         shown["server_idle_s"] = metrics["server"]["idle_s"]
         shown["device_idle_s"] = [d["idle_s"] for d in metrics["device"]]
@@ -319,6 +339,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 insecure=args.insecure,
                 data_dir=args.data_dir,
                 download=args.download,
+            )
+            return 0
+        if args.command == "plan":
+            from pipelearn.planner.command import plan_command
+
+            config = _config(args)  # the run-wide split and micro-batch count are the planner's unless given
+            config = dataclasses.replace(
+                config,
+                split="auto" if args.split is None else config.split,
+                microbatches="auto" if args.microbatches is None else config.microbatches,
+            )
+            print(
+                plan_command(
+                    config,
+                    as_json=args.json,
+                    profile_in=args.profile_in,
+                    profile_out=args.profile_out,
+                    compare=args.compare,
+                )
             )
             return 0
         if args.command == "train-local":

@@ -73,6 +73,8 @@ class RunConfig:
     dataset: str = "mnist"
     """A data set name (see pipelearn.data.DATASET_NAMES), or a plug-in MODULE:FUNCTION or FILE.py:FUNCTION
     (a pipelearn.data.DatasetFactory); every device must be started with the same plug-in."""
+    synthetic_shape: tuple[int, int, int] = (1, 28, 28)
+    """Sample shape (channels, height, width) of the synthetic data set; (3, 32, 32) is CIFAR's."""
     data_dir: str | None = None
     """Directory holding the data set's official files, where it needs one."""
     download: bool = False
@@ -92,9 +94,9 @@ class RunConfig:
     device_slowdown: float = 4.0
     """Device computation takes this many times its measured time (devices are slower than servers)."""
     split: int | Literal["auto"] = 2
-    """Split point p: blocks 1..p run on the device."""
+    """Split point p: blocks 1..p run on the device; 'auto' lets the planner choose per device."""
     microbatches: int | Literal["auto"] = 4
-    """Micro-batches per mini-batch in pipelearn mode (sfl and sl use 1, fl 1)."""
+    """Micro-batches per mini-batch in pipelearn mode (sfl and sl use 1, fl 1); 'auto' lets the planner choose."""
     epochs: int = 2
     """Passes over each device's data."""
     batch_size: int = 100
@@ -158,23 +160,15 @@ class RunConfig:
         """The compute slowdown factor of one device."""
         return _first(self.device_overrides.get(device, DeviceOverride()).slowdown, self.device_slowdown)
 
-    def split_point(self, device: int) -> int:
-        """The split point of one device."""
+    def requested_split(self, device: int) -> int | Literal["auto"]:
+        """The split point asked for one device, 'auto' included; the run plan resolves it (pipelearn.plan)."""
         o = self.device_overrides.get(device, DeviceOverride()).split
-        value = o if o is not None else self.split
-        if value == "auto":
-            raise ConfigError("split = 'auto' needs the planner, which is not built yet: give a number")
-        return int(value)
+        return o if o is not None else self.split
 
-    def microbatch_count(self, device: int) -> int:
-        """Micro-batches per mini-batch for one device in this mode."""
-        if self.mode != "pipelearn":
-            return 1
+    def requested_microbatches(self, device: int) -> int | Literal["auto"]:
+        """The micro-batch count asked for one device, 'auto' included; the run plan resolves it."""
         o = self.device_overrides.get(device, DeviceOverride()).microbatches
-        value = o if o is not None else self.microbatches
-        if value == "auto":
-            raise ConfigError("microbatches = 'auto' needs the planner, which is not built yet: give a number")
-        return int(value)
+        return o if o is not None else self.microbatches
 
     def codec(self, direction: Direction) -> str:
         """The compression of one direction: up (device to server) or down."""
@@ -276,6 +270,10 @@ def _codec(v: object) -> bool:
         return False
 
 
+def _shape(v: object) -> bool:
+    return isinstance(v, tuple | list) and len(v) == 3 and all(_at_least(1)(x) for x in v)
+
+
 def _rate(v: object) -> bool:
     return _number(v) and v > 0  # type: ignore[operator]
 
@@ -284,6 +282,7 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "mode": (lambda v: v in MODES, f"one of {', '.join(MODES)}"),
     "model": (_string, "a model name"),
     "dataset": (_string, "a data set name"),
+    "synthetic_shape": (_shape, "three whole numbers of at least 1 (channels, height, width)"),
     "data_dir": (_optional(_string), "a directory"),
     "download": (lambda v: isinstance(v, bool), "true or false"),
     "batchnorm": (lambda v: isinstance(v, bool), "true or false"),
@@ -348,6 +347,8 @@ def from_mapping(data: dict[str, Any]) -> RunConfig:
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
     values = dict(data)
+    if isinstance(values.get("synthetic_shape"), list):  # TOML and JSON have lists, not tuples
+        values["synthetic_shape"] = tuple(values["synthetic_shape"])
     overrides = values.pop("device_overrides", {}) or {}
     fields = {f.name for f in dataclasses.fields(DeviceOverride)}
     parsed: dict[int, DeviceOverride] = {}

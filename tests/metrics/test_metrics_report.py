@@ -23,6 +23,7 @@ from pipelearn.metrics.report import (
     write_results,
 )
 from pipelearn.metrics.trace import trace_events, write_trace
+from pipelearn.plan import RunPlan, fixed_setups
 
 # --- busy and idle -------------------------------------------------------------------------------------------------
 
@@ -243,6 +244,7 @@ def test_write_results(tmp_path: Path) -> None:
         6.0,
         0.5,
         state,
+        plan=RunPlan(fixed_setups(config, [1, 1], [3, 3]), predicted_epoch_s=5.5, bound_s=2.5),
         samples=[10, 20],
         bytes_up=[10, 0],
         bytes_down=[3, 4],
@@ -259,6 +261,8 @@ def test_write_results(tmp_path: Path) -> None:
     assert d0["busy_s"] == 1.0 and d0["idle_s"] == 5.0 and d0["uplink_busy_s"] == 1.0 and d0["error"] is None
     assert d1["busy_s"] == 3.0 and d1["error"] == "gone"
     assert metrics["split"] == [1, 1] and metrics["microbatches"] == [3, 3]
+    assert metrics["plan"]["predicted_epoch_s"] == 5.5 and metrics["plan"]["bound_s"] == 2.5
+    assert RunPlan.from_dict(metrics["plan"]).microbatches == [3, 3]
     assert metrics["config"]["devices"] == 2
     trace = json.loads((tmp_path / "out" / "trace.json").read_text())
     assert sum(e["ph"] == "X" for e in trace["traceEvents"]) == len(events)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from pipelearn.config import RunConfig
 from pipelearn.data import load_dataset
+from pipelearn.plan import resolve_plan
 from pipelearn.runtime.checks import (
     EVENT_BYTES,
     HEADROOM_BYTES,
@@ -242,16 +243,18 @@ def test_limits_fit_every_message_an_honest_device_sends(mode: str) -> None:
     config = _config(mode=mode, microbatches=3, batchnorm=True, partition="dirichlet", samples_per_device=50)
     train = load_dataset("synthetic", "train")
     model = make_model(config, train.input_shape, train.num_classes)
-    limits = plan_limits(config, model, train)
+    plan = resolve_plan(config, model, train.input_shape)
+    limits = plan_limits(config, plan, model, train)
     assert limits.samples == [len(device_indices(config, train, d)) for d in range(3)]
     assert limits.in_flight == (3 if mode == "pipelearn" else 1) + 4
-    schedule = schedule_for(config, limits.samples)
+    schedule = schedule_for(config, plan, limits.samples)
     for d in range(3):
-        part = device_part(model, config, d)
+        part = device_part(model, plan, d)
         weights = envelope(pb.WEIGHTS, d, round=0, tensors=encode(part.state_dict()))
         assert weights.ByteSize() <= limits.max_bytes[d]
         if mode != "fl":
-            largest = -(-min(config.batch_size, limits.samples[d]) // config.microbatch_count(d))
+            pieces = plan.devices[d].microbatches if mode == "pipelearn" else 1
+            largest = -(-min(config.batch_size, limits.samples[d]) // pieces)
             x = torch.zeros(largest, *output_shape(part, train.input_shape))
             tensors = encode({"activation": x, "labels": torch.zeros(largest, dtype=torch.int64)})
             assert envelope(pb.ACTIVATION, d, tensors=tensors).ByteSize() <= limits.max_bytes[d]
@@ -265,4 +268,5 @@ def test_limits_refuse_a_configuration_the_devices_cannot_serve() -> None:
     train = load_dataset("synthetic", "train")
     config = _config(samples_per_device=100_000)
     with pytest.raises(ValueError, match="samples_per_device 100000 x 3 devices = 300000 exceeds"):
-        plan_limits(config, make_model(config, train.input_shape, train.num_classes), train)
+        whole = make_model(config, train.input_shape, train.num_classes)
+        plan_limits(config, resolve_plan(config, whole, train.input_shape), whole, train)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from pipelearn.data import load_dataset
 from pipelearn.metrics.events import compute_track
+from pipelearn.plan import RunPlan, resolve_plan
 from pipelearn.runtime.evaluate import RoundEvaluator, _lower_priority, evaluate
 from pipelearn.runtime.launch import run_local
 from pipelearn.runtime.server import Server
@@ -77,7 +78,7 @@ def test_every_round_is_recorded_with_the_accuracy_of_its_global_model(small_con
     assert all(torch.equal(final[k], v) for k, v in globals_[5].items())
     assert metrics["test_accuracy"] == _accuracy(config, final, config.test_samples)
     # nothing of the evaluation is on the server's track: its events are exactly the schedule's server actions
-    schedule = schedule_for(config, [d["samples"] for d in metrics["device"]])
+    schedule = schedule_for(config, _plan(config), [d["samples"] for d in metrics["device"]])
     server_actions = sorted(
         str(a.key) for (res, _), lane in schedule.lanes.items() if res is Resource.SERVER for a in lane
     )
@@ -141,7 +142,7 @@ def test_the_evaluator_stops_only_after_an_evaluation_has_reached_the_target(sma
     config = small_config(aggregate_every=1, epochs=2, target_accuracy=0.0, stop_at_target=True)
     test = load_dataset(config.dataset, "test")
     model = make_model(config, test.input_shape, test.num_classes)
-    schedule = schedule_for(config, [40, 40])
+    schedule = schedule_for(config, _plan(config), [40, 40])
     assert schedule.rounds == 4
     evaluator, shown = RoundEvaluator(config, model, test), _Shown()
     evaluator.begin(time.time(), schedule, shown)
@@ -163,7 +164,7 @@ def test_the_last_round_never_stops_and_a_failed_evaluation_is_reported(small_co
     test = load_dataset(config.dataset, "test")
     model = make_model(config, test.input_shape, test.num_classes)
     evaluator = RoundEvaluator(config, model, test)
-    evaluator.begin(time.time(), schedule_for(config, [40, 40]), _Shown())
+    evaluator.begin(time.time(), schedule_for(config, _plan(config), [40, 40]), _Shown())
     assert evaluator.aggregated(0, model.state_dict(), []) is False
     _wait_for(lambda: evaluator.reached is not None)
     assert evaluator.aggregated(1, {"not": torch.zeros(1)}, []) is False  # round 1 of 2 is the last
@@ -187,3 +188,8 @@ def test_the_evaluator_thread_alone_runs_at_a_lower_priority():
     thread.join()
     assert seen[1] == min(19, seen[0] + 10)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
+
+
+def _plan(config: Any) -> RunPlan:
+    """The plan a server resolves for the small synthetic runs (fixed splits: nothing to profile)."""
+    return resolve_plan(config, make_model(config, (1, 28, 28), 10), (1, 28, 28))

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipelearn.metrics.events import now
+from pipelearn.plan import resolve_plan
 from pipelearn.runtime.agreement import fingerprint
 from pipelearn.runtime.checks import HEADROOM_BYTES, HELLO_BYTES
 from pipelearn.runtime.server import Server
@@ -102,7 +103,8 @@ def _rogue(address: str, credentials: Path, device: int) -> Rogue:
 
 def _fingerprint(config: Any, device: int) -> dict[str, Any]:
     """What an honest device with the run's model and synthetic 1x28x28 data in 10 classes declares with READY."""
-    return fingerprint(device_part(make_model(config, (1, 28, 28), 10), config, device), (1, 28, 28), 10)
+    model = make_model(config, (1, 28, 28), 10)
+    return fingerprint(device_part(model, resolve_plan(config, model, (1, 28, 28)), device), (1, 28, 28), 10)
 
 
 def _activation(size: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32, fill: float = 0.0) -> bytes:

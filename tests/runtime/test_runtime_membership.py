@@ -74,7 +74,7 @@ def test_nobody_rejoins_in_the_last_round_or_before_the_run_starts():
 def test_aggregation_leaves_out_a_dropped_devices_partial_round_and_restores_its_replica(small_config):
     server = Server(small_config(mode="sfl"), progress=False)
     server.samples = [40, 40]
-    server.schedule = schedule_for(server.config, server.samples)
+    server.schedule = schedule_for(server.config, server.plan, server.samples)
     server._make_replicas()
     server.membership.begin(server.schedule.rounds, 0, now())
     global_before = {k: v.clone() for k, v in server.global_state.items()}

@@ -171,3 +171,18 @@ def test_unlimited_link_is_immediate() -> None:
     assert time.time() - start < SLACK
     assert all(e.duration == 0 for e in recorder.events)
     assert outbox.bytes_sent == sum(e.args["bytes"] for e in recorder.events) >= 3 * big.ByteSize()
+
+
+def test_flush_waits_until_every_transfer_has_left_and_is_recorded() -> None:
+    recorder = Recorder()
+    outbox = _outbox(LinkSpec(rate_bps=80_000, latency_s=0.01), 2, recorder)
+    for m in range(2):
+        outbox.send(_forward(m), _message(m).tensors)
+    with pytest.raises(TimeoutError, match="still queued"):
+        outbox.flush(0.05)  # nobody is reading the stream yet
+    reader = threading.Thread(target=lambda: list(outbox), daemon=True)
+    reader.start()
+    outbox.flush(5.0)
+    assert [e.name for e in recorder.events] == [str(a.key) for a in _uplink_lane(2)]
+    outbox.close()
+    reader.join(5.0)

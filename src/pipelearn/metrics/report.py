@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from pipelearn.config import RunConfig
 from pipelearn.metrics.events import Event, compute_track, link_track
 from pipelearn.metrics.trace import write_trace
+from pipelearn.plan import RunPlan
 
 
 def busy_seconds(intervals: Iterable[tuple[float, float]], start: float, end: float) -> float:
@@ -90,6 +91,7 @@ def write_results(
     accuracy: float,
     state: dict[str, torch.Tensor],
     *,
+    plan: RunPlan,
     samples: list[int],
     bytes_up: list[int],
     bytes_down: list[int],
@@ -119,9 +121,9 @@ def write_results(
                 "bytes_down": bytes_down[d],
                 "uplink_busy_s": track_usage(events, link_track(d, "uplink"), start, end)["busy_s"],
                 "downlink_busy_s": track_usage(events, link_track(d, "downlink"), start, end)["busy_s"],
-                "split": config.split_point(d) if config.mode != "fl" else None,
-                "microbatches": config.microbatch_count(d),
-                "slowdown": config.slowdown(d),
+                "split": plan.devices[d].split if config.mode != "fl" else None,
+                "microbatches": plan.devices[d].microbatches,
+                "slowdown": plan.devices[d].slowdown,
                 "error": errors.get(d),
                 **({"compression": compression[d]} if compression else {}),
             }
@@ -154,6 +156,7 @@ def write_results(
         "dropped": list(dropped),
         "rejoined": list(rejoined),
         "resumed_from_round": resumed_from_round,
+        "plan": plan.to_dict(),
         "config": json.loads(config.to_json()),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

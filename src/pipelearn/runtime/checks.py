@@ -13,10 +13,11 @@ from typing import Any, TypeGuard
 
 from torch import nn
 
-from pipelearn.config import RunConfig, from_mapping
+from pipelearn.config import RunConfig
 from pipelearn.data import Dataset, canonical_name
 from pipelearn.metrics.events import compute_track, link_track
 from pipelearn.models import canonical_model_name
+from pipelearn.plan import RunPlan, plan_message, read_plan_message
 from pipelearn.runtime.work import device_indices, device_part, output_shape, schedule_for
 from pipelearn.schedule import Resource, microbatch_sizes
 from pipelearn.transport import pipelearn_pb2 as pb
@@ -61,7 +62,7 @@ class PlanLimits:
         return max(self.max_bytes) + HEADROOM_BYTES
 
 
-def plan_limits(config: RunConfig, model: nn.Sequential, train: Dataset) -> PlanLimits:
+def plan_limits(config: RunConfig, plan: RunPlan, model: nn.Sequential, train: Dataset) -> PlanLimits:
     """Every device's sample count and message limits; ValueError when the devices cannot serve the config."""
     samples = [len(device_indices(config, train, d)) for d in range(config.devices)]
     empty = [d for d, n in enumerate(samples) if n == 0]
@@ -70,24 +71,29 @@ def plan_limits(config: RunConfig, model: nn.Sequential, train: Dataset) -> Plan
             f"devices {empty} get no training samples from the {config.partition} partition; "
             "raise samples_per_device or dirichlet_alpha, or lower devices"
         )
-    schedule = schedule_for(config, samples)
+    schedule = schedule_for(config, plan, samples)
     limits = []
     for d in range(config.devices):
-        part = device_part(model, config, d)
+        part = device_part(model, plan, d)
         weights = sum(t.numel() * t.element_size() for t in part.state_dict().values())
         activation = 0
         if config.mode != "fl":
-            largest = microbatch_sizes(min(config.batch_size, samples[d]), config.microbatch_count(d))[0]
+            largest = microbatch_sizes(min(config.batch_size, samples[d]), _microbatches(config, plan, d))[0]
             activation = largest * (math.prod(output_shape(part, train.input_shape)) * 4 + 8)
         actions = len(schedule.lane(Resource.DEVICE, d)) + len(schedule.lane(Resource.UPLINK, d))
         limits.append(max(weights, activation, actions * EVENT_BYTES) + HEADROOM_BYTES)
-    in_flight = max(config.microbatch_count(d) for d in range(config.devices)) + IN_FLIGHT_MARGIN
+    in_flight = max(_microbatches(config, plan, d) for d in range(config.devices)) + IN_FLIGHT_MARGIN
     return PlanLimits(samples=samples, max_bytes=limits, in_flight=in_flight)
 
 
-def device_plan(config: RunConfig) -> str:
-    """The plan sent to devices: the run's config without the server's own paths (its data and output)."""
-    return dataclasses.replace(config, data_dir=None, download=False, out="").to_json()
+def _microbatches(config: RunConfig, plan: RunPlan, device: int) -> int:
+    return plan.devices[device].microbatches if config.mode == "pipelearn" else 1
+
+
+def device_plan(config: RunConfig, plan: RunPlan) -> str:
+    """The plan sent to devices: the run's config without the server's own paths (its data and output), and the
+    resolved plan."""
+    return plan_message(dataclasses.replace(config, data_dir=None, download=False, out=""), plan)
 
 
 def admit(hello: pb.Envelope, config: RunConfig, certified: int | None, joined: Container[int]) -> int:
@@ -172,12 +178,12 @@ def _event_problem(event: object, tracks: set[str], epochs: int, low: float, hig
     return ""
 
 
-def check_plan(text: str, device: int) -> RunConfig:
+def check_plan(text: str, device: int) -> tuple[RunConfig, RunPlan]:
     """The server's plan, which a device refuses if it breaks RunConfig's rules, names a model or data set it does
     not know, leaves out this device's id or sets sizes past PLAN_LIMITS."""
     try:
-        config = from_mapping(_json_object(text, "PLAN"))
-    except (ValueError, TypeError) as exc:
+        config, plan = read_plan_message(text)
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise WireError(f"the server's plan is not a valid configuration: {exc}") from None
     try:
         canonical_model_name(config.model)
@@ -190,13 +196,13 @@ def check_plan(text: str, device: int) -> RunConfig:
         "devices": config.devices,
         "batch_size": config.batch_size,
         "epochs": config.epochs,
-        "microbatches": config.microbatch_count(device),
-        "device_slowdown": config.slowdown(device),
+        "microbatches": _microbatches(config, plan, device),
+        "device_slowdown": plan.devices[device].slowdown,
     }
     for key, value in sizes.items():
         if value > PLAN_LIMITS[key]:
             raise WireError(f"the server's plan sets {key} to {value}, past this device's limit of {PLAN_LIMITS[key]}")
-    return config
+    return config, plan
 
 
 def device_threads(config: RunConfig) -> int:

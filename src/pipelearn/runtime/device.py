@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
 import torch
 
 from pipelearn.config import RunConfig
-from pipelearn.data import load_dataset
 from pipelearn.metrics.events import Recorder, compute_track, link_track, now
+from pipelearn.plan import RunPlan
 from pipelearn.runtime.agreement import adopt, fingerprint
 from pipelearn.runtime.checks import check_plan, check_start, device_threads
 from pipelearn.runtime.hardware import resolve_device
@@ -17,6 +18,7 @@ from pipelearn.runtime.work import (
     DeviceBatches,
     device_indices,
     device_part,
+    load_data,
     make_model,
     make_optimizer,
     on_new_weights,
@@ -40,6 +42,7 @@ class DeviceWorker:
     def __init__(
         self,
         config: RunConfig,
+        plan: RunPlan,
         device: int,
         batches: DeviceBatches,
         schedule: Schedule,
@@ -57,7 +60,7 @@ class DeviceWorker:
         self.part, self.optimizer = part, optimizer
         self.outbox, self.inbox, self.recorder = outbox, inbox, recorder
         self.channel = channel_for(config, "device")
-        self.slowdown = config.slowdown(device)
+        self.slowdown = plan.devices[device].slowdown
         self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._activations: dict[int, torch.Tensor] = {}
 
@@ -158,24 +161,25 @@ def run_device(
         outbox.control(envelope(pb.HELLO, device, clock=sent))
         plan = _take(inbox, pb.PLAN)
         recorder = Recorder(offset=plan.clock - (sent + now()) / 2)
-        config = adopt(check_plan(plan.text, device), model, dataset)
+        config, run_plan = check_plan(plan.text, device)
+        config = adopt(config, model, dataset)
         torch.set_num_threads(device_threads(config))
         inbox.timeout_s = config.timeout_s
-        train = load_dataset(config.dataset, "train", data_dir, download=download)
+        train = load_data(dataclasses.replace(config, data_dir=data_dir, download=download), "train")
         indices = device_indices(config, train, device)
         whole = make_model(config, train.input_shape, train.num_classes)
-        part = device_part(whole, config, device).to(where).train()
+        part = device_part(whole, run_plan, device).to(where).train()
         optimizer = make_optimizer(part, config)
         warm_up(part, config, train.input_shape, config.batch_size)
         declared = fingerprint(part, train.input_shape, train.num_classes)
         ready = {"samples": len(indices), "startup_s": now() - began, "fingerprint": declared}
         outbox.control(envelope(pb.READY, device, text=json.dumps(ready)))
         start = _take(inbox, pb.START)
-        schedule = schedule_for(config, check_start(start, config, device, len(indices)))
+        schedule = schedule_for(config, run_plan, check_start(start, config, device, len(indices)))
         first_round = int(json.loads(start.text).get("round", 0))  # later than 0 when rejoining or resuming a run
         if not 0 <= first_round <= schedule.rounds:
             raise WireError(f"the server starts this device at round {first_round} of a {schedule.rounds}-round run")
-        link = config.link(device)
+        link = run_plan.devices[device].link
         outbox.follow(
             LinkSpec.from_mbps(link.up_mbps, link.latency_ms),
             schedule.lane(Resource.UPLINK, device, first_round),
@@ -184,6 +188,7 @@ def run_device(
         )
         DeviceWorker(
             config,
+            run_plan,
             device,
             DeviceBatches(train, indices, config, device),
             schedule,
@@ -195,6 +200,7 @@ def run_device(
             where,
             first_round,
         ).run()
+        outbox.flush(config.timeout_s)  # the last upload is on the timeline only once it has left
         outbox.control(envelope(pb.EVENTS, device, text=json.dumps(recorder.to_json())))
         _take(inbox, pb.DONE)
     except (WireError, ValueError) as exc:

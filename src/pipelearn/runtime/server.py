@@ -15,10 +15,10 @@ import grpc
 import torch
 from tqdm import tqdm
 
-from pipelearn.config import ConfigError, RunConfig
-from pipelearn.data import load_dataset
+from pipelearn.config import RunConfig
 from pipelearn.metrics.events import Recorder, compute_track, link_track, now
 from pipelearn.metrics.report import write_results
+from pipelearn.plan import RunPlan, resolve_plan
 from pipelearn.runtime import hardware
 from pipelearn.runtime.aggregate import fedavg
 from pipelearn.runtime.agreement import differences, fingerprint, refusal
@@ -28,6 +28,7 @@ from pipelearn.runtime.evaluate import RoundEvaluator, evaluate
 from pipelearn.runtime.membership import Membership, RejoinError
 from pipelearn.runtime.work import (
     device_part,
+    load_data,
     make_model,
     make_optimizer,
     on_new_weights,
@@ -68,24 +69,28 @@ class Replica:
 class Server:
     """The server of one run; `listen`, then `run` until the run is over (from a checkpoint's next round if given)."""
 
-    def __init__(self, config: RunConfig, progress: bool = True, resume: Checkpoint | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        progress: bool = True,
+        resume: Checkpoint | None = None,
+        plan: RunPlan | None = None,
+    ) -> None:
         began = now()
         self.config = config.validate()
-        if config.mode == "sl" and len({config.split_point(d) for d in range(config.devices)}) > 1:
-            raise ConfigError("sl passes one device half from device to device: give every device the same split")
         self.progress = progress
         self.torch_device = hardware.resolve_device(config.server_device)
         hardware.check_amp(self.torch_device, config.server_amp)
-        self.test = load_dataset(config.dataset, "test", config.data_dir, download=config.download)
+        self.test = load_data(config, "test")
         self.model = make_model(config, self.test.input_shape, self.test.num_classes)
-        for d in range(config.devices):
-            if config.mode != "fl" and not 0 <= config.split_point(d) <= len(self.model):
-                raise ConfigError(
-                    f"split {config.split_point(d)} of device {d} is outside 0..{len(self.model)}, "
-                    f"the block boundaries of {config.model}"
-                )
-        train = load_dataset(config.dataset, "train", config.data_dir, download=config.download)
-        self.limits = plan_limits(config, self.model, train)
+        self.plan = plan or resolve_plan(config, self.model, self.test.input_shape)
+        if self.plan.predicted_epoch_s is not None:
+            print(
+                f"server: planned split {self.plan.splits}, micro-batches {self.plan.microbatches}; predicted epoch "
+                f"{self.plan.predicted_epoch_s:.2f} s, bound {self.plan.bound_s:.2f} s",
+                file=sys.stderr,
+            )
+        self.limits = plan_limits(config, self.plan, self.model, load_data(config, "train"))
         self.global_state: State = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.resume = resume
         if resume is not None:
@@ -134,12 +139,12 @@ class Server:
             print(f"server: refused a device at {who}: {exc}", file=sys.stderr)
             yield envelope(pb.ERROR, 0, text=str(exc))
             return
-        link = self.config.link(device)
+        link = self.plan.devices[device].link
         outbox = Outbox(LinkSpec.from_mbps(link.down_mbps, link.latency_ms))
         inbox.peer = f"device {device}"
         inbox.max_bytes = self.limits.max_bytes[device]
         context.add_callback(outbox.close)
-        outbox.control(envelope(pb.PLAN, device, text=device_plan(self.config), clock=now()))
+        outbox.control(envelope(pb.PLAN, device, text=device_plan(self.config, self.plan), clock=now()))
         with self._joined:
             rejoining = device in self.sessions  # _admit lets an id in twice only to take a dropped device back
             if rejoining:
@@ -173,7 +178,7 @@ class Server:
         if self.resume is not None:
             check_fits(self.resume, self.global_state, self.samples)
         first = self.resume.rounds_done if self.resume is not None else 0
-        self.schedule = schedule_for(self.config, self.samples)
+        self.schedule = schedule_for(self.config, self.plan, self.samples)
         self.start = now()
         self.membership.begin(self.schedule.rounds, first, self.start - (self.resume.elapsed_s if self.resume else 0))
         for d, reason in refused.items():
@@ -266,7 +271,7 @@ class Server:
                 continue
             declared = json.loads(ready.text)
             startup.append(_seconds(declared.get("startup_s")))
-            part = device_part(self.model, self.config, d)
+            part = device_part(self.model, self.plan, d)
             expected = fingerprint(part, self.test.input_shape, self.test.num_classes)
             if found := differences(expected, declared.get("fingerprint")):
                 refused[d] = refusal(d, found)
@@ -290,7 +295,7 @@ class Server:
         shared: Replica | None = None
         warmed: set[tuple[int, ...]] = set()
         for d in range(self.config.devices):
-            part = device_part(self.model, self.config, d)
+            part = device_part(self.model, self.plan, d)
             self.device_specs[d] = spec_of(part.state_dict())
             self.activation_shapes[d] = output_shape(part, self.test.input_shape)
             if self.config.mode == "fl":
@@ -298,7 +303,7 @@ class Server:
             if shared is None or self.config.mode != "sl":
                 model = make_model(self.config, self.test.input_shape, self.test.num_classes)
                 model.load_state_dict(self.global_state)
-                replica_part = server_part(model, self.config, d).train().to(self.torch_device)
+                replica_part = server_part(model, self.plan, d).train().to(self.torch_device)
                 shared = Replica(replica_part, make_optimizer(replica_part, self.config))
             self.replicas[d] = shared
             if self.activation_shapes[d] not in warmed:
@@ -504,6 +509,7 @@ class Server:
             self.end,
             accuracy,
             final,
+            plan=self.plan,
             samples=self.samples,
             bytes_up=self._bytes(lambda s: s.inbox.bytes_received),
             bytes_down=self._bytes(lambda s: s.outbox.bytes_sent),

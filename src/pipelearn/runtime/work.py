@@ -11,9 +11,36 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipelearn.config import RunConfig
-from pipelearn.data import Dataset, iterate_batches, partition_dirichlet, partition_iid, select_subset
+from pipelearn.data import (
+    Dataset,
+    Split,
+    SyntheticSpec,
+    dataset_info,
+    iterate_batches,
+    load_dataset,
+    partition_dirichlet,
+    partition_iid,
+    select_subset,
+)
 from pipelearn.models import build_model, split
+from pipelearn.plan import RunPlan
 from pipelearn.schedule import DevicePlan, Schedule, build_schedule
+
+
+def load_data(config: RunConfig, which: Split) -> Dataset:
+    """One split of the run's data set."""
+    return load_dataset(
+        config.dataset,
+        which,
+        config.data_dir,
+        download=config.download,
+        synthetic=SyntheticSpec(input_shape=config.synthetic_shape),
+    )
+
+
+def data_shape(config: RunConfig) -> tuple[tuple[int, int, int], int]:
+    """(input shape, class count) of the run's data set, without loading it."""
+    return dataset_info(config.dataset, config.data_dir, synthetic=SyntheticSpec(input_shape=config.synthetic_shape))
 
 
 def make_model(config: RunConfig, input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
@@ -22,14 +49,14 @@ def make_model(config: RunConfig, input_shape: tuple[int, int, int], num_classes
     return build_model(config.model, input_shape, num_classes, batchnorm=config.batchnorm)
 
 
-def device_part(model: nn.Sequential, config: RunConfig, device: int) -> nn.Sequential:
-    """What a device trains: the whole model in fl, else blocks 1..p."""
-    return model if config.mode == "fl" else split(model, config.split_point(device))[0]
+def device_part(model: nn.Sequential, plan: RunPlan, device: int) -> nn.Sequential:
+    """What a device trains: blocks 1..p of its plan (every block in fl)."""
+    return split(model, plan.devices[device].split)[0]
 
 
-def server_part(model: nn.Sequential, config: RunConfig, device: int) -> nn.Sequential:
-    """What the server trains for a device: nothing in fl, else the blocks after p."""
-    return nn.Sequential() if config.mode == "fl" else split(model, config.split_point(device))[1]
+def server_part(model: nn.Sequential, plan: RunPlan, device: int) -> nn.Sequential:
+    """What the server trains for a device: the blocks after p of its plan (none in fl)."""
+    return split(model, plan.devices[device].split)[1]
 
 
 def make_optimizer(module: nn.Module, config: RunConfig) -> torch.optim.Optimizer | None:
@@ -131,16 +158,13 @@ class DeviceBatches:
         return next(self._batches)
 
 
-def plans_for(config: RunConfig, samples: list[int]) -> list[DevicePlan]:
-    """Each device's plan, from the run's config and the devices' sample counts."""
-    return [
-        DevicePlan(n, config.split_point(d) if config.mode != "fl" else 0, config.microbatch_count(d))
-        for d, n in enumerate(samples)
-    ]
+def plans_for(plan: RunPlan, samples: list[int]) -> list[DevicePlan]:
+    """What the schedule needs of each device, from the run plan and the devices' sample counts."""
+    return [DevicePlan(n, s.split, s.microbatches) for n, s in zip(samples, plan.devices, strict=True)]
 
 
-def schedule_for(config: RunConfig, samples: list[int]) -> Schedule:
-    """The run's schedule; the server and every device build the same one."""
+def schedule_for(config: RunConfig, plan: RunPlan, samples: list[int]) -> Schedule:
+    """The run's schedule; the server, every device and the simulator build the same one."""
     return build_schedule(
-        config.mode, plans_for(config, samples), config.batch_size, config.epochs, config.aggregate_every
+        config.mode, plans_for(plan, samples), config.batch_size, config.epochs, config.aggregate_every
     )

@@ -53,6 +53,8 @@ class Outbox:
         self._lock = threading.Lock()
         self.drained = threading.Event()
         """Set once the stream has ended and gRPC has sent everything queued before `close`."""
+        self._pending = 0
+        self._left = threading.Condition()
 
     def follow(self, spec: LinkSpec, lane: list[Action], track: str, recorder: Recorder) -> None:
         """Set the link and the lane of scheduled transfers it carries from now on."""
@@ -65,12 +67,23 @@ class Outbox:
             if action is None or action.deps != (made_by,):
                 raise RuntimeError(f"schedule violated: {made_by} produced a message but the link expects {action}")
             message = transfer(action.key, tensors)
-            self._queue.put((now(), action, message))
+            self._put((now(), action, message))
         return message
 
     def control(self, envelope: pb.Envelope) -> None:
         """Queue a message outside the schedule (handshake, errors, the end)."""
-        self._queue.put((now(), None, envelope))
+        self._put((now(), None, envelope))
+
+    def _put(self, item: tuple[float, Action | None, pb.Envelope]) -> None:
+        with self._left:
+            self._pending += 1
+        self._queue.put(item)
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait until every message queued so far has left (and its transfer is recorded)."""
+        with self._left:
+            if not self._left.wait_for(lambda: self._pending == 0, timeout_s):
+                raise TimeoutError(f"messages still queued after {timeout_s:g} s")
 
     def close(self) -> None:
         """End the stream once everything queued has left."""
@@ -95,3 +108,6 @@ class Outbox:
             if action is not None and self.recorder is not None:
                 self.recorder.record(self.track, str(action.key), start, end, bytes=size, epoch=action.epoch)
             yield envelope
+            with self._left:
+                self._pending -= 1
+                self._left.notify_all()

@@ -17,7 +17,7 @@ from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError
 from pipelearn.transport.credentials import DeviceCredentials, ServerCredentials, warn_if_plain_text
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 """Bumped whenever the meaning of a message changes; peers of other versions are refused."""
 
 KIND_OF_TRANSFER = {Op.ACTIVATION: pb.ACTIVATION, Op.GRADIENT: pb.GRADIENT, Op.WEIGHTS: pb.WEIGHTS}
