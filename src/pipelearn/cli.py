@@ -172,7 +172,6 @@ def _parser() -> argparse.ArgumentParser:
         "plan", help="profile the model and choose each device's split and micro-batch count (auto unless given)"
     )
     _add_config_flags(plan)
-    plan.add_argument("--json", action="store_true", help="print the choice and the candidates as JSON")
     plan.add_argument("--profile-out", metavar="FILE", help="save the profile as JSON")
     plan.add_argument("--profile-in", metavar="FILE", help="plan from a saved profile instead of measuring one")
     plan.add_argument(

@@ -295,6 +295,7 @@ def test_compression_totals_and_per_device_bytes(tmp_path: Path) -> None:
         bytes_down=[60, 10],
         errors={},
         compression=per_device,
+        plan=RunPlan(fixed_setups(config, [1, 1], [1, 1])),
     )
     assert metrics["compression"] == totals
     assert [d["compression"] for d in metrics["device"]] == per_device

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pipelearn.config import RunConfig
 from pipelearn.data import load_dataset
-from pipelearn.plan import resolve_plan
+from pipelearn.plan import RunPlan, fixed_setups, resolve_plan
 from pipelearn.runtime.checks import (
     EVENT_BYTES,
     HEADROOM_BYTES,
@@ -190,9 +190,10 @@ def test_property_every_taken_event_is_one_the_report_can_read(events: list[dict
 
 def test_a_device_takes_a_sane_plan_and_the_plan_carries_no_server_paths() -> None:
     config = _config(data_dir="/srv/secret/data", download=True, out="/srv/secret/runs")
-    plan = device_plan(config)
+    plan = device_plan(config, _plan(config))
     assert "/srv/secret" not in plan
-    got = check_plan(plan, 2)
+    got, resolved = check_plan(plan, 2)
+    assert resolved == _plan(config)
     assert got.data_dir is None and got.download is False
     assert got.model == config.model and got.devices == 3
     assert 1 <= device_threads(_config(threads=10_000)) <= 10_000
@@ -214,7 +215,11 @@ def test_a_device_takes_a_sane_plan_and_the_plan_carries_no_server_paths() -> No
     ],
 )
 def test_a_device_refuses_a_plan_it_should_not_follow(change: dict[str, Any], words: str) -> None:
-    plan = {**json.loads(_config().to_json()), **change}
+    try:
+        resolved = _plan(_config(**change))  # a plan that fits the bad config, where one can be made
+    except (TypeError, ValueError, AttributeError):
+        resolved = _plan(_config())
+    plan = {"config": {**json.loads(_config().to_json()), **change}, "plan": resolved.to_dict()}
     with pytest.raises(WireError, match=words):
         check_plan(json.dumps(plan), 2)
     with pytest.raises(WireError, match="not a JSON object"):
@@ -270,3 +275,8 @@ def test_limits_refuse_a_configuration_the_devices_cannot_serve() -> None:
     with pytest.raises(ValueError, match="samples_per_device 100000 x 3 devices = 300000 exceeds"):
         whole = make_model(config, train.input_shape, train.num_classes)
         plan_limits(config, resolve_plan(config, whole, train.input_shape), whole, train)
+
+
+def _plan(config: RunConfig) -> RunPlan:
+    """The plan of a run with fixed splits and micro-batch counts (nothing to profile)."""
+    return RunPlan(fixed_setups(config, [2] * config.devices, [3] * config.devices))

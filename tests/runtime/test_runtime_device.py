@@ -10,8 +10,10 @@ from typing import Any
 import grpc
 import pytest
 
+from pipelearn.config import RunConfig
 from pipelearn.data import DatasetError
-from pipelearn.runtime import device as device_module
+from pipelearn.plan import RunPlan, fixed_setups, plan_message
+from pipelearn.runtime import work as work_module
 from pipelearn.runtime.device import run_device
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError
@@ -41,15 +43,14 @@ class FakeServer:
 
 
 def test_the_device_reads_its_own_data_directory_not_the_plans(small_config, monkeypatch, tmp_path: Path):
-    plan = small_config(dataset="idx", data_dir="/srv/server-only", download=True).to_json()
-    fake = FakeServer(plan)
+    fake = FakeServer(_message(small_config(dataset="idx", data_dir="/srv/server-only", download=True)))
     read: list[Any] = []
 
-    def load_dataset(name: str, split: str, root: Any = None, *, download: bool = False) -> Any:
+    def load_dataset(name: str, split: str, root: Any = None, *, download: bool = False, **_: Any) -> Any:
         read.append((name, split, root, download))
         raise DatasetError(f"no idx files in {root}")
 
-    monkeypatch.setattr(device_module, "load_dataset", load_dataset)
+    monkeypatch.setattr(work_module, "load_dataset", load_dataset)
     mine = str(tmp_path / "mine")
     with pytest.raises(DatasetError):
         run_device(f"127.0.0.1:{fake.port}", 0, 10.0, insecure=True, data_dir=mine)
@@ -60,7 +61,7 @@ def test_the_device_reads_its_own_data_directory_not_the_plans(small_config, mon
 
 
 def test_the_device_refuses_a_plan_for_a_model_it_does_not_know(small_config):
-    fake = FakeServer(small_config().to_json().replace('"vgg5"', '"notamodel"'))
+    fake = FakeServer(_message(small_config()).replace('"vgg5"', '"notamodel"'))
     with pytest.raises(WireError, match="unknown model 'notamodel'"):
         run_device(f"127.0.0.1:{fake.port}", 0, 10.0, insecure=True)
     assert fake.done.wait(10)
@@ -73,3 +74,10 @@ def test_run_device_wants_credentials_or_insecure_and_the_right_id(credentials):
         run_device("127.0.0.1:1", 0)
     with pytest.raises(ValueError, match="device 1's, not device 0's"):
         run_device("127.0.0.1:1", 0, credentials=load_device_credentials(credentials, 1))
+
+
+def _message(config: RunConfig) -> str:
+    """The PLAN text a server sends for `config` with its fixed splits."""
+    splits = [config.requested_split(d) for d in range(config.devices)]
+    counts = [config.requested_microbatches(d) for d in range(config.devices)]
+    return plan_message(config, RunPlan(fixed_setups(config, splits, counts)))  # type: ignore[arg-type]

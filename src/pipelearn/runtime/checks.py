@@ -181,6 +181,7 @@ def _event_problem(event: object, tracks: set[str], epochs: int, low: float, hig
 def check_plan(text: str, device: int) -> tuple[RunConfig, RunPlan]:
     """The server's plan, which a device refuses if it breaks RunConfig's rules, names a model or data set it does
     not know, leaves out this device's id or sets sizes past PLAN_LIMITS."""
+    _json_object(text, "PLAN")
     try:
         config, plan = read_plan_message(text)
     except (ValueError, TypeError, KeyError, RecursionError) as exc:
