@@ -206,7 +206,7 @@ def run_device(
     except (WireError, ValueError) as exc:
         outbox.control(envelope(pb.ERROR, device, text=str(exc)))
         outbox.close()
-        outbox.drained.wait(timeout=2.0)  # so that the server hears why this device stops, if it still listens
+        outbox.drained.wait(timeout=5.0)  # so that the server hears why this device stops, if it still listens
         raise
     finally:
         outbox.close()
