@@ -54,6 +54,8 @@ _RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--test-samples", "test_samples", {"type": int}),
     ("--threads", "threads", {"type": int}),
     ("--timeout", "timeout_s", {"type": _float, "metavar": "SECONDS"}),
+    ("--heartbeat", "heartbeat_s", {"type": _float, "metavar": "SECONDS"}),
+    ("--liveness", "liveness_s", {"type": _float, "metavar": "SECONDS"}),
     ("--out", "out", {"metavar": "DIR"}),
 ]
 _LOCAL_FLAGS = {
@@ -120,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_float,
         default=120.0,
         metavar="SECONDS",
-        help="longest wait for the server before the device gives up",
+        help="longest wait to reach the server and be admitted; then the device waits as long as the server is alive",
     )
     local = commands.add_parser("train-local", help="train the whole model in this one process (the baseline)")
     _add_config_flags(local, only=_LOCAL_FLAGS)

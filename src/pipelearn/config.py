@@ -107,7 +107,15 @@ class RunConfig:
     threads: int = 1
     """torch threads per process; 1 keeps processes from starving each other on few cores."""
     timeout_s: float = 120.0
-    """Longest wait for any one message from a peer before it is declared failed."""
+    """Least time a device gets to show progress towards its next scheduled message, and the limit for joining and
+    loading data. Its deadline is longer where the plan and its pace so far expect longer (see
+    pipelearn.transport.liveness); past it the server warns, late by as much again it drops the device. Raise it for
+    first steps longer than this: nothing is measured before them."""
+    heartbeat_s: float = 1.0
+    """Seconds between the heartbeats each side sends the other: alive, and how far along (not training traffic)."""
+    liveness_s: float = 10.0
+    """A peer from which nothing arrives, not even a heartbeat, for this long is dead: the server drops such a
+    device, and a device gives up on such a server."""
     out: str = "runs/latest"
     """Output directory for metrics.json, trace.json and model.safetensors."""
     device_overrides: dict[int, DeviceOverride] = field(default_factory=dict)
@@ -160,6 +168,7 @@ class RunConfig:
             for name, (ok, expected) in _OVERRIDE_RULES.items():
                 value = getattr(override, name)
                 _check(value is None or ok(value), f"device_overrides.{device}.{name}", value, expected)
+        _check(self.liveness_s >= 2 * self.heartbeat_s, "liveness_s", self.liveness_s, _RULES["liveness_s"][1])
         return self
 
     def to_json(self) -> str:
@@ -238,6 +247,8 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "test_samples": (_optional(_at_least(1)), "a whole number of at least 1"),
     "threads": (_at_least(1), "a whole number of at least 1"),
     "timeout_s": (_rate, "a number above 0"),
+    "heartbeat_s": (_rate, "a number above 0"),
+    "liveness_s": (_rate, "a number above 0, at least twice heartbeat_s"),
     "out": (_string, "a directory"),
 }
 """What each RunConfig key must be, and how to say so."""

@@ -61,6 +61,7 @@ class DeviceWorker:
             if self.slowdown > 1:
                 time.sleep(busy * (self.slowdown - 1))
             self.recorder.record(track, str(action.key), start, now(), epoch=action.epoch, **args)
+            self.outbox.progress.advance()
 
     def execute(self, action: Action, received: list[pb.Envelope]) -> dict[str, float]:
         """Do one action; return what the timeline should note about it."""
@@ -116,7 +117,8 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
         recorder = Recorder(offset=plan.clock - (sent + now()) / 2)
         config = RunConfig.from_json(plan.text)
         torch.set_num_threads(config.threads)
-        inbox.timeout_s = config.timeout_s
+        inbox.timeout_s, inbox.liveness_s, inbox.patient = config.timeout_s, config.liveness_s, True
+        outbox.beat(config.heartbeat_s, device)
         train = load_dataset(config.dataset, "train", config.data_dir, download=config.download)
         indices = device_indices(config, train, device)
         model = make_model(config, train.input_shape, train.num_classes)

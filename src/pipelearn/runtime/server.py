@@ -33,6 +33,7 @@ from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import TensorSpec, WireError, decode, encode, spec_of
 from pipelearn.transport.inbox import Inbox, PeerError
 from pipelearn.transport.link import LinkSpec, Outbox
+from pipelearn.transport.liveness import Progress, progress_marks
 from pipelearn.transport.service import envelope, start_server
 
 State = dict[str, torch.Tensor]
@@ -74,8 +75,8 @@ class Completions:
             self.failed.add(device)
             self._cond.notify_all()
 
-    def wait(self, key: Key, timeout_s: float) -> None:
-        """Block until an action is done or its device has failed."""
+    def wait(self, key: Key, timeout_s: float | None = None) -> None:
+        """Block until an action is done or its device has failed (every lane ends in one or the other)."""
         with self._cond:
             if not self._cond.wait_for(lambda: key in self._done or key.device in self.failed, timeout_s):
                 raise RuntimeError(f"server action {key} did not finish within {timeout_s:g} s")
@@ -102,6 +103,7 @@ class Server:
         self.sessions: dict[int, Session] = {}
         self.errors: dict[int, str] = {}
         self.completions = Completions()
+        self.actions_done = Progress()
         self.compute = threading.Lock()
         self._joined = threading.Condition()
         self._grpc: grpc.Server | None = None
@@ -114,7 +116,7 @@ class Server:
 
     def session(self, requests: Any, context: grpc.ServicerContext) -> Any:
         """The gRPC handler of one device's stream: handshake, then everything the schedule sends it."""
-        inbox = Inbox(requests, "a joining device", self.config.timeout_s)
+        inbox = Inbox(requests, "a joining device", self.config.timeout_s, self.config.liveness_s)
         try:
             hello = inbox.take()
             device = self._admit(hello)
@@ -123,7 +125,8 @@ class Server:
             yield envelope(pb.ERROR, 0, text=str(exc))
             return
         link = self.config.link(device)
-        outbox = Outbox(LinkSpec.from_mbps(link.down_mbps, link.latency_ms))
+        outbox = Outbox(LinkSpec.from_mbps(link.down_mbps, link.latency_ms), progress=self.actions_done)
+        outbox.beat(self.config.heartbeat_s, device)
         inbox.peer = f"device {device}"
         context.add_callback(outbox.close)
         outbox.control(envelope(pb.PLAN, device, text=self.config.to_json(), clock=now()))
@@ -158,6 +161,7 @@ class Server:
                 link_track(d, "downlink"),
                 self.recorder,
             )
+            s.inbox.follow(progress_marks(self.schedule, d))
             s.outbox.control(envelope(pb.START, d, text=json.dumps({"samples": self.samples})))
         total = sum(len(lane) for (r, _), lane in self.schedule.lanes.items() if r is Resource.SERVER)
         with tqdm(total=total, desc=f"{self.config.mode} server", unit="action", disable=not self.progress) as bar:
@@ -218,7 +222,7 @@ class Server:
                     if dep.resource is Resource.UPLINK:
                         received.append(self.sessions[dep.device].inbox.expect(dep))
                     else:
-                        self.completions.wait(dep, 4 * self.config.timeout_s)
+                        self.completions.wait(dep)
                 with self.compute:
                     start = now()
                     args = self.execute(action, received)
@@ -232,6 +236,7 @@ class Server:
                         **args,
                     )
                 self.completions.done(action.key)
+                self.actions_done.advance()
                 bar.update()
         except (PeerError, WireError) as exc:
             self._fail(lane, exc)

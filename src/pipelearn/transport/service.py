@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 
@@ -10,17 +11,33 @@ import grpc
 from pipelearn.schedule import Key, Op
 from pipelearn.transport import pipelearn_pb2 as pb
 
-PROTOCOL_VERSION = 1
-"""Bumped whenever the meaning of a message changes; peers of other versions are refused."""
+PROTOCOL_VERSION = 2
+"""Bumped whenever the meaning of a message changes; peers of other versions are refused.
+
+2: both sides send HEARTBEAT messages and drop a peer that sends nothing, not even those, for liveness_s.
+"""
 
 KIND_OF_TRANSFER = {Op.ACTIVATION: pb.ACTIVATION, Op.GRADIENT: pb.GRADIENT, Op.WEIGHTS: pb.WEIGHTS}
 """The message kind that carries each transfer of a schedule."""
 
 MAX_MESSAGE_BYTES = 1 << 30
+KEEPALIVE_S = 10
+"""Each side pings the connection this often and closes it when a ping goes unanswered as long: a peer whose
+machine or network is gone ends its stream within seconds, whatever the heartbeats say."""
 _METHOD = "/pipelearn.PipeLearn/Session"
 _OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", KEEPALIVE_S * 1000),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_S * 1000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+# the server accepts the other side's pings at that rate (its default policy refuses pings under 5 minutes apart)
+_SERVER_OPTIONS = [
+    *_OPTIONS,
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_S * 1000 // 2),
+    ("grpc.http2.max_ping_strikes", 0),
 ]
 
 SessionHandler = Callable[[Iterator[pb.Envelope], grpc.ServicerContext], Iterator[pb.Envelope]]
@@ -29,7 +46,7 @@ SessionHandler = Callable[[Iterator[pb.Envelope], grpc.ServicerContext], Iterato
 def start_server(handler: SessionHandler, listen: str, workers: int) -> tuple[grpc.Server, int]:
     """Serve sessions on HOST:PORT (port 0 picks a free one); return the server and its port."""
     # gRPC sets SO_REUSEPORT by default, which lets a second server silently share a port already in use
-    options = [*_OPTIONS, ("grpc.so_reuseport", 0)]
+    options = [*_SERVER_OPTIONS, ("grpc.so_reuseport", 0)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
     method = grpc.stream_stream_rpc_method_handler(
         handler,
@@ -84,6 +101,13 @@ def envelope(
         text=text,
         clock=clock,
     )
+
+
+def heartbeat(device: int, progress: int, backlog_s: float) -> pb.Envelope:
+    """A heartbeat: the sender is alive, has done `progress` actions of its schedule and has `backlog_s` queued."""
+    message = envelope(pb.HEARTBEAT, device, clock=time.time())
+    message.progress, message.backlog = progress, backlog_s
+    return message
 
 
 def transfer(key: Key, tensors: bytes) -> pb.Envelope:
