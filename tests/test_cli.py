@@ -78,6 +78,8 @@ def test_every_run_flag_reaches_the_config() -> None:
             "--test-samples=50",
             "--threads=2",
             "--timeout=30",
+            "--heartbeat=0.5",
+            "--liveness=4",
             "--out=runs/x",
             "--no-batchnorm",
         ]
@@ -109,6 +111,8 @@ def test_every_run_flag_reaches_the_config() -> None:
         test_samples=50,
         threads=2,
         timeout_s=30.0,
+        heartbeat_s=0.5,
+        liveness_s=4.0,
         out="runs/x",
     )
     assert config == expected

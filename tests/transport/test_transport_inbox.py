@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -15,7 +16,7 @@ from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError, decode, encode
 from pipelearn.transport.inbox import Inbox, PeerError
 from pipelearn.transport.link import Outbox
-from pipelearn.transport.service import PROTOCOL_VERSION, envelope, open_session, start_server
+from pipelearn.transport.service import PROTOCOL_VERSION, envelope, heartbeat, open_session, start_server
 
 Handler = Callable[[Iterator[pb.Envelope], grpc.ServicerContext], Iterator[pb.Envelope]]
 
@@ -178,3 +179,114 @@ def test_open_session_without_a_server_raises_connection_error() -> None:
         port = s.getsockname()[1]
     with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
         open_session(f"127.0.0.1:{port}", iter(()), connect_timeout_s=0.2)
+
+
+class Peer:
+    """A local stream that a test scripts: heartbeats at a pace, then a message, then it stays open (or hangs)."""
+
+    def __init__(self) -> None:
+        self.begin = threading.Event()
+        self.end = threading.Event()
+
+    def stream(self, beats: list[tuple[float, int, float]], then: pb.Envelope | None = None) -> Iterator[pb.Envelope]:
+        """Each beat is (seconds to wait before it, progress, backlog)."""
+        self.begin.wait(10)
+        for wait_s, progress, backlog in beats:
+            time.sleep(wait_s)
+            yield heartbeat(2, progress, backlog)
+        if then is not None:
+            yield then
+        self.end.wait(10)
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    made = Peer()
+    made.begin.set()
+    yield made
+    made.end.set()
+
+
+def _inbox(stream: Iterator[pb.Envelope], **limits: float | bool) -> tuple[Inbox, list[str]]:
+    inbox = Inbox(stream, "device 2", **limits)  # type: ignore[arg-type]
+    warnings: list[str] = []
+    inbox.warn = warnings.append
+    return inbox, warnings
+
+
+def test_heartbeats_are_taken_off_the_stream_and_update_what_is_known(peer: Peer) -> None:
+    beats = [(0.0, 1, 0.5), (0.0, 2, 0.5), (0.0, 3, 0.25)]
+    inbox, _ = _inbox(peer.stream(beats, envelope(pb.DONE, 2)), timeout_s=5.0)
+    assert inbox.take().kind == pb.DONE
+    assert (inbox.state.beats, inbox.state.done, inbox.state.backlog_s) == (3, 3, 0.25)
+
+
+def test_a_peer_that_goes_silent_is_dropped_within_the_liveness_limit(peer: Peer) -> None:
+    inbox, _ = _inbox(peer.stream([(0.0, 1, 0.0), (0.05, 2, 0.0)]), timeout_s=30.0, liveness_s=0.3)
+    began = time.time()
+    pattern = r"device 2 is unreachable: nothing heard .* not even a heartbeat, .*liveness_s 0\.3"
+    with pytest.raises(PeerError, match=pattern):
+        inbox.take()
+    assert time.time() - began < 30.0 / 4  # silence, not the progress deadline, dropped it
+
+
+def test_a_peer_alive_without_progress_is_warned_about_then_dropped(peer: Peer) -> None:
+    beats = [(0.02, 1, 0.0)] * 250
+    inbox, warnings = _inbox(peer.stream(beats), timeout_s=0.3, liveness_s=1.0)
+    inbox.follow({Key(Resource.UPLINK, 2, Op.ACTIVATION, 0, 3, 1): 7})
+    with pytest.raises(PeerError) as info:
+        inbox.expect(Key(Resource.UPLINK, 2, Op.ACTIVATION, 0, 3, 1))
+    text = str(info.value)
+    assert text.startswith("device 2 is alive but stuck: no progress towards ACTIVATION round 0 iteration 3 micro")
+    assert "s past its deadline of" in text and "6 actions to go" in text  # 7 from the schedule, 1 done
+    [warning] = warnings
+    assert warning.startswith("device 2 is ") and "late: no progress towards ACTIVATION round 0 iteration 3" in warning
+    assert "alive, it is dropped if it shows none within another" in warning
+
+
+def test_a_peer_that_keeps_progressing_is_waited_for_past_its_timeout(peer: Peer) -> None:
+    beats = [(0.05, i + 1, 0.0) for i in range(40)]  # two seconds of progress, four times the timeout
+    inbox, warnings = _inbox(peer.stream(beats, envelope(pb.DONE, 2)), timeout_s=0.5, liveness_s=1.0)
+    assert inbox.take().kind == pb.DONE
+    assert warnings == []
+
+
+def test_the_deadline_stretches_with_the_actions_left_at_the_peers_pace() -> None:
+    peer = Peer()
+    key = Key(Resource.UPLINK, 2, Op.WEIGHTS, 0)
+    # two actions at 0.2 s each, then a pause of 0.8 s: 8 actions to go x 0.2 s x MARGIN allows it, the floor not
+    beats = [(0.2, 1, 0.0), (0.2, 2, 0.0)] + [(0.1, 2, 0.0)] * 8
+    inbox, warnings = _inbox(peer.stream(beats, envelope(pb.WEIGHTS, 2, round=0)), timeout_s=0.2, liveness_s=1.0)
+    inbox.follow({key: 10})
+    peer.begin.set()
+    assert inbox.expect(key).kind == pb.WEIGHTS
+    assert warnings == []
+    peer.end.set()
+
+
+def test_a_transfer_queued_on_a_slow_link_is_waited_for_by_its_backlog(peer: Peer) -> None:
+    beats = [(0.1, 1, 0.5)] * 6  # no new action for 0.6 s, but half a second of transfer still queued
+    inbox, warnings = _inbox(peer.stream(beats, envelope(pb.DONE, 2)), timeout_s=0.1, liveness_s=1.0)
+    assert inbox.take().kind == pb.DONE
+    assert warnings == []
+
+
+def test_a_patient_inbox_waits_as_long_as_the_peer_is_alive(peer: Peer) -> None:
+    beats = [(0.05, 0, 0.0)] * 12
+    inbox, warnings = _inbox(peer.stream(beats, envelope(pb.DONE, 2)), timeout_s=0.05, liveness_s=1.0, patient=True)
+    assert inbox.take().kind == pb.DONE
+    assert warnings == []
+
+
+def test_heartbeats_cross_grpc_beside_messages(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_echo).session()
+    outbox.progress.advance()
+    outbox.beat(0.02, 4)
+    give_up = time.time() + 10
+    while inbox.state.beats < 3:
+        assert time.time() < give_up
+        time.sleep(0.01)
+    outbox.control(envelope(pb.HELLO, 4))
+    assert inbox.take().kind == pb.HELLO  # the echoed heartbeats never come out of take
+    assert inbox.state.done == 1
+    assert inbox.bytes_received == 0
