@@ -218,7 +218,7 @@ def test_bad_values_name_the_key(values: dict[str, Any], key: str) -> None:
 
 
 def test_liveness_must_span_at_least_two_heartbeats() -> None:
-    with pytest.raises(ConfigError, match="'liveness_s' is 1.5; expected a number above 0, at least twice heartbeat_s"):
+    with pytest.raises(ConfigError, match=r"'liveness_s' is 1\.5; expected a number above 0, at least twice heart"):
         from_mapping({"heartbeat_s": 1.0, "liveness_s": 1.5})
     assert from_mapping({"heartbeat_s": 0.5, "liveness_s": 1.0}).liveness_s == 1.0
 

@@ -115,7 +115,8 @@ class RunConfig:
     """Seconds between the heartbeats each side sends the other: alive, and how far along (not training traffic)."""
     liveness_s: float = 10.0
     """A peer from which nothing arrives, not even a heartbeat, for this long is dead: the server drops such a
-    device, and a device gives up on such a server."""
+    device, and a device gives up on such a server. Heartbeats pass what an emulated link is pacing, but not a
+    message already crossing a real network: there, keep it above the time the largest message takes to cross."""
     out: str = "runs/latest"
     """Output directory for metrics.json, trace.json and model.safetensors."""
     device_overrides: dict[int, DeviceOverride] = field(default_factory=dict)

@@ -12,7 +12,8 @@ import threading
 import time
 from typing import Any
 
-from pipelearn.metrics.events import now
+from pipelearn.config import DeviceOverride
+from pipelearn.metrics.events import Event, now
 from pipelearn.runtime.server import Server
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.inbox import Inbox
@@ -59,13 +60,15 @@ class Run:
 
 
 def test_an_fl_device_computing_for_many_timeouts_between_messages_finishes(small_config):
-    # 30 iterations of 5 samples at slowdown 20 keep each device computing for several timeout_s without sending;
-    # each action on its own takes less than timeout_s, the floor of a deadline before anything is measured
+    # 30 iterations of 5 samples at slowdown 20 keep device 1 computing for several timeout_s without sending; each
+    # action on its own takes less than timeout_s, the floor of a deadline before anything is measured. Device 0,
+    # not slowed down, then waits on the server, which waits on device 1, for about as long.
     config = small_config(
         mode="fl",
         samples_per_device=150,
         batch_size=5,
         device_slowdown=20.0,
+        device_overrides={0: DeviceOverride(slowdown=1.0)},
         timeout_s=1.0,
         heartbeat_s=0.2,
         liveness_s=2.0,
@@ -76,11 +79,16 @@ def test_an_fl_device_computing_for_many_timeouts_between_messages_finishes(smal
     metrics = run.metrics()
     assert [p.wait(60) for p in devices] == [0, 0]
     assert metrics["failed_devices"] == []
-    for d in range(2):
-        compute = [e for e in run.server.recorder.events if e.track == f"device{d}/compute"]
-        load = next(e for e in compute if ".L." in e.name)
-        send = next(e for e in compute if ".W." in e.name)
-        assert send.start - load.end > 3 * config.timeout_s  # it really went that long without a message
+    events = run.server.recorder.events
+
+    def compute(d: int, op: str) -> Event:
+        return next(e for e in events if e.track == f"device{d}/compute" and f".{op}." in e.name)
+
+    # what the test is about did happen: device 1 went that long without a message ...
+    assert compute(1, "W").start - compute(1, "L").end > 3 * config.timeout_s
+    # ... and device 0 waited that long for the server, busy waiting on device 1, before aggregation
+    aggregate = next(e for e in events if e.name == "coord.server.A.r0")
+    assert aggregate.start - compute(0, "W").end > 2 * config.timeout_s
 
 
 def test_a_frozen_device_is_dropped_for_silence_within_the_liveness_limit(small_config):

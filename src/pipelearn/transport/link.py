@@ -70,6 +70,7 @@ class Outbox:
         self._beat_s = math.inf
         self._beat_at = math.inf
         self._device = 0
+        self._sending = threading.Lock()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
 
@@ -85,12 +86,13 @@ class Outbox:
 
     def send(self, made_by: Key, tensors: bytes) -> pb.Envelope:
         """Queue the transfer that the schedule says follows the action `made_by`, tagged as the schedule says."""
-        with self._changed:
+        with self._sending:  # not the link's lock: heartbeats go on while a big message is being built
             action = next(self._lane, None)
             if action is None or action.deps != (made_by,):
                 raise RuntimeError(f"schedule violated: {made_by} produced a message but the link expects {action}")
             message = transfer(action.key, tensors)
-            self._put(action, message)
+            with self._changed:
+                self._put(action, message)
         return message
 
     def control(self, envelope: pb.Envelope) -> None:
