@@ -174,6 +174,10 @@ def test_unknown_keys_are_named() -> None:
         ({"lr": "0.1"}, "lr"),
         ({"threads": 0}, "threads"),
         ({"timeout_s": 0}, "timeout_s"),
+        ({"heartbeat_s": 0}, "heartbeat_s"),
+        ({"heartbeat_s": "often"}, "heartbeat_s"),
+        ({"liveness_s": -1}, "liveness_s"),
+        ({"heartbeat_s": 2.0, "liveness_s": 3.0}, "liveness_s"),
         ({"samples_per_device": 0}, "samples_per_device"),
         ({"aggregate_every": 0}, "aggregate_every"),
         ({"test_samples": "all"}, "test_samples"),
@@ -219,6 +223,12 @@ def test_bad_values_name_the_key(values: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as info:
         from_mapping(values)
     assert f"'{key}'" in str(info.value)
+
+
+def test_liveness_must_span_at_least_two_heartbeats() -> None:
+    with pytest.raises(ConfigError, match=r"'liveness_s' is 1\.5; expected a number above 0, at least twice heart"):
+        from_mapping({"heartbeat_s": 1.0, "liveness_s": 1.5})
+    assert from_mapping({"heartbeat_s": 0.5, "liveness_s": 1.0}).liveness_s == 1.0
 
 
 def test_good_edge_values() -> None:

@@ -78,6 +78,8 @@ _RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--compress-down", "compress_down", {"metavar": "CODEC"}),
     ("--server-device", "server_device", {"metavar": "auto|cpu|cuda|cuda:N|mps"}),
     ("--server-amp", "server_amp", {"choices": ["off", "bf16"]}),
+    ("--heartbeat", "heartbeat_s", {"type": _float, "metavar": "SECONDS"}),
+    ("--liveness", "liveness_s", {"type": _float, "metavar": "SECONDS"}),
     ("--out", "out", {"metavar": "DIR"}),
 ]
 _LOCAL_FLAGS = {
@@ -200,7 +202,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_float,
         default=120.0,
         metavar="SECONDS",
-        help="longest wait for the server before the device gives up",
+        help="longest wait to reach the server and be admitted; then the device waits as long as the server is alive",
     )
     bench = commands.add_parser("bench", help="every mode on one workload under each network, with figures")
     _add_config_flags(bench)

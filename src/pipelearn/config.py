@@ -130,7 +130,16 @@ class RunConfig:
     threads: int = 1
     """torch threads per process; 1 keeps processes from starving each other on few cores."""
     timeout_s: float = 120.0
-    """Longest wait for any one message from a peer before it is declared failed."""
+    """Least time a device gets to show progress towards its next scheduled message, and the limit for joining and
+    loading data. Its deadline is longer where the plan and its pace so far expect longer (see
+    pipelearn.transport.liveness); past it the server warns, late by as much again it drops the device. Raise it for
+    first steps longer than this: nothing is measured before them."""
+    heartbeat_s: float = 1.0
+    """Seconds between the heartbeats each side sends the other: alive, and how far along (not training traffic)."""
+    liveness_s: float = 10.0
+    """A peer from which nothing arrives, not even a heartbeat, for this long is dead: the server drops such a
+    device, and a device gives up on such a server. Heartbeats pass what an emulated link is pacing, but not a
+    message already crossing a real network: there, keep it above the time the largest message takes to cross."""
     compress: str = "none"
     """Compression of every tensor sent, both ways: none, fp16, bf16, int8 or topk:R (keep the largest fraction R)."""
     compress_up: str | None = None
@@ -193,6 +202,7 @@ class RunConfig:
             _check(self.target_accuracy is not None, "target_accuracy", None, "a fraction when stop_at_target is set")
             _check(self.eval_every >= 1, "eval_every", 0, "1 or more when stop_at_target is set")
             _check(self.mode != "sl", "stop_at_target", True, "false in sl, which has no aggregation rounds")
+        _check(self.liveness_s >= 2 * self.heartbeat_s, "liveness_s", self.liveness_s, _RULES["liveness_s"][1])
         return self
 
     def to_json(self) -> str:
@@ -319,6 +329,8 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
         "auto, cpu, cuda, cuda:N or mps",
     ),
     "server_amp": (lambda v: v in ("off", "bf16"), "off or bf16"),
+    "heartbeat_s": (_rate, "a number above 0"),
+    "liveness_s": (_rate, "a number above 0, at least twice heartbeat_s"),
     "out": (_string, "a directory"),
 }
 """What each RunConfig key must be, and how to say so."""

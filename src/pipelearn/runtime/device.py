@@ -79,6 +79,7 @@ class DeviceWorker:
             if self.slowdown > 1:
                 time.sleep(busy * (self.slowdown - 1))
             self.recorder.record(track, str(action.key), start, now(), epoch=action.epoch, **args)
+            self.outbox.progress.advance()
 
     def execute(self, action: Action, received: list[pb.Envelope]) -> dict[str, float]:
         """Do one action; return what the timeline should note about it."""
@@ -164,7 +165,8 @@ def run_device(
         config, run_plan = check_plan(plan.text, device)
         config = adopt(config, model, dataset)
         torch.set_num_threads(device_threads(config))
-        inbox.timeout_s = config.timeout_s
+        inbox.timeout_s, inbox.liveness_s, inbox.patient = config.timeout_s, config.liveness_s, True
+        outbox.beat(config.heartbeat_s, device)
         train = load_data(dataclasses.replace(config, data_dir=data_dir, download=download), "train")
         indices = device_indices(config, train, device)
         whole = make_model(config, train.input_shape, train.num_classes)

@@ -76,7 +76,7 @@ class Membership:
                 self.rounds_done = max(self.rounds_done, key.round + 1)
             self._cond.notify_all()
 
-    def wait(self, key: Key, timeout_s: float) -> None:
+    def wait(self, key: Key, timeout_s: float | None = None) -> None:
         """Block until an action is done (those of rounds before a resumed run's first were done before it), or its
         device takes no part in its round, or the run is aborted."""
         with self._cond:

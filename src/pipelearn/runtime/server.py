@@ -45,6 +45,7 @@ from pipelearn.transport.codec import TensorSpec, WireError, check_finite, spec_
 from pipelearn.transport.credentials import ServerCredentials, peer_device
 from pipelearn.transport.inbox import Inbox, PeerError
 from pipelearn.transport.link import LinkSpec, Outbox
+from pipelearn.transport.liveness import Progress, progress_marks
 from pipelearn.transport.service import envelope, start_server
 
 State = dict[str, torch.Tensor]
@@ -109,6 +110,7 @@ class Server:
         )
         self.checkpoints = CheckpointWriter(Path(config.out))
         self._lanes: list[threading.Thread] = []
+        self.actions_done = Progress()
         self.compute = threading.Lock()
         self._joined = threading.Condition()
         self._grpc: grpc.Server | None = None
@@ -129,7 +131,14 @@ class Server:
     def session(self, requests: Any, context: grpc.ServicerContext) -> Any:
         """The gRPC handler of one device's stream: admission, then everything the schedule sends it."""
         certified = peer_device(context.auth_context()) if self._tls else None
-        inbox = Inbox(requests, "a joining device", self.config.timeout_s, self.limits.in_flight, HELLO_BYTES)
+        inbox = Inbox(
+            requests,
+            "a joining device",
+            self.config.timeout_s,
+            self.limits.in_flight,
+            HELLO_BYTES,
+            liveness_s=self.config.liveness_s,
+        )
         try:
             if self._tls and certified is None:
                 raise WireError("its certificate names no device")
@@ -140,7 +149,8 @@ class Server:
             yield envelope(pb.ERROR, 0, text=str(exc))
             return
         link = self.plan.devices[device].link
-        outbox = Outbox(LinkSpec.from_mbps(link.down_mbps, link.latency_ms))
+        outbox = Outbox(LinkSpec.from_mbps(link.down_mbps, link.latency_ms), progress=self.actions_done)
+        outbox.beat(self.config.heartbeat_s, device)
         inbox.peer = f"device {device}"
         inbox.max_bytes = self.limits.max_bytes[device]
         context.add_callback(outbox.close)
@@ -214,6 +224,7 @@ class Server:
             link_track(device, "downlink"),
             self.recorder,
         )
+        session.inbox.follow(progress_marks(self.schedule, device, first_round))
         start = {"samples": self.samples, "round": first_round}
         session.outbox.control(envelope(pb.START, device, text=json.dumps(start)))
 
@@ -331,7 +342,7 @@ class Server:
                     if dep.resource is Resource.UPLINK:
                         received.append(self.sessions[dep.device].inbox.expect(dep))
                     else:
-                        self.membership.wait(dep, 4 * self.config.timeout_s)
+                        self.membership.wait(dep)
                 if self.stopping.is_set() or not self.membership.takes_part(lane, action.key.round):
                     break
                 with self.compute:
@@ -347,6 +358,7 @@ class Server:
                         **args,
                     )
                 self.membership.done(action.key)
+                self.actions_done.advance()
                 self._bar.update()
         except (PeerError, WireError) as exc:
             self._fail(lane, exc, round_)

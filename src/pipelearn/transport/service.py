@@ -17,8 +17,12 @@ from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError
 from pipelearn.transport.credentials import DeviceCredentials, ServerCredentials, warn_if_plain_text
 
-PROTOCOL_VERSION = 2
-"""Bumped whenever the meaning of a message changes; peers of other versions are refused."""
+PROTOCOL_VERSION = 3
+"""Bumped whenever the meaning of a message changes; peers of other versions are refused.
+
+2: the PLAN message carries the resolved run plan beside the configuration.
+3: both sides send HEARTBEAT messages and drop a peer that sends nothing, not even those, for liveness_s.
+"""
 
 KIND_OF_TRANSFER = {Op.ACTIVATION: pb.ACTIVATION, Op.GRADIENT: pb.GRADIENT, Op.WEIGHTS: pb.WEIGHTS}
 """The message kind that carries each transfer of a schedule."""
@@ -27,7 +31,22 @@ DEFAULT_RECEIVE_BYTES = 256 << 20
 """The largest message a peer accepts unless told a limit from the plan: the weights of the zoo's largest model
 (ResNet-50, about 95 MB) with room to spare. The server sets its own limit from the plan."""
 
+KEEPALIVE_S = 10
+"""Each side pings the connection this often and closes it when a ping goes unanswered as long: a peer whose
+machine or network is gone ends its stream within half a minute, even where nothing else is being sent."""
 _METHOD = "/pipelearn.PipeLearn/Session"
+_KEEPALIVE = [
+    ("grpc.keepalive_time_ms", KEEPALIVE_S * 1000),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_S * 1000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+# the server accepts the other side's pings at that rate (its default policy refuses pings under 5 minutes apart)
+_SERVER_KEEPALIVE = [
+    *_KEEPALIVE,
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_S * 1000 // 2),
+    ("grpc.http2.max_ping_strikes", 0),
+]
 
 SessionHandler = Callable[[Iterator[pb.Envelope | WireError], grpc.ServicerContext], Iterator[pb.Envelope]]
 
@@ -50,7 +69,7 @@ def start_server(
 ) -> tuple[grpc.Server, int]:
     """Serve sessions on HOST:PORT (port 0 picks a free one), over mutual TLS unless `credentials` is None."""
     # gRPC sets SO_REUSEPORT by default, which lets a second server silently share a port already in use
-    options = [("grpc.max_receive_message_length", max_receive_bytes), ("grpc.so_reuseport", 0)]
+    options = [("grpc.max_receive_message_length", max_receive_bytes), *_SERVER_KEEPALIVE, ("grpc.so_reuseport", 0)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
     method = grpc.stream_stream_rpc_method_handler(
         handler,
@@ -82,7 +101,7 @@ def open_session(
     Waits up to connect_timeout_s for the server to answer; a TLS handshake that fails ends the wait at once, since
     waiting longer cannot mend credentials that do not fit.
     """
-    options = [("grpc.max_receive_message_length", max_receive_bytes)]
+    options = [("grpc.max_receive_message_length", max_receive_bytes), *_KEEPALIVE]
     if credentials is None:
         warn_if_plain_text(address, "device")
         channel = grpc.insecure_channel(address, options=options)
@@ -176,6 +195,13 @@ def printable(text: str, limit: int = 1000) -> str:
     """A peer's text made safe to log: control characters escaped, cut to `limit` characters."""
     cut = text[:limit] + ("..." if len(text) > limit else "")
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+
+
+def heartbeat(device: int, progress: int, backlog_s: float) -> pb.Envelope:
+    """A heartbeat: the sender is alive, has done `progress` actions of its schedule and has `backlog_s` queued."""
+    message = envelope(pb.HEARTBEAT, device)
+    message.progress, message.backlog = progress, backlog_s
+    return message
 
 
 def transfer(key: Key, tensors: bytes) -> pb.Envelope:
