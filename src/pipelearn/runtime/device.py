@@ -172,7 +172,7 @@ def run_device(
         whole = make_model(config, train.input_shape, train.num_classes)
         part = device_part(whole, run_plan, device).to(where).train()
         optimizer = make_optimizer(part, config)
-        warm_up(part, config, train.input_shape, config.batch_size)
+        warm_up(part, config, train.input_shape, run_plan.devices[device].microbatches)
         declared = fingerprint(part, train.input_shape, train.num_classes)
         ready = {"samples": len(indices), "startup_s": now() - began, "fingerprint": declared}
         outbox.control(envelope(pb.READY, device, text=json.dumps(ready)))

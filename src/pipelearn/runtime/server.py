@@ -318,7 +318,7 @@ class Server:
                 shared = Replica(replica_part, make_optimizer(replica_part, self.config))
             self.replicas[d] = shared
             if self.activation_shapes[d] not in warmed:
-                warm_up(shared.part, self.config, self.activation_shapes[d], self.config.batch_size)
+                warm_up(shared.part, self.config, self.activation_shapes[d], self.plan.devices[d].microbatches)
                 warmed.add(self.activation_shapes[d])
 
     def _reset_replica(self, device: int) -> None:

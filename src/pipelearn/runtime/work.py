@@ -71,18 +71,20 @@ def on_new_weights(optimizer: torch.optim.Optimizer | None, config: RunConfig) -
         optimizer.state.clear()
 
 
-def warm_up(part: nn.Module, config: RunConfig, input_shape: tuple[int, ...], batch: int) -> None:
+def warm_up(part: nn.Module, config: RunConfig, input_shape: tuple[int, ...], microbatches: int) -> None:
     """Pay one-off costs (lazy imports, first-call allocation) on a throw-away copy of `part`, leaving it untouched.
 
-    One forward, backward and optimizer step of the copy on `batch` zero samples (at least 2, for BatchNorm).
+    A forward, backward and optimizer step of the copy on zeros at the sizes training will use: a whole mini-batch
+    and a micro-batch (each at least 2 samples, for BatchNorm).
     """
     twin = copy.deepcopy(part).train()
     optimizer = make_optimizer(twin, config)
     where = next((t.device for t in twin.state_dict().values()), torch.device("cpu"))
-    out = twin(torch.zeros(max(batch, 2), *input_shape, device=where, requires_grad=True))
-    out.backward(torch.ones_like(out))
-    if optimizer is not None:
-        optimizer.step()
+    for batch in sorted({config.batch_size, -(-config.batch_size // max(microbatches, 1))}):
+        out = twin(torch.zeros(max(batch, 2), *input_shape, device=where, requires_grad=True))
+        out.backward(torch.ones_like(out))
+        if optimizer is not None:
+            optimizer.step()
 
 
 def scaled_loss(logits: torch.Tensor, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
