@@ -23,7 +23,8 @@ from pipelearn.schedule import Action, Op, Resource, Schedule
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError, decode, encode, spec_of
 from pipelearn.transport.inbox import Inbox, PeerError
-from pipelearn.transport.link import LinkSpec, Outbox
+from pipelearn.transport.link import Outbox
+from pipelearn.transport.rates import link_spec
 from pipelearn.transport.service import envelope, open_session
 
 
@@ -121,15 +122,17 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
         indices = device_indices(config, train, device)
         model = make_model(config, train.input_shape, train.num_classes)
         outbox.control(envelope(pb.READY, device, text=json.dumps({"samples": len(indices)})))
-        samples = json.loads(_take(inbox, pb.START).text)["samples"]
+        start = _take(inbox, pb.START)
+        samples = json.loads(start.text)["samples"]
         schedule = schedule_for(config, samples)
-        link = config.link(device)
         outbox.follow(
-            LinkSpec.from_mbps(link.up_mbps, link.latency_ms),
+            link_spec(config, device, "up", start.clock - recorder.offset),
             schedule.lane(Resource.UPLINK, device),
             link_track(device, "uplink"),
             recorder,
         )
+        if config.netns:
+            inbox.time_transfers(schedule.lane(Resource.DOWNLINK, device), link_track(device, "downlink"), recorder)
         DeviceWorker(
             config,
             device,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from pipelearn.schedule import COORDINATOR, Action, Key, Op, Resource
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import TensorSpec, WireError, decode, encode, spec_of
 from pipelearn.transport.inbox import Inbox, PeerError
-from pipelearn.transport.link import LinkSpec, Outbox
+from pipelearn.transport.link import Outbox
+from pipelearn.transport.rates import link_spec
 from pipelearn.transport.service import envelope, start_server
 
 State = dict[str, torch.Tensor]
@@ -106,6 +108,8 @@ class Server:
         self._joined = threading.Condition()
         self._grpc: grpc.Server | None = None
         self._crash: BaseException | None = None
+        self.on_start: Callable[[float], None] | None = None
+        """Called with the clock reading at which training starts (the origin of the links' rate schedules)."""
 
     def listen(self, address: str) -> int:
         """Start serving on HOST:PORT (port 0 picks one); return the port."""
@@ -122,8 +126,7 @@ class Server:
             print(f"server: refused a device: {exc}", file=sys.stderr)
             yield envelope(pb.ERROR, 0, text=str(exc))
             return
-        link = self.config.link(device)
-        outbox = Outbox(LinkSpec.from_mbps(link.down_mbps, link.latency_ms))
+        outbox = Outbox(link_spec(self.config, device, "down", now()))
         inbox.peer = f"device {device}"
         context.add_callback(outbox.close)
         outbox.control(envelope(pb.PLAN, device, text=self.config.to_json(), clock=now()))
@@ -151,14 +154,18 @@ class Server:
         self.schedule = schedule_for(self.config, self.samples)
         self._make_replicas()
         self.start = now()
+        if self.on_start is not None:
+            self.on_start(self.start)
         for d, s in self.sessions.items():
             s.outbox.follow(
-                s.outbox.spec,
+                link_spec(self.config, d, "down", self.start),
                 self.schedule.lane(Resource.DOWNLINK, d),
                 link_track(d, "downlink"),
                 self.recorder,
             )
-            s.outbox.control(envelope(pb.START, d, text=json.dumps({"samples": self.samples})))
+            if self.config.netns:
+                s.inbox.time_transfers(self.schedule.lane(Resource.UPLINK, d), link_track(d, "uplink"), self.recorder)
+            s.outbox.control(envelope(pb.START, d, text=json.dumps({"samples": self.samples}), clock=self.start))
         total = sum(len(lane) for (r, _), lane in self.schedule.lanes.items() if r is Resource.SERVER)
         with tqdm(total=total, desc=f"{self.config.mode} server", unit="action", disable=not self.progress) as bar:
             lanes = [
@@ -342,8 +349,12 @@ class Server:
             s.outbox.close()
 
     def _shutdown(self) -> None:
+        self.stop(grace_s=5)
+
+    def stop(self, grace_s: float = 0) -> None:
+        """Stop serving; idempotent."""
         if self._grpc is not None:
-            self._grpc.stop(grace=5).wait()
+            self._grpc.stop(grace=grace_s).wait()
 
     def _report(self) -> dict[str, Any]:
         final = self.final_state()

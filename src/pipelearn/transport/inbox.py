@@ -6,7 +6,8 @@ import queue
 import threading
 from collections.abc import Iterator
 
-from pipelearn.schedule import Key
+from pipelearn.metrics.events import Recorder, now
+from pipelearn.schedule import Action, Key
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError
 from pipelearn.transport.service import KIND_OF_TRANSFER, PROTOCOL_VERSION
@@ -28,13 +29,16 @@ class Inbox:
         self.bytes_received = 0
         """Bytes of the scheduled transfers taken with `expect`, not of control messages."""
         self._queue: queue.Queue[object] = queue.Queue()
+        self._arrived = 0.0
+        self._timed: tuple[dict[Key, int], str, Recorder] | None = None
+        self._link_free_at = 0.0
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True, name=f"inbox-{peer}")
         self._thread.start()
 
     def _read(self, stream: Iterator[pb.Envelope]) -> None:
         try:
             for envelope in stream:
-                self._queue.put(envelope)
+                self._queue.put((now(), envelope))
         except Exception as exc:  # gRPC raises RpcError subclasses when the stream breaks
             self._queue.put(exc)
         self._queue.put(_CLOSED)
@@ -50,6 +54,8 @@ class Inbox:
             raise PeerError(f"{self.peer} disconnected")
         if isinstance(item, Exception):
             raise PeerError(f"the stream from {self.peer} broke: {_describe(item)}")
+        assert isinstance(item, tuple)
+        self._arrived, item = item
         assert isinstance(item, pb.Envelope)
         if item.protocol != PROTOCOL_VERSION:
             raise WireError(f"{self.peer} speaks protocol {item.protocol}; this side speaks {PROTOCOL_VERSION}")
@@ -70,7 +76,24 @@ class Inbox:
                 f"iteration {envelope.iteration} micro-batch {envelope.microbatch}"
             )
         self.bytes_received += envelope.ByteSize()
+        if self._timed is not None and envelope.clock:
+            self._record_transfer(key, envelope)
         return envelope
+
+    def time_transfers(self, lane: list[Action], track: str, recorder: Recorder) -> None:
+        """Record each transfer of `lane` taken from now on, for links paced outside this program (the kernel).
+
+        A transfer's event runs from when the sender handed it to the network (its envelope's clock, server
+        time), or when the one before it arrived if that is later, to when it arrived here.
+        """
+        self._timed = ({a.key: a.epoch for a in lane}, track, recorder)
+
+    def _record_transfer(self, key: Key, envelope: pb.Envelope) -> None:
+        assert self._timed is not None
+        epochs, track, recorder = self._timed
+        start = max(envelope.clock - recorder.offset, self._link_free_at)
+        self._link_free_at = self._arrived
+        recorder.record(track, str(key), start, self._arrived, bytes=envelope.ByteSize(), epoch=epochs.get(key))
 
 
 def _describe(exc: Exception) -> str:

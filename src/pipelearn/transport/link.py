@@ -8,11 +8,15 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipelearn.metrics.events import Recorder, now
 from pipelearn.schedule import Action, Key
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.service import transfer
+
+if TYPE_CHECKING:
+    from pipelearn.transport.rates import RateSchedule
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,11 @@ class LinkSpec:
 
     rate_bps: float
     latency_s: float
+    schedule: RateSchedule | None = None
+    """The rate over time, where it changes during the run; rate_bps is then its first rate."""
+    kernel_paced: bool = False
+    """The kernel paces the bytes (network namespaces): the message is stamped with when it left this side, and
+    the receiver times the transfer."""
 
     @classmethod
     def from_mbps(cls, mbps: float, latency_ms: float) -> LinkSpec:
@@ -30,6 +39,10 @@ class LinkSpec:
     def transmit_s(self, nbytes: int) -> float:
         """Seconds to put nbytes on the wire."""
         return 0.0 if math.isinf(self.rate_bps) else nbytes * 8 / self.rate_bps
+
+    def finish(self, start: float, nbytes: int) -> float:
+        """The clock reading at which nbytes put on the wire at `start` have left, across rate changes."""
+        return self.schedule.finish(start, nbytes) if self.schedule else start + self.transmit_s(nbytes)
 
 
 class Outbox:
@@ -79,7 +92,7 @@ class Outbox:
             handed_over, action, envelope = item
             size = envelope.ByteSize()
             start = max(handed_over, self._free_at)
-            end = start + self.spec.transmit_s(size)
+            end = self.spec.finish(start, size)
             self._free_at = end
             delay = end + self.spec.latency_s - now()
             if delay > 0:
@@ -87,5 +100,8 @@ class Outbox:
             if action is not None:
                 self.bytes_sent += size
             if action is not None and self.recorder is not None:
-                self.recorder.record(self.track, str(action.key), start, end, bytes=size, epoch=action.epoch)
+                if self.spec.kernel_paced:
+                    envelope.clock = now() + self.recorder.offset
+                else:
+                    self.recorder.record(self.track, str(action.key), start, end, bytes=size, epoch=action.epoch)
             yield envelope
