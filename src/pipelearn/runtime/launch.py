@@ -54,8 +54,9 @@ def _run_in_namespaces(config: RunConfig, progress: bool) -> dict[str, Any]:
     from pipelearn.runtime.netns import Network
     from pipelearn.runtime.shaper import KernelLinks
 
+    network = Network(config.devices)  # says at once, before any data is loaded, if namespaces cannot be made here
     server = Server(config, progress)
-    with _exit_on_terminate(), Network(config.devices) as network:
+    with _exit_on_terminate(), network:
         links = KernelLinks(network, config)
         with network.entered():
             port = server.listen(f"{network.server_address}:0")

@@ -71,6 +71,9 @@ class Network:
     """The namespaces and veth pairs of one run: a context manager that makes them and always removes them."""
 
     def __init__(self, devices: int) -> None:
+        reason = unavailable_reason()
+        if reason is not None:
+            raise NetnsError(f"--netns cannot run here: {reason}. {_HINT}")
         if devices > MAX_DEVICES:
             raise ConfigError(f"a --netns run puts its hosts in one /24: at most {MAX_DEVICES} devices, not {devices}")
         self.prefix = f"pl{os.getpid()}-{next(_RUNS)}"
@@ -100,9 +103,6 @@ class Network:
 
     def create(self) -> None:
         """Make the namespaces, the bridge, the veth pairs and the addresses."""
-        reason = unavailable_reason()
-        if reason is not None:
-            raise NetnsError(f"--netns cannot run here: {reason}. {_HINT}")
         self._add(self.server)
         run_command("ip", "-n", self.server, "link", "add", BRIDGE, "type", "bridge")
         run_command("ip", "-n", self.server, "addr", "add", f"{self.server_address}/24", "dev", BRIDGE)
