@@ -203,5 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"pipelearn: failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("pipelearn: interrupted", file=sys.stderr)
+        return 130
     print(_summary(metrics))
     return 0
