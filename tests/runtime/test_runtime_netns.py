@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 
 from pipelearn import cli
-from pipelearn.runtime import netns
+from pipelearn.runtime import launch, netns
 from pipelearn.runtime.launch import run_local
 from pipelearn.runtime.netns import NetnsError, Network
-from pipelearn.runtime.server import Server
 from pipelearn.runtime.shaper import shape
 
 
@@ -163,15 +162,10 @@ def test_a_netns_run_is_shaped_by_the_kernel_and_leaves_nothing_behind(small_con
 
 
 def test_a_failed_run_leaves_nothing_behind(small_config, nothing_left_behind, monkeypatch) -> None:
-    def fail(self: Server) -> dict[str, Any]:
-        deadline = time.time() + 60
-        while len(_children(os.getpid())) < 2 and time.time() < deadline:
-            time.sleep(0.05)  # the devices are up
-        raise RuntimeError("the server broke")
-
-    monkeypatch.setattr(Server, "run", fail)
-    with pytest.raises(RuntimeError, match="the server broke"):
-        run_local(small_config(netns=True), progress=False)
+    # devices that die at once: the server gives up waiting for them, and the run fails
+    monkeypatch.setattr(launch, "device_command", lambda *_: [sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(RuntimeError, match=r"devices \[0, 1\] did not join within 3 s"):
+        run_local(small_config(netns=True, timeout_s=3.0), progress=False)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -184,24 +178,22 @@ def test_an_interrupted_run_leaves_nothing_behind(signum: int, namespaces: None,
         stderr=subprocess.PIPE,
         text=True,
     )
-    devices: list[str] = []
+    hosts: list[str] = []
     deadline = time.time() + 90
-    while time.time() < deadline and len(devices) < 2:  # wait for both devices to be running in their namespaces
+    while time.time() < deadline and len(hosts) < 3:  # wait for the server and both devices to run
         time.sleep(0.2)
-        found = _namespaces(run.pid)
-        devices = [
+        hosts = [
             pid
-            for namespace in found
-            if "-dev" in namespace
+            for namespace in _namespaces(run.pid)
             for pid in subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split()
         ]
-    assert len(devices) == 2, "the run did not start its devices in time"
+    assert len(hosts) == 3, "the run did not start its server and devices in time"
     run.send_signal(signum)
     _, err = run.communicate(timeout=60)
     assert run.returncode != 0
     assert _namespaces(run.pid) == []
     assert _root_links() == links
-    assert not [pid for pid in devices if Path(f"/proc/{pid}").exists()], err
+    assert not [pid for pid in hosts if Path(f"/proc/{pid}").exists()], err
 
 
 @pytest.mark.parametrize("kernel", [False, True], ids=["user space", "kernel"])

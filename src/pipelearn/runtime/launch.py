@@ -3,6 +3,7 @@ server and every device as separate hosts in network namespaces with kernel-shap
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-from pipelearn.config import RunConfig
+from pipelearn.config import ConfigError, RunConfig
 from pipelearn.metrics.report import add_metrics
 from pipelearn.runtime.server import Server
 
@@ -52,27 +53,47 @@ def run_local(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 
 def _run_in_namespaces(config: RunConfig, progress: bool) -> dict[str, Any]:
     from pipelearn.runtime.netns import Network
-    from pipelearn.runtime.shaper import KernelLinks
+    from pipelearn.runtime.shaper import KernelLinks, link_mtu
 
-    network = Network(config.devices)  # says at once, before any data is loaded, if namespaces cannot be made here
-    server = Server(config, progress)
+    # says at once, before any data is loaded, if namespaces cannot be made here
+    network = Network(config.devices, [link_mtu(config, d) for d in range(config.devices)])
     with _exit_on_terminate(), network:
         links = KernelLinks(network, config)
-        with network.entered():
-            port = server.listen(f"{network.server_address}:0")
-        server.on_start = links.start
-        address = f"{network.server_address}:{port}"
-        devices = [
-            subprocess.Popen([*network.exec_in(d), *device_command(address, d, config)]) for d in range(config.devices)
-        ]
-        finished = False
+        # the server is a process of its own in its namespace, like the devices: a thread of this process that
+        # entered the namespace would also put there the threads gRPC starts from it, for every later connection
+        command = ["-m", "pipelearn.runtime.netns_server", "--address", network.server_address]
+        server = subprocess.Popen(
+            [*network.exec_in(None), sys.executable, *command, *([] if progress else ["--quiet"])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert server.stdin is not None and server.stdout is not None
+        devices: list[subprocess.Popen[bytes]] = []
+        metrics: dict[str, Any] | None = None
         try:
-            metrics = server.run()
-            finished = True
+            server.stdin.write(config.to_json())
+            server.stdin.close()
+            for line in server.stdout:
+                message = json.loads(line)
+                if "port" in message:
+                    address = f"{network.server_address}:{message['port']}"
+                    for d in range(config.devices):
+                        devices.append(subprocess.Popen([*network.exec_in(d), *device_command(address, d, config)]))
+                elif "start" in message:
+                    links.start(message["start"])
+                elif "metrics" in message:
+                    metrics = message["metrics"]
+                elif "error" in message:
+                    raise (ConfigError if message["kind"] == "config" else RuntimeError)(message["error"])
+            if metrics is None:
+                raise RuntimeError(f"the server exited with status {server.wait()} before the run was over")
         finally:
             links.stop()
-            server.stop()  # its listening socket would keep the server's namespace alive
-            _stop(devices, config.timeout_s, kill=not finished)
+            if metrics is None:
+                server.kill()
+            server.wait()
+            _stop(devices, config.timeout_s, kill=metrics is None)
     hosts = {
         "server": network.server_address,
         "devices": [network.device_address(d) for d in range(config.devices)],

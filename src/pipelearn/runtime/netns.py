@@ -11,14 +11,12 @@ disciplines, however the run ends.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import itertools
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -33,7 +31,6 @@ SEND_QUEUE_BYTES = 16384
 """Each namespace's net.ipv4.tcp_limit_output_bytes: the most a TCP connection keeps queued below it. With the
 default (MBs) a transfer's data fills the shaper's queue, and the acknowledgements of the other direction, riding
 on that data, wait seconds behind it: the two directions of a link would slow each other down."""
-_CLONE_NEWNET = 0x40000000
 _NAMESPACES = Path("/run/netns")
 _RUNS = itertools.count()
 _HINT = "Run it as root on Linux with iproute2 installed, or drop --netns to shape the links in user space."
@@ -70,7 +67,7 @@ def run_command(*args: str) -> str:
 class Network:
     """The namespaces and veth pairs of one run: a context manager that makes them and always removes them."""
 
-    def __init__(self, devices: int) -> None:
+    def __init__(self, devices: int, mtus: Sequence[int] | None = None) -> None:
         reason = unavailable_reason()
         if reason is not None:
             raise NetnsError(f"--netns cannot run here: {reason}. {_HINT}")
@@ -83,6 +80,8 @@ class Network:
         self.devices = [f"{self.prefix}-dev{d}" for d in range(devices)]
         """Each device's namespace."""
         self.server_address = f"{SUBNET}.1"
+        self.mtus = list(mtus or [1500] * devices)
+        """The MTU of each device's veth pair."""
         self._made: list[str] = []
 
     def device_address(self, device: int) -> str:
@@ -97,16 +96,18 @@ class Network:
         """The namespace and interface where a device's downlink leaves: the server's end of the veth."""
         return self.server, f"dev{device}"
 
-    def exec_in(self, device: int) -> list[str]:
-        """The command prefix that runs a command in a device's namespace."""
-        return ["ip", "netns", "exec", self.devices[device]]
+    def exec_in(self, device: int | None) -> list[str]:
+        """The command prefix that runs a command on a device's host, or on the server's (None)."""
+        return ["ip", "netns", "exec", self.server if device is None else self.devices[device]]
 
     def create(self) -> None:
         """Make the namespaces, the bridge, the veth pairs and the addresses."""
         self._add(self.server)
         run_command("ip", "-n", self.server, "link", "add", BRIDGE, "type", "bridge")
         run_command("ip", "-n", self.server, "addr", "add", f"{self.server_address}/24", "dev", BRIDGE)
-        run_command("ip", "-n", self.server, "link", "set", BRIDGE, "gso_max_segs", "1", "up")
+        # the bridge takes the largest MTU; each connection's segment size still fits its own veth
+        mtu = str(max(self.mtus, default=1500))
+        run_command("ip", "-n", self.server, "link", "set", BRIDGE, "gso_max_segs", "1", "mtu", mtu, "up")
         for d, namespace in enumerate(self.devices):
             self._add(namespace)
             _, port = self.downlink(d)
@@ -115,9 +116,12 @@ class Network:
                 "peer", "name", DEVICE_INTERFACE, "netns", namespace,
             )  # fmt: skip
             # one segment per packet, so that the shaper and the send-queue limit see packets, not 64 kB bursts
-            run_command("ip", "-n", self.server, "link", "set", port, "master", BRIDGE, "gso_max_segs", "1", "up")
+            mtu = str(self.mtus[d])
+            run_command(
+                "ip", "-n", self.server, "link", "set", port, "master", BRIDGE, "gso_max_segs", "1", "mtu", mtu, "up"
+            )  # fmt: skip
             run_command("ip", "-n", namespace, "addr", "add", f"{self.device_address(d)}/24", "dev", DEVICE_INTERFACE)
-            run_command("ip", "-n", namespace, "link", "set", DEVICE_INTERFACE, "gso_max_segs", "1", "up")
+            run_command("ip", "-n", namespace, "link", "set", DEVICE_INTERFACE, "gso_max_segs", "1", "mtu", mtu, "up")
 
     def _add(self, namespace: str) -> None:
         self._made.append(namespace)  # before it exists: an interrupt in between still removes it
@@ -137,17 +141,6 @@ class Network:
                 subprocess.run(["ip", "netns", "delete", namespace], capture_output=True, timeout=30)
             self._made.pop()
 
-    @contextmanager
-    def entered(self) -> Iterator[None]:
-        """Run the calling thread in the server's namespace for the with-block: sockets made there stay there."""
-        libc = ctypes.CDLL(None, use_errno=True)
-        with open("/proc/thread-self/ns/net", "rb") as home, open(_NAMESPACES / self.server, "rb") as there:
-            _setns(libc, there.fileno(), self.server)
-            try:
-                yield
-            finally:
-                _setns(libc, home.fileno(), "this process's own")
-
     def __enter__(self) -> Network:
         atexit.register(self.remove)
         try:
@@ -162,9 +155,3 @@ class Network:
     ) -> None:
         self.remove()
         atexit.unregister(self.remove)
-
-
-def _setns(libc: ctypes.CDLL, fd: int, name: str) -> None:
-    if libc.setns(fd, _CLONE_NEWNET) != 0:
-        error = ctypes.get_errno()
-        raise NetnsError(f"cannot enter the network namespace {name}: {os.strerror(error)}. {_HINT}")

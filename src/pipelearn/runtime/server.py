@@ -349,12 +349,8 @@ class Server:
             s.outbox.close()
 
     def _shutdown(self) -> None:
-        self.stop(grace_s=5)
-
-    def stop(self, grace_s: float = 0) -> None:
-        """Stop serving; idempotent."""
         if self._grpc is not None:
-            self._grpc.stop(grace=grace_s).wait()
+            self._grpc.stop(grace=5).wait()
 
     def _report(self) -> dict[str, Any]:
         final = self.final_state()

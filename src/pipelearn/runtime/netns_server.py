@@ -1,0 +1,53 @@
+"""The server of a `--netns` run: a process of its own in the server's namespace, started by the launcher.
+
+It reads the run's configuration (JSON) on stdin and writes one JSON object a line on stdout: the port it listens
+on, the clock reading at which training starts (the origin of the rate schedules), and the metrics at the end, or
+the error that stopped it. Anything else it prints goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, TextIO
+
+import torch
+
+from pipelearn.config import ConfigError, RunConfig
+
+
+def _say(channel: TextIO, **message: Any) -> None:
+    channel.write(json.dumps(message) + "\n")
+    channel.flush()
+
+
+def main() -> int:
+    """Serve one run on ADDRESS (any free port), reporting to the launcher on stdout."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--address", required=True, help="the server's address in its namespace")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args()
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not garble the launcher's messages
+    from pipelearn.runtime.server import Server
+
+    try:
+        config = RunConfig.from_json(sys.stdin.read())
+        torch.set_num_threads(config.threads)
+        server = Server(config, progress=not args.quiet)
+        _say(channel, port=server.listen(f"{args.address}:0"))
+        server.on_start = lambda clock: _say(channel, start=clock)
+        _say(channel, metrics=server.run())
+    except (ConfigError, ValueError, OSError) as exc:
+        _say(channel, error=str(exc), kind="config")
+        return 2
+    except RuntimeError as exc:
+        _say(channel, error=str(exc), kind="runtime")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
