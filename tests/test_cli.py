@@ -76,9 +76,16 @@ def test_every_run_flag_reaches_the_config() -> None:
             "--momentum=0",
             "--seed=9",
             "--test-samples=50",
+            "--eval-every=3",
+            "--eval-samples=40",
+            "--target-accuracy=0.9",
             "--threads=2",
             "--timeout=30",
+            "--heartbeat=0.5",
+            "--liveness=4",
             "--out=runs/x",
+            "--server-device=cuda:1",
+            "--server-amp=bf16",
             "--no-batchnorm",
         ]
     )
@@ -107,12 +114,25 @@ def test_every_run_flag_reaches_the_config() -> None:
         momentum=0.0,
         seed=9,
         test_samples=50,
+        eval_every=3,
+        eval_samples=40,
+        target_accuracy=0.9,
         threads=2,
         timeout_s=30.0,
+        heartbeat_s=0.5,
+        liveness_s=4.0,
         out="runs/x",
+        server_device="cuda:1",
+        server_amp="bf16",
     )
     assert config == expected
     assert math.isinf(config.link(0).up_mbps) and config.link(0).latency_ms == 0
+
+
+def test_stop_at_target_is_a_switch() -> None:
+    config = _config(_parser().parse_args(["run", "--target-accuracy", "0.9", "--stop-at-target"]))
+    assert config.stop_at_target is True and config.target_accuracy == 0.9
+    assert _config(_parser().parse_args(["run"])).stop_at_target is False
 
 
 def test_auto_split_and_microbatches_parse() -> None:
@@ -174,7 +194,9 @@ def test_bad_toml_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         (["run", "--devices", "four"], ["--devices"]),
         (["run", "--lr", "fast"], ["--lr", "expected a number"]),
         (["run", "--colour", "red"], ["--colour"]),
-        (["device", "--server", "127.0.0.1:1"], ["--id"]),
+        (["device", "--server", "127.0.0.1:1", "--insecure", "--credentials", "x.pem"], ["not allowed with"]),
+        (["server", "--listen", "127.0.0.1:1", "--insecure", "--credentials", "keys"], ["not allowed with"]),
+        (["credentials", "keys"], ["--devices"]),
         ([], ["command"]),
     ],
 )
@@ -253,3 +275,71 @@ def test_schedules_that_break_the_rules_exit_2(capsys: pytest.CaptureFixture[str
 def test_a_server_refuses_netns(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["server", "--listen", "127.0.0.1:0", "--netns"]) == 2
     assert "netns is for `pipelearn run`" in capsys.readouterr().err
+
+
+def test_summary_says_the_best_accuracy_and_the_time_to_target() -> None:
+    rounds = [
+        {"round": 0, "time_s": 1.0, "train_loss": 2.0, "test_accuracy": 0.5, "eval_s": 0.1},
+        {"round": 1, "time_s": 2.0, "train_loss": 1.0, "test_accuracy": 0.91, "eval_s": 0.1},
+        {"round": 2, "time_s": 3.0, "train_loss": 0.5, "test_accuracy": 0.9, "eval_s": 0.1},
+    ]
+    metrics = {
+        "mode": "fl",
+        "test_accuracy": 0.9,
+        "rounds": rounds,
+        "eval_s": 0.3,
+        "target_accuracy": 0.9,
+        "time_to_accuracy_s": 2.0,
+        "target_round": 1,
+        "stopped_at_target": False,
+    }
+    shown = json.loads(_summary(metrics))
+    assert shown["best_accuracy"] == 0.91
+    assert (shown["time_to_accuracy_s"], shown["target_round"]) == (2.0, 1)
+    assert "stopped_after_round" not in shown
+    assert "best_accuracy" not in json.loads(_summary({"mode": "sl", "test_accuracy": 0.5, "rounds": []}))
+
+
+def test_compress_flags_reach_the_config(tmp_path: Path) -> None:
+    config = _config(_parser().parse_args(["run", "--compress", "fp16", "--compress-up", "topk:0.01"]))
+    assert config.codec("up") == "topk:0.01" and config.codec("down") == "fp16"
+    path = _toml(tmp_path, 'compress = "int8"\ncompress_down = "bf16"\n')
+    config = _config(_parser().parse_args(["run", path, "--compress-up", "none"]))
+    assert (config.codec("up"), config.codec("down")) == ("none", "bf16")
+
+
+def test_a_bad_compress_flag_exits_2_with_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--compress-down", "topk:2"]) == 2
+    err = capsys.readouterr().err
+    assert "'compress_down' is 'topk:2'" in err and "topk:R with 0 < R < 1" in err
+
+
+def test_a_bad_plugin_is_an_error_that_names_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--model", "no_such_nets:net", "--dataset", "synthetic", "--quiet"]) == 2
+    assert "model plug-in 'no_such_nets:net': no module named 'no_such_nets'" in capsys.readouterr().err
+
+
+def test_security_flags_exit_2_with_what_to_give(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["device", "--server", "127.0.0.1:1", "--insecure"]) == 2
+    assert "needs --id" in capsys.readouterr().err
+    for argv in (["device", "--server", "127.0.0.1:1", "--id", "0"], ["server", "--listen", "127.0.0.1:0"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "needs --credentials" in err and "or --insecure" in err
+    assert main(["device", "--server", "127.0.0.1:1", "--credentials", str(tmp_path / "none.pem")]) == 2
+    assert "none.pem does not exist" in capsys.readouterr().err
+    assert main(["server", "--listen", "127.0.0.1:0", "--credentials", str(tmp_path / "nowhere")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_credentials_command_writes_a_new_directory_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keys = tmp_path / "keys"
+    assert main(["credentials", str(keys), "--devices", "2", "--host", "trainer.example", "--ip", "10.0.0.7"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert sorted(Path(p).name for p in listed) == sorted(
+        ["ca.pem", "server.pem", "server.key", "device-0.pem", "device-1.pem"]
+    )
+    assert main(["credentials", str(keys), "--devices", "2"]) == 2
+    assert "already holds credentials" in capsys.readouterr().err
+    assert main(["credentials", str(tmp_path / "bad"), "--devices", "1", "--ip", "not-an-ip"]) == 2
+    assert "--ip 'not-an-ip'" in capsys.readouterr().err

@@ -68,35 +68,31 @@ def test_device_overrides() -> None:
     # device 0: run-wide values
     assert config.link(0) == Link(up_mbps=12, down_mbps=25, latency_ms=30)
     assert config.slowdown(0) == 2.0
-    assert config.split_point(0) == 3
-    assert config.microbatch_count(0) == 4
+    assert config.requested_split(0) == 3
+    assert config.requested_microbatches(0) == 4
     # device 1: its own preset, then its own rate; the run-wide up_mbps still beats the device's preset
     assert config.link(1) == Link(up_mbps=12, down_mbps=99, latency_ms=NETWORK_PRESETS["wifi"].latency_ms)
     assert config.slowdown(1) == 8.0
-    assert config.split_point(1) == 1
-    assert config.microbatch_count(1) == 2
+    assert config.requested_split(1) == 1
+    assert config.requested_microbatches(1) == 2
     # device 2: rates of its own on the run's preset; a latency of 0 is a value, not a missing one
     assert config.link(2) == Link(up_mbps=1.5, down_mbps=25, latency_ms=0)
     assert config.slowdown(2) == 2.0
 
 
-def test_microbatch_count_is_one_outside_pipelearn() -> None:
-    for mode in ("fl", "sl", "sfl"):
-        config = RunConfig(mode=mode, microbatches=8, device_overrides={0: DeviceOverride(microbatches=3)})
-        assert config.validate().microbatch_count(0) == 1
-    assert RunConfig(microbatches=8).validate().microbatch_count(0) == 8
-
-
-def test_auto_split_and_microbatches_raise_clear_error() -> None:
+def test_auto_is_requested_run_wide_or_per_device() -> None:
     config = RunConfig(split="auto", microbatches="auto").validate()
-    with pytest.raises(ConfigError, match=r"split = 'auto'.*give a number"):
-        config.split_point(0)
-    with pytest.raises(ConfigError, match="microbatches = 'auto'"):
-        config.microbatch_count(0)
+    assert config.requested_split(0) == "auto" and config.requested_microbatches(0) == "auto"
     override = RunConfig(devices=2, device_overrides={1: DeviceOverride(split="auto")}).validate()
-    assert override.split_point(0) == 2
-    with pytest.raises(ConfigError, match="split = 'auto'"):
-        override.split_point(1)
+    assert override.requested_split(0) == 2 and override.requested_split(1) == "auto"
+
+
+def test_synthetic_shape_from_toml_and_json(tmp_path: Path) -> None:
+    config = load_toml(_toml(tmp_path, 'dataset = "synthetic"\nsynthetic_shape = [3, 32, 32]\n'))
+    assert config.synthetic_shape == (3, 32, 32)
+    assert RunConfig.from_json(config.to_json()) == config
+    with pytest.raises(ConfigError, match="synthetic_shape"):
+        RunConfig(synthetic_shape=(3, 32)).validate()  # type: ignore[arg-type]
 
 
 def test_load_toml_with_device_override_tables(tmp_path: Path) -> None:
@@ -128,7 +124,7 @@ microbatches = 8
     assert set(config.device_overrides) == {1, 2}
     assert config.device_overrides[1] == DeviceOverride(network="wifi", slowdown=6.5, split=1)
     assert config.link(1).latency_ms == NETWORK_PRESETS["wifi"].latency_ms
-    assert config.slowdown(1) == 6.5 and config.split_point(1) == 1
+    assert config.slowdown(1) == 6.5 and config.requested_split(1) == 1
     assert config.link(2).up_mbps == 2.5
     assert config.device_overrides[2].microbatches == 8
 
@@ -178,9 +174,22 @@ def test_unknown_keys_are_named() -> None:
         ({"lr": "0.1"}, "lr"),
         ({"threads": 0}, "threads"),
         ({"timeout_s": 0}, "timeout_s"),
+        ({"heartbeat_s": 0}, "heartbeat_s"),
+        ({"heartbeat_s": "often"}, "heartbeat_s"),
+        ({"liveness_s": -1}, "liveness_s"),
+        ({"heartbeat_s": 2.0, "liveness_s": 3.0}, "liveness_s"),
         ({"samples_per_device": 0}, "samples_per_device"),
         ({"aggregate_every": 0}, "aggregate_every"),
         ({"test_samples": "all"}, "test_samples"),
+        ({"eval_every": -1}, "eval_every"),
+        ({"eval_every": 1.5}, "eval_every"),
+        ({"eval_samples": 0}, "eval_samples"),
+        ({"target_accuracy": 97}, "target_accuracy"),
+        ({"target_accuracy": "high"}, "target_accuracy"),
+        ({"stop_at_target": "yes"}, "stop_at_target"),
+        ({"stop_at_target": True}, "target_accuracy"),
+        ({"stop_at_target": True, "target_accuracy": 0.9, "eval_every": 0}, "eval_every"),
+        ({"stop_at_target": True, "target_accuracy": 0.9, "mode": "sl"}, "stop_at_target"),
         ({"split": "middle"}, "split"),
         ({"split": 1.5}, "split"),
         ({"microbatches": 0}, "microbatches"),
@@ -191,6 +200,9 @@ def test_unknown_keys_are_named() -> None:
         ({"latency_ms": -1}, "latency_ms"),
         ({"batchnorm": "no"}, "batchnorm"),
         ({"model": 5}, "model"),
+        ({"server_device": "gpu"}, "server_device"),
+        ({"server_device": "cuda:"}, "server_device"),
+        ({"server_amp": "fp16"}, "server_amp"),
         ({"devices": 2, "device_overrides": {"2": {}}}, "device_overrides"),
         ({"device_overrides": {"-1": {}}}, "device_overrides"),
         ({"device_overrides": {"0": {"network": "5g"}}}, "device_overrides.0.network"),
@@ -211,6 +223,12 @@ def test_bad_values_name_the_key(values: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as info:
         from_mapping(values)
     assert f"'{key}'" in str(info.value)
+
+
+def test_liveness_must_span_at_least_two_heartbeats() -> None:
+    with pytest.raises(ConfigError, match=r"'liveness_s' is 1\.5; expected a number above 0, at least twice heart"):
+        from_mapping({"heartbeat_s": 1.0, "liveness_s": 1.5})
+    assert from_mapping({"heartbeat_s": 0.5, "liveness_s": 1.0}).liveness_s == 1.0
 
 
 def test_good_edge_values() -> None:
@@ -346,3 +364,34 @@ def test_netns_must_be_a_boolean() -> None:
     assert from_mapping({"netns": True}).netns is True
     with pytest.raises(ConfigError, match="'netns' is 'yes'; expected true or false"):
         from_mapping({"netns": "yes"})
+
+
+def test_compression_per_direction() -> None:
+    config = RunConfig().validate()
+    assert config.codec("up") == config.codec("down") == "none"
+    config = RunConfig(compress="int8", compress_down="topk:0.05").validate()
+    assert config.codec("up") == "int8" and config.codec("down") == "topk:0.05"
+    config = RunConfig(compress_up="bf16").validate()
+    assert config.codec("up") == "bf16" and config.codec("down") == "none"
+    assert RunConfig.from_json(config.to_json()) == config
+    with pytest.raises(ConfigError, match="'compress' is None"):
+        from_mapping({"compress": None})  # only the per-direction keys may be left out
+
+
+@pytest.mark.parametrize("key", ["compress", "compress_up", "compress_down"])
+@pytest.mark.parametrize("value", ["int4", "topk", "topk:0", "topk:1.5", "topk:x", "fp16:0.5", 8])
+def test_bad_compression_names_the_key_and_the_choices(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=rf"'{key}' is .*expected none, fp16, bf16, int8 or topk:R with 0 < R < 1"):
+        from_mapping({key: value})
+
+
+def test_plugins_and_hardware_in_toml(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('model = "my_nets:small_cnn"\ndataset = "data/mine.py:load"\nserver_device = "cuda:1"\n')
+    config = load_toml(path)
+    assert (config.model, config.dataset, config.server_device, config.server_amp) == (
+        "my_nets:small_cnn",
+        "data/mine.py:load",
+        "cuda:1",
+        "off",
+    )

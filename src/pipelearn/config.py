@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import math
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,9 +15,13 @@ from typing import Any, Literal, get_args
 
 Mode = Literal["fl", "sl", "sfl", "pipelearn"]
 MODES: tuple[str, ...] = get_args(Mode)
+CODECS: tuple[str, ...] = ("none", "fp16", "bf16", "int8", "topk")
+"""Tensor compression on the wire; topk is written topk:R (see pipelearn.transport.compress)."""
 Direction = Literal["up", "down"]
 RateSteps = tuple[tuple[float, float], ...]
 """A link's rate over time: (seconds since training start, Mbit/s) steps, the first at 0 s."""
+COMPUTE_SETTING = r"auto|cpu|mps|cuda(:\d+)?"
+"""What a compute setting (server_device, a device's --compute) may say."""
 
 
 class ConfigError(ValueError):
@@ -70,9 +75,13 @@ class RunConfig:
     mode: Mode = "pipelearn"
     """fl, sl, sfl or pipelearn."""
     model: str = "vgg5"
-    """A zoo model name (see pipelearn.models.MODEL_NAMES)."""
+    """A zoo model name (see pipelearn.models.MODEL_NAMES), or a plug-in MODULE:FUNCTION or FILE.py:FUNCTION
+    (a pipelearn.models.ModelFactory); every device must be started with the same plug-in."""
     dataset: str = "mnist"
-    """A data set name (see pipelearn.data.DATASET_NAMES)."""
+    """A data set name (see pipelearn.data.DATASET_NAMES), or a plug-in MODULE:FUNCTION or FILE.py:FUNCTION
+    (a pipelearn.data.DatasetFactory); every device must be started with the same plug-in."""
+    synthetic_shape: tuple[int, int, int] = (1, 28, 28)
+    """Sample shape (channels, height, width) of the synthetic data set; (3, 32, 32) is CIFAR's."""
     data_dir: str | None = None
     """Directory holding the data set's official files, where it needs one."""
     download: bool = False
@@ -100,9 +109,9 @@ class RunConfig:
     device_slowdown: float = 4.0
     """Device computation takes this many times its measured time (devices are slower than servers)."""
     split: int | Literal["auto"] = 2
-    """Split point p: blocks 1..p run on the device."""
+    """Split point p: blocks 1..p run on the device; 'auto' lets the planner choose per device."""
     microbatches: int | Literal["auto"] = 4
-    """Micro-batches per mini-batch in pipelearn mode (sfl and sl use 1, fl 1)."""
+    """Micro-batches per mini-batch in pipelearn mode (sfl and sl use 1, fl 1); 'auto' lets the planner choose."""
     epochs: int = 2
     """Passes over each device's data."""
     batch_size: int = 100
@@ -117,13 +126,45 @@ class RunConfig:
     """FedAvg every this many iterations; None means once per epoch."""
     lr: float = 0.01
     momentum: float = 0.9
+    optimizer_state: Literal["keep", "reset"] = "keep"
+    """What SGD momentum does when FedAvg replaces a part's weights: "keep" applies the old momentum to the new
+    weights (the paper's reference code builds each optimizer once); "reset" starts from none, as a fresh optimizer
+    per round would (Flower's examples)."""
     seed: int = 0
     test_samples: int | None = None
     """Evaluate on this many test samples; None uses the whole test split."""
+    eval_every: int = 1
+    """Evaluate the global model after every this many aggregation rounds (and the last), beside training; 0: only
+    the final model."""
+    eval_samples: int | None = None
+    """Evaluate each round's global model on this many test samples (seeded); None: as test_samples."""
+    target_accuracy: float | None = None
+    """Record the time and round at which the global model first reaches this test accuracy (a fraction)."""
+    stop_at_target: bool = False
+    """End the run at the first aggregation after the global model has reached target_accuracy."""
     threads: int = 1
     """torch threads per process; 1 keeps processes from starving each other on few cores."""
     timeout_s: float = 120.0
-    """Longest wait for any one message from a peer before it is declared failed."""
+    """Least time a device gets to show progress towards its next scheduled message, and the limit for joining and
+    loading data. Its deadline is longer where the plan and its pace so far expect longer (see
+    pipelearn.transport.liveness); past it the server warns, late by as much again it drops the device. Raise it for
+    first steps longer than this: nothing is measured before them."""
+    heartbeat_s: float = 1.0
+    """Seconds between the heartbeats each side sends the other: alive, and how far along (not training traffic)."""
+    liveness_s: float = 10.0
+    """A peer from which nothing arrives, not even a heartbeat, for this long is dead: the server drops such a
+    device, and a device gives up on such a server. Heartbeats pass what an emulated link is pacing, but not a
+    message already crossing a real network: there, keep it above the time the largest message takes to cross."""
+    compress: str = "none"
+    """Compression of every tensor sent, both ways: none, fp16, bf16, int8 or topk:R (keep the largest fraction R)."""
+    compress_up: str | None = None
+    """Compression of what devices send (activations, weights); overrides compress."""
+    compress_down: str | None = None
+    """Compression of what the server sends (gradients, weights); overrides compress."""
+    server_device: str = "auto"
+    """Where the server trains its parts: auto (a GPU where torch sees one, else the CPU), cpu, cuda, cuda:N or mps."""
+    server_amp: Literal["off", "bf16"] = "off"
+    """Mixed precision of the server's forward passes: off, or bf16 (torch.autocast) where the hardware has it."""
     out: str = "runs/latest"
     """Output directory for metrics.json, trace.json and model.safetensors."""
     device_overrides: dict[int, DeviceOverride] = field(default_factory=dict)
@@ -155,23 +196,19 @@ class RunConfig:
         """The compute slowdown factor of one device."""
         return _first(self.device_overrides.get(device, DeviceOverride()).slowdown, self.device_slowdown)
 
-    def split_point(self, device: int) -> int:
-        """The split point of one device."""
+    def requested_split(self, device: int) -> int | Literal["auto"]:
+        """The split point asked for one device, 'auto' included; the run plan resolves it (pipelearn.plan)."""
         o = self.device_overrides.get(device, DeviceOverride()).split
-        value = o if o is not None else self.split
-        if value == "auto":
-            raise ConfigError("split = 'auto' needs the planner, which is not built yet: give a number")
-        return int(value)
+        return o if o is not None else self.split
 
-    def microbatch_count(self, device: int) -> int:
-        """Micro-batches per mini-batch for one device in this mode."""
-        if self.mode != "pipelearn":
-            return 1
+    def requested_microbatches(self, device: int) -> int | Literal["auto"]:
+        """The micro-batch count asked for one device, 'auto' included; the run plan resolves it."""
         o = self.device_overrides.get(device, DeviceOverride()).microbatches
-        value = o if o is not None else self.microbatches
-        if value == "auto":
-            raise ConfigError("microbatches = 'auto' needs the planner, which is not built yet: give a number")
-        return int(value)
+        return o if o is not None else self.microbatches
+
+    def codec(self, direction: Direction) -> str:
+        """The compression of one direction: up (device to server) or down."""
+        return _first(self.compress_up if direction == "up" else self.compress_down, self.compress)
 
     def validate(self) -> RunConfig:
         """Check every value; raise ConfigError naming the first bad key."""
@@ -195,6 +232,11 @@ class RunConfig:
                         f"config keys '{where}{direction}_schedule' and '{where}{direction}_mbps' are both given; "
                         f"give one (a fixed rate is a schedule of one step: [[0, MBPS]])"
                     )
+        if self.stop_at_target:
+            _check(self.target_accuracy is not None, "target_accuracy", None, "a fraction when stop_at_target is set")
+            _check(self.eval_every >= 1, "eval_every", 0, "1 or more when stop_at_target is set")
+            _check(self.mode != "sl", "stop_at_target", True, "false in sl, which has no aggregation rounds")
+        _check(self.liveness_s >= 2 * self.heartbeat_s, "liveness_s", self.liveness_s, _RULES["liveness_s"][1])
         return self
 
     def to_json(self) -> str:
@@ -242,6 +284,40 @@ def _split_or_auto(v: object) -> bool:
     return v == "auto" or _whole(v)
 
 
+def _fraction(v: object) -> bool:
+    return _number(v) and 0 <= v <= 1  # type: ignore[operator]
+
+
+def parse_codec(text: str) -> tuple[str, float]:
+    """A compression setting's codec and kept fraction: 'topk:0.1' is ('topk', 0.1), 'int8' is ('int8', 1.0)."""
+    name, _, ratio = text.partition(":")
+    if name not in CODECS or (name == "topk") != bool(ratio):
+        raise ValueError(f"unknown compression {text!r}; expected {_CODEC_CHOICES}")
+    if name != "topk":
+        return name, 1.0
+    try:
+        fraction = float(ratio)
+    except ValueError:
+        fraction = math.nan
+    if not 0 < fraction < 1:
+        raise ValueError(f"compression {text!r} keeps a fraction {ratio!r}; topk:R needs 0 < R < 1, as in topk:0.1")
+    return name, fraction
+
+
+_CODEC_CHOICES = "none, fp16, bf16, int8 or topk:R with 0 < R < 1 (topk:0.1 keeps the largest tenth)"
+
+
+def _codec(v: object) -> bool:
+    try:
+        return isinstance(v, str) and bool(parse_codec(v))
+    except ValueError:
+        return False
+
+
+def _shape(v: object) -> bool:
+    return isinstance(v, tuple | list) and len(v) == 3 and all(_at_least(1)(x) for x in v)
+
+
 def _rate(v: object) -> bool:
     return _number(v) and v > 0  # type: ignore[operator]
 
@@ -262,6 +338,7 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "mode": (lambda v: v in MODES, f"one of {', '.join(MODES)}"),
     "model": (_string, "a model name"),
     "dataset": (_string, "a data set name"),
+    "synthetic_shape": (_shape, "three whole numbers of at least 1 (channels, height, width)"),
     "data_dir": (_optional(_string), "a directory"),
     "download": (lambda v: isinstance(v, bool), "true or false"),
     "batchnorm": (lambda v: isinstance(v, bool), "true or false"),
@@ -284,10 +361,25 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "aggregate_every": (_optional(_at_least(1)), "a whole number of at least 1"),
     "lr": (_rate, "a number above 0"),
     "momentum": (_at_least(0, whole=False), "a number of 0 or more"),
+    "optimizer_state": (lambda v: v in ("keep", "reset"), "keep or reset"),
     "seed": (_whole, "a whole number"),
     "test_samples": (_optional(_at_least(1)), "a whole number of at least 1"),
+    "eval_every": (_at_least(0), "a whole number of rounds, 0 for only the final model"),
+    "eval_samples": (_optional(_at_least(1)), "a whole number of at least 1"),
+    "target_accuracy": (_optional(_fraction), "a fraction from 0 to 1, such as 0.97"),
+    "stop_at_target": (lambda v: isinstance(v, bool), "true or false"),
     "threads": (_at_least(1), "a whole number of at least 1"),
     "timeout_s": (_rate, "a number above 0"),
+    "compress": (_codec, _CODEC_CHOICES),
+    "compress_up": (_optional(_codec), _CODEC_CHOICES),
+    "compress_down": (_optional(_codec), _CODEC_CHOICES),
+    "server_device": (
+        lambda v: isinstance(v, str) and re.fullmatch(COMPUTE_SETTING, v) is not None,
+        "auto, cpu, cuda, cuda:N or mps",
+    ),
+    "server_amp": (lambda v: v in ("off", "bf16"), "off or bf16"),
+    "heartbeat_s": (_rate, "a number above 0"),
+    "liveness_s": (_rate, "a number above 0, at least twice heartbeat_s"),
     "out": (_string, "a directory"),
 }
 """What each RunConfig key must be, and how to say so."""
@@ -318,6 +410,8 @@ def from_mapping(data: dict[str, Any]) -> RunConfig:
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
     values = dict(data)
+    if isinstance(values.get("synthetic_shape"), list):  # TOML and JSON have lists, not tuples
+        values["synthetic_shape"] = tuple(values["synthetic_shape"])
     overrides = values.pop("device_overrides", {}) or {}
     fields = {f.name for f in dataclasses.fields(DeviceOverride)}
     parsed: dict[int, DeviceOverride] = {}

@@ -105,9 +105,10 @@ class Schedule:
     """Per device, micro-batches per mini-batch (fewer for a mini-batch smaller than that)."""
     lanes: dict[Lane, list[Action]] = field(default_factory=dict)
 
-    def lane(self, resource: Resource, device: int) -> list[Action]:
-        """The actions of one lane, in order."""
-        return self.lanes.get((resource, device), [])
+    def lane(self, resource: Resource, device: int, from_round: int = 0) -> list[Action]:
+        """The actions of one lane, in order; with from_round, only those of that round and later."""
+        lane = self.lanes.get((resource, device), [])
+        return lane if from_round <= 0 else [a for a in lane if a.key.round >= from_round]
 
     def actions(self) -> Iterator[Action]:
         """Every action of every lane."""

@@ -11,17 +11,16 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from pipelearn.config import RunConfig
-from pipelearn.data import load_dataset
 from pipelearn.metrics.events import now
 from pipelearn.runtime.evaluate import evaluate
-from pipelearn.runtime.work import DeviceBatches, device_indices, make_model, make_optimizer, scaled_loss
+from pipelearn.runtime.work import DeviceBatches, device_indices, load_data, make_model, make_optimizer, scaled_loss
 
 
 def train_local(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     """Train the whole model on (a subset of) the training split; write and return the metrics."""
     torch.set_num_threads(config.threads)
-    train = load_dataset(config.dataset, "train", config.data_dir, download=config.download)
-    test = load_dataset(config.dataset, "test", config.data_dir, download=config.download)
+    train = load_data(config, "train")
+    test = load_data(config, "test")
     indices = device_indices(config, train, 0)
     model = make_model(config, train.input_shape, train.num_classes).train()
     optimizer = make_optimizer(model, config)

@@ -55,7 +55,7 @@ def test_dataset_validates(overrides: dict) -> None:
 
 
 def test_dataset_info_without_loading() -> None:
-    assert DATASET_NAMES == ("mnist", "fashion-mnist", "idx", "cifar10", "cifar100", "svhn", "synthetic")
+    assert DATASET_NAMES == ("mnist", "fashion-mnist", "idx", "cifar10", "cifar100", "svhn", "synthetic", "saved")
     assert dataset_info("MNIST") == ((1, 28, 28), 10)
     assert dataset_info("fashion_mnist") == ((1, 28, 28), 10)
     assert dataset_info("cifar10") == ((3, 32, 32), 10)

@@ -14,8 +14,16 @@ from safetensors.torch import load_file
 
 from pipelearn.config import RunConfig
 from pipelearn.metrics.events import Event, Recorder, compute_track, link_track
-from pipelearn.metrics.report import busy_seconds, epoch_times, track_usage, train_losses, write_results
+from pipelearn.metrics.report import (
+    busy_seconds,
+    compression_totals,
+    epoch_times,
+    track_usage,
+    train_losses,
+    write_results,
+)
 from pipelearn.metrics.trace import trace_events, write_trace
+from pipelearn.plan import RunPlan, fixed_setups
 
 # --- busy and idle -------------------------------------------------------------------------------------------------
 
@@ -257,6 +265,7 @@ def test_write_results(tmp_path: Path) -> None:
         6.0,
         0.5,
         state,
+        plan=RunPlan(fixed_setups(config, [1, 1], [3, 3]), predicted_epoch_s=5.5, bound_s=2.5),
         samples=[10, 20],
         bytes_up=[10, 0],
         bytes_down=[3, 4],
@@ -273,6 +282,8 @@ def test_write_results(tmp_path: Path) -> None:
     assert d0["busy_s"] == 1.0 and d0["idle_s"] == 5.0 and d0["uplink_busy_s"] == 1.0 and d0["error"] is None
     assert d1["busy_s"] == 3.0 and d1["error"] == "gone"
     assert metrics["split"] == [1, 1] and metrics["microbatches"] == [3, 3]
+    assert metrics["plan"]["predicted_epoch_s"] == 5.5 and metrics["plan"]["bound_s"] == 2.5
+    assert RunPlan.from_dict(metrics["plan"]).microbatches == [3, 3]
     assert metrics["config"]["devices"] == 2
     assert metrics["shaper"] == "user space"
     assert d0["uplink_mbps"] == [[0.0, 10.0]] and d0["downlink_mbps"] == [[0.0, 25.0]]
@@ -280,3 +291,36 @@ def test_write_results(tmp_path: Path) -> None:
     assert sum(e["ph"] == "X" for e in trace["traceEvents"]) == len(events)
     assert sum(e["ph"] == "C" for e in trace["traceEvents"]) == 2 * 2 * 2  # two links of two devices, start and end
     assert torch.equal(load_file(str(tmp_path / "out" / "model.safetensors"))["w"], state["w"])
+
+
+def test_compression_totals_and_per_device_bytes(tmp_path: Path) -> None:
+    def flow(codec: str, raw: int, wire: int) -> dict[str, object]:
+        return {"codec": codec, "raw_bytes": raw, "wire_bytes": wire}
+
+    per_device = [
+        {"up": flow("int8", 400, 100), "down": flow("none", 50, 50)},
+        {"up": flow("int8", 800, 220), "down": flow("none", 0, 0)},
+    ]
+    totals = compression_totals(per_device)
+    assert totals["up"] == {"codec": "int8", "raw_bytes": 1200, "wire_bytes": 320, "ratio": 3.75}
+    assert totals["down"] == {"codec": "none", "raw_bytes": 50, "wire_bytes": 50, "ratio": 1.0}
+    assert compression_totals([{"up": flow("fp16", 0, 0), "down": flow("fp16", 0, 0)}])["up"]["ratio"] is None
+    config = RunConfig(devices=2, epochs=1).validate()
+    metrics = write_results(
+        tmp_path,
+        config,
+        [],
+        0.0,
+        1.0,
+        0.5,
+        {"w": torch.zeros(2)},
+        samples=[1, 1],
+        bytes_up=[120, 240],
+        bytes_down=[60, 10],
+        errors={},
+        compression=per_device,
+        plan=RunPlan(fixed_setups(config, [1, 1], [1, 1])),
+    )
+    assert metrics["compression"] == totals
+    assert [d["compression"] for d in metrics["device"]] == per_device
+    assert json.loads((tmp_path / "metrics.json").read_text())["compression"]["up"]["ratio"] == 3.75

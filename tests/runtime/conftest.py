@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from pipelearn.config import RunConfig
+from pipelearn.transport.credentials import make_credentials
 
 
 @pytest.fixture
@@ -35,3 +36,11 @@ def small_config(tmp_path: Path) -> Any:
         return RunConfig(**values).validate()
 
     return make
+
+
+@pytest.fixture(scope="session")
+def credentials(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A credentials directory (CA, server and devices 0..23) shared by the runtime tests."""
+    directory = tmp_path_factory.mktemp("credentials") / "run"
+    make_credentials(directory, 24)
+    return directory

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -61,3 +63,20 @@ def test_one_iteration_is_the_same_in_pipelearn_sfl_fl_and_one_process(small_con
         assert weights.keys() == reference.keys()
         for name, value in reference.items():
             torch.testing.assert_close(weights[name], value, atol=1e-5, rtol=0, msg=f"{mode} N={microbatches} {name}")
+
+
+def test_a_users_own_network_ends_at_the_same_weights_in_pipelearn_and_sfl(small_config, plugin_nets):
+    data = f"{Path(__file__).parents[1] / 'plugin_nets.py'}:tiny_data"  # one plug-in by module, one by file
+    weights = {}
+    for mode in ("pipelearn", "sfl"):
+        config = small_config(
+            mode=mode, model=f"{plugin_nets}:tiny_net", dataset=data, split=3, samples_per_device=60, epochs=2
+        )
+        metrics = run_local(config, progress=False)
+        assert metrics["failed_devices"] == [] and metrics["model"] == "plugin_nets:tiny_net"
+        weights[mode] = load_file(f"{config.out}/model.safetensors")
+    initial = make_model(config, (1, 12, 12), 4).state_dict()
+    assert weights["sfl"].keys() == initial.keys() == {"0.weight", "0.bias", "4.weight", "4.bias", "6.weight", "6.bias"}
+    for name, value in weights["sfl"].items():
+        assert not torch.allclose(value, initial[name])
+        torch.testing.assert_close(weights["pipelearn"][name], value, atol=1e-5, rtol=0, msg=name)

@@ -7,9 +7,11 @@ import struct
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import save
 
-from pipelearn.transport.codec import WireError, check, decode, encode, header, spec_of
+from pipelearn.transport.codec import TensorSpec, WireError, check, decode, encode, header, spec_of
 
 DTYPES = [
     torch.float32,
@@ -125,3 +127,139 @@ def test_truncated_payload_raises_wire_error() -> None:
 def test_metadata_entry_is_ignored() -> None:
     data = save({"x": torch.ones(2)}, metadata={"note": "hi"})
     assert header(data) == {"x": ((2,), torch.float32)}
+
+
+def _payload(meta: object, body: bytes = b"") -> bytes:
+    text = json.dumps(meta).encode()
+    return struct.pack("<Q", len(text)) + text + body
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (struct.pack("<Q", (1 << 20) + 1) + b"{}", "more than the 1048576 allowed"),
+        (struct.pack("<Q", 2**64 - 1) + b"{}", "more than"),
+        (_payload([1, 2]), "JSON list, not an object"),
+        (_payload({"x": [1]}), "'x' is not an object"),
+        (_payload({"x": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}}), "shape"),
+        (_payload({"x": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}, bytes(4)), "shape"),
+        (_payload({"x": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}}, bytes(8)), "shape"),
+        (_payload({"x": {"dtype": "F32", "shape": [2]}}, bytes(8)), "data_offsets"),
+        (_payload({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, bytes(4)), "span 4"),
+        (_payload({"x": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, bytes(8)), "starts at byte 4"),
+        (_payload({"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, bytes(8)), "8 bytes of data"),
+        (
+            _payload(
+                {
+                    "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                    "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]},
+                },
+                bytes(8),
+            ),
+            "starts at byte 4",
+        ),
+        (_payload({"x": {"dtype": "F32", "shape": [2**40, 2**40], "data_offsets": [0, 4]}}, bytes(4)), "needs"),
+        (struct.pack("<Q", 20_000) + b"[" * 20_000, "not valid JSON"),
+    ],
+)
+def test_a_header_that_does_not_describe_the_payload_exactly_is_refused(data: bytes, match: str) -> None:
+    with pytest.raises(WireError, match=match):
+        header(data)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64], ids=str)
+def test_non_finite_values_are_refused_unless_asked_for(value: float, dtype: torch.dtype) -> None:
+    tensor = torch.ones(3, 4, dtype=dtype)
+    tensor[1, 2] = value
+    data = encode({"w": tensor, "n": torch.tensor([1, 2])})
+    with pytest.raises(WireError, match="'w' holds NaN or Inf"):
+        decode(data, spec_of({"w": tensor, "n": torch.tensor([1, 2])}))
+    got = decode(data, finite=False)["w"]
+    assert torch.equal(got.isnan(), tensor.isnan()) and torch.equal(got.isinf(), tensor.isinf())
+
+
+# Property-based tests: any tensors round-trip; any change to valid bytes is refused with WireError or decodes to
+# exactly what was expected; nothing else ever comes out of decode.
+
+_HYPOTHESIS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12).filter(
+    lambda n: n != "__metadata__"
+)
+_shapes = st.lists(st.integers(0, 5), min_size=0, max_size=4).map(tuple)
+
+
+@st.composite
+def _tensors(draw: st.DrawFn) -> dict[str, torch.Tensor]:
+    names = draw(st.lists(_names, min_size=1, max_size=4, unique=True))
+    return {name: _tensor(draw(_shapes), draw(st.sampled_from(DTYPES))) for name in names}
+
+
+@_HYPOTHESIS
+@given(_tensors())
+def test_property_any_tensors_round_trip(tensors: dict[str, torch.Tensor]) -> None:
+    data = encode(tensors)
+    assert header(data) == spec_of(tensors)
+    got = decode(data, spec_of(tensors))
+    assert all(torch.equal(got[n], t) for n, t in tensors.items())
+
+
+def _decodes_as_expected_or_refuses(data: bytes, expected: dict[str, TensorSpec]) -> None:
+    try:
+        got = decode(data, expected)
+    except WireError:
+        return
+    assert spec_of(got) == expected
+    assert all(bool(torch.isfinite(t).all()) for t in got.values() if t.is_floating_point())
+
+
+@_HYPOTHESIS
+@given(_tensors(), st.data())
+def test_property_changed_bytes_decode_as_expected_or_are_refused(tensors: dict, data: st.DataObject) -> None:
+    payload = bytearray(encode(tensors))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(payload) - 1))
+        payload[at] = data.draw(st.integers(0, 255))
+    _decodes_as_expected_or_refuses(bytes(payload), spec_of(tensors))
+
+
+@_HYPOTHESIS
+@given(_tensors(), st.data())
+def test_property_cut_or_padded_bytes_are_refused(tensors: dict, data: st.DataObject) -> None:
+    payload = encode(tensors)
+    cut = data.draw(st.integers(0, len(payload) - 1))
+    with pytest.raises(WireError):
+        decode(payload[:cut], spec_of(tensors))
+    with pytest.raises(WireError):
+        decode(payload + data.draw(st.binary(min_size=1, max_size=16)), spec_of(tensors))
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**65), 2**65) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+_entries = st.fixed_dictionaries(
+    {},
+    optional={
+        "dtype": st.sampled_from(["F32", "F64", "I64", "U8", "BOOL", "C64", "", "f32"]) | _json,
+        "shape": st.lists(st.integers(-2, 2**33) | _json, max_size=4) | _json,
+        "data_offsets": st.lists(st.integers(-2, 2**33), min_size=0, max_size=3) | _json,
+    },
+)
+
+
+@_HYPOTHESIS
+@given(st.dictionaries(_names, _entries | _json, max_size=4) | _json, st.binary(max_size=64))
+def test_property_any_header_is_read_or_refused_with_wire_error(meta: object, body: bytes) -> None:
+    data = _payload(meta, body)
+    try:
+        specs = header(data)
+    except WireError:
+        return
+    assert isinstance(meta, dict)
+    try:
+        got = decode(data, specs)
+    except WireError:
+        return
+    assert spec_of(got) == specs

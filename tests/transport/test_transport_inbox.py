@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -13,9 +14,16 @@ import torch
 from pipelearn.schedule import Key, Op, Resource
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError, decode, encode
-from pipelearn.transport.inbox import Inbox, PeerError
+from pipelearn.transport.inbox import Inbox, PeerError, RunOver
 from pipelearn.transport.link import Outbox
-from pipelearn.transport.service import PROTOCOL_VERSION, envelope, open_session, start_server
+from pipelearn.transport.service import (
+    PROTOCOL_VERSION,
+    envelope,
+    heartbeat,
+    open_session,
+    parse_envelope,
+    start_server,
+)
 
 Handler = Callable[[Iterator[pb.Envelope], grpc.ServicerContext], Iterator[pb.Envelope]]
 
@@ -110,7 +118,8 @@ def test_sessions_are_independent(loopback: Callable[[Handler], Loopback]) -> No
 def test_timeout_names_the_deadline(loopback: Callable[[Handler], Loopback]) -> None:
     outbox, inbox = loopback(_silent).session(timeout_s=0.2)
     outbox.control(envelope(pb.HELLO, 0))
-    with pytest.raises(PeerError, match=r"the echo server sent nothing for 0\.2 s \(timeout_s\)"):
+    pattern = r"the echo server sent nothing towards its next message for 0\.\d s, 0\.\d s past its deadline of 0\.2 s"
+    with pytest.raises(PeerError, match=pattern + r" \(timeout_s\)"):
         inbox.take()
 
 
@@ -122,7 +131,7 @@ def test_timeout_on_a_local_stream() -> None:
         yield envelope(pb.DONE, 0)
 
     inbox = Inbox(stream(), "device 3", timeout_s=0.05)
-    with pytest.raises(PeerError, match=r"device 3 sent nothing for 0\.05 s"):
+    with pytest.raises(PeerError, match=r"device 3 sent nothing towards its next message .* deadline of 0\.05 s"):
         inbox.take()
     release.set()
     assert inbox.take().kind == pb.DONE  # a late message is still delivered after a timeout
@@ -151,10 +160,18 @@ def test_expect_with_mismatched_tag_names_both(loopback: Callable[[Handler], Loo
     with pytest.raises(WireError) as info:
         inbox.expect(Key(Resource.DOWNLINK, 0, Op.GRADIENT, 0, 4, 0))
     text = str(info.value)
-    assert "expected GRADIENT round 0 iteration 4 micro-batch 0" in text
-    assert "got GRADIENT round 0 iteration 4 micro-batch 1" in text
-    with pytest.raises(WireError, match=r"expected WEIGHTS round 0 iteration -1 micro-batch 0.*got GRADIENT"):
+    assert "expected GRADIENT for device 0 round 0 iteration 4 micro-batch 0" in text
+    assert "got GRADIENT for device 0 round 0 iteration 4 micro-batch 1" in text
+    with pytest.raises(WireError, match=r"expected WEIGHTS for device 0 round 0 iteration -1 .*got GRADIENT"):
         inbox.expect(Key(Resource.DOWNLINK, 0, Op.WEIGHTS, 0))
+
+
+def test_done_in_place_of_a_transfer_says_the_run_is_over(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_echo).session()
+    outbox.control(envelope(pb.DONE, 0, text="the target accuracy was reached"))
+    with pytest.raises(RunOver, match=r"ended the run before d0\.downlink\.w\.r3: the target accuracy") as info:
+        inbox.expect(Key(Resource.DOWNLINK, 0, Op.WEIGHTS, 3))
+    assert isinstance(info.value, PeerError)  # to a server, a device that says so is a failed device
 
 
 def test_broken_stream_raises_peer_error(loopback: Callable[[Handler], Loopback]) -> None:
@@ -177,3 +194,177 @@ def test_open_session_without_a_server_raises_connection_error() -> None:
         port = s.getsockname()[1]
     with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
         open_session(f"127.0.0.1:{port}", iter(()), connect_timeout_s=0.2)
+
+
+def test_expect_refuses_a_message_tagged_for_another_device(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_echo).session()
+    outbox.control(envelope(pb.ACTIVATION, 3, round=0, iteration=0, microbatch=0))
+    with pytest.raises(WireError, match=r"expected ACTIVATION for device 1 .* got ACTIVATION for device 3"):
+        inbox.expect(Key(Resource.UPLINK, 1, Op.ACTIVATION, 0, 0, 0))
+
+
+def test_a_message_over_max_bytes_is_refused_with_both_sizes(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_echo).session()
+    inbox.max_bytes = 100
+    outbox.control(envelope(pb.READY, 0, text="x" * 50))
+    outbox.control(envelope(pb.READY, 0, text="x" * 200))
+    assert inbox.take().text == "x" * 50
+    with pytest.raises(WireError, match=r"sent a message of 2\d\d bytes; the plan allows at most 100"):
+        inbox.take()
+
+
+def test_a_peer_that_floods_waits_behind_the_in_flight_bound() -> None:
+    handed: list[int] = []
+
+    def flood() -> Iterator[pb.Envelope]:
+        for i in range(1000):
+            handed.append(i)
+            yield envelope(pb.READY, 0, text=str(i))
+
+    inbox = Inbox(flood(), "a flood", timeout_s=5.0, in_flight=4)
+    deadline = threading.Event()
+    deadline.wait(0.3)  # the reading thread has had every chance to read on
+    assert len(handed) <= 4 + 2  # the bound, plus the one in the reader's hand and the one being made
+    assert [inbox.take().text for _ in range(10)] == [str(i) for i in range(10)]
+
+
+def _judge(requests: Iterator[pb.Envelope], context: grpc.ServicerContext) -> Iterator[pb.Envelope]:
+    inbox = Inbox(requests, "the device", 5.0)
+    try:
+        while True:
+            yield inbox.take()
+    except WireError as exc:
+        yield envelope(pb.ERROR, 0, text=str(exc))
+
+
+def test_a_malformed_envelope_is_refused_with_a_reason(loopback: Callable[[Handler], Loopback]) -> None:
+    lb = loopback(_judge)
+    channel = grpc.insecure_channel(f"127.0.0.1:{lb.port}")
+    call = channel.stream_stream(
+        "/pipelearn.PipeLearn/Session", request_serializer=lambda b: b, response_deserializer=parse_envelope
+    )
+    good = envelope(pb.HELLO, 0).SerializeToString()
+    inbox = Inbox(call(iter([good, b"\xff\xff\xff\xff\x0f"])), "the server", 5.0)
+    assert inbox.take().kind == pb.HELLO
+    with pytest.raises(PeerError, match="the device sent a malformed message: a message of 5 bytes is not a protobuf"):
+        inbox.take()
+    channel.close()
+
+
+def test_an_error_text_is_logged_safely(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_echo).session()
+    outbox.control(envelope(pb.ERROR, 1, text="\x1b[2J" + "y" * 5000))
+    with pytest.raises(PeerError) as info:
+        inbox.take()
+    assert "\x1b" not in str(info.value) and "\\x1b" in str(info.value) and len(str(info.value)) < 1100
+
+
+class Peer:
+    """A local stream that a test scripts: heartbeats at a pace, then a message, then it stays open (or hangs)."""
+
+    def __init__(self) -> None:
+        self.begin = threading.Event()
+        self.end = threading.Event()
+
+    def stream(self, beats: list[tuple[float, int, float]], then: pb.Envelope | None = None) -> Iterator[pb.Envelope]:
+        """Each beat is (seconds to wait before it, progress, backlog)."""
+        self.begin.wait(10)
+        for wait_s, progress, backlog in beats:
+            time.sleep(wait_s)
+            yield heartbeat(2, progress, backlog)
+        if then is not None:
+            yield then
+        self.end.wait(10)
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    made = Peer()
+    made.begin.set()
+    yield made
+    made.end.set()
+
+
+def _inbox(stream: Iterator[pb.Envelope], **limits: float | bool) -> tuple[Inbox, list[str]]:
+    inbox = Inbox(stream, "device 2", **limits)  # type: ignore[arg-type]
+    warnings: list[str] = []
+    inbox.warn = warnings.append
+    return inbox, warnings
+
+
+def test_heartbeats_are_taken_off_the_stream_and_update_what_is_known(peer: Peer) -> None:
+    beats = [(0.0, 1, 0.5), (0.0, 2, 0.5), (0.0, 3, 0.25)]
+    inbox, _ = _inbox(peer.stream(beats, envelope(pb.DONE, 2)), timeout_s=5.0)
+    assert inbox.take().kind == pb.DONE
+    assert (inbox.state.beats, inbox.state.done, inbox.state.backlog_s) == (3, 3, 0.25)
+
+
+def test_a_peer_that_goes_silent_is_dropped_within_the_liveness_limit(peer: Peer) -> None:
+    inbox, _ = _inbox(peer.stream([(0.0, 1, 0.0), (0.05, 2, 0.0)]), timeout_s=30.0, liveness_s=0.3)
+    began = time.time()
+    pattern = r"device 2 is unreachable: nothing heard .* not even a heartbeat, .*liveness_s 0\.3"
+    with pytest.raises(PeerError, match=pattern):
+        inbox.take()
+    assert time.time() - began < 30.0 / 4  # silence, not the progress deadline, dropped it
+
+
+def test_a_peer_alive_without_progress_is_warned_about_then_dropped(peer: Peer) -> None:
+    beats = [(0.02, 1, 0.0)] * 250
+    inbox, warnings = _inbox(peer.stream(beats), timeout_s=0.3, liveness_s=1.0)
+    inbox.follow({Key(Resource.UPLINK, 2, Op.ACTIVATION, 0, 3, 1): 7})
+    with pytest.raises(PeerError) as info:
+        inbox.expect(Key(Resource.UPLINK, 2, Op.ACTIVATION, 0, 3, 1))
+    text = str(info.value)
+    assert text.startswith("device 2 is alive but stuck: no progress towards ACTIVATION round 0 iteration 3 micro")
+    assert "s past its deadline of" in text and "6 actions to go" in text  # 7 from the schedule, 1 done
+    [warning] = warnings
+    assert warning.startswith("device 2 is ") and "late: no progress towards ACTIVATION round 0 iteration 3" in warning
+    assert "alive, it is dropped if it shows none within another" in warning
+
+
+def test_a_peer_that_keeps_progressing_is_waited_for_past_its_timeout(peer: Peer) -> None:
+    beats = [(0.05, i + 1, 0.0) for i in range(40)]  # two seconds of progress, four times the timeout
+    inbox, warnings = _inbox(peer.stream(beats, envelope(pb.DONE, 2)), timeout_s=0.5, liveness_s=1.0)
+    assert inbox.take().kind == pb.DONE
+    assert warnings == []
+
+
+def test_the_deadline_stretches_with_the_actions_left_at_the_peers_pace() -> None:
+    peer = Peer()
+    key = Key(Resource.UPLINK, 2, Op.WEIGHTS, 0)
+    # two actions at 0.2 s each, then a pause of 0.8 s: 8 actions to go x 0.2 s x MARGIN allows it, the floor not
+    beats = [(0.2, 1, 0.0), (0.2, 2, 0.0)] + [(0.1, 2, 0.0)] * 8
+    inbox, warnings = _inbox(peer.stream(beats, envelope(pb.WEIGHTS, 2, round=0)), timeout_s=0.2, liveness_s=1.0)
+    inbox.follow({key: 10})
+    peer.begin.set()
+    assert inbox.expect(key).kind == pb.WEIGHTS
+    assert warnings == []
+    peer.end.set()
+
+
+def test_a_transfer_queued_on_a_slow_link_is_waited_for_by_its_backlog(peer: Peer) -> None:
+    beats = [(0.1, 1, 0.5)] * 6  # no new action for 0.6 s, but half a second of transfer still queued
+    inbox, warnings = _inbox(peer.stream(beats, envelope(pb.DONE, 2)), timeout_s=0.1, liveness_s=1.0)
+    assert inbox.take().kind == pb.DONE
+    assert warnings == []
+
+
+def test_a_patient_inbox_waits_as_long_as_the_peer_is_alive(peer: Peer) -> None:
+    beats = [(0.05, 0, 0.0)] * 12
+    inbox, warnings = _inbox(peer.stream(beats, envelope(pb.DONE, 2)), timeout_s=0.05, liveness_s=1.0, patient=True)
+    assert inbox.take().kind == pb.DONE
+    assert warnings == []
+
+
+def test_heartbeats_cross_grpc_beside_messages(loopback: Callable[[Handler], Loopback]) -> None:
+    outbox, inbox = loopback(_echo).session()
+    outbox.progress.advance()
+    outbox.beat(0.02, 4)
+    give_up = time.time() + 10
+    while inbox.state.beats < 3:
+        assert time.time() < give_up
+        time.sleep(0.01)
+    outbox.control(envelope(pb.HELLO, 4))
+    assert inbox.take().kind == pb.HELLO  # the echoed heartbeats never come out of take
+    assert inbox.state.done == 1
+    assert inbox.bytes_received == 0

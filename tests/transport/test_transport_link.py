@@ -171,3 +171,59 @@ def test_unlimited_link_is_immediate() -> None:
     assert time.time() - start < SLACK
     assert all(e.duration == 0 for e in recorder.events)
     assert outbox.bytes_sent == sum(e.args["bytes"] for e in recorder.events) >= 3 * big.ByteSize()
+
+
+def test_flush_waits_until_every_transfer_has_left_and_is_recorded() -> None:
+    recorder = Recorder()
+    outbox = _outbox(LinkSpec(rate_bps=80_000, latency_s=0.01), 2, recorder)
+    for m in range(2):
+        outbox.send(_forward(m), _message(m).tensors)
+    with pytest.raises(TimeoutError, match="still queued"):
+        outbox.flush(0.05)  # nobody is reading the stream yet
+    reader = threading.Thread(target=lambda: list(outbox), daemon=True)
+    reader.start()
+    outbox.flush(5.0)
+    assert [e.name for e in recorder.events] == [str(a.key) for a in _uplink_lane(2)]
+    outbox.close()
+    reader.join(5.0)
+
+
+def test_heartbeats_pass_a_message_the_link_is_still_pacing() -> None:
+    spec = LinkSpec(rate_bps=80_000, latency_s=0.05)  # 10 kB/s: half a second for the message below
+    recorder = Recorder()
+    outbox = _outbox(spec, 1, recorder)
+    outbox.progress.advance()
+    outbox.progress.advance()
+    outbox.beat(0.05, device=3)
+    big = envelope(pb.ACTIVATION, 0, round=0, iteration=0, microbatch=0, tensors=bytes(5000))
+    due = spec.transmit_s(big.ByteSize()) + spec.latency_s
+    queued = time.time()
+    outbox.send(_forward(0), big.tensors)
+    outbox.close()
+    arrivals = _arrivals(outbox)
+    kinds = [e.kind for _, e in arrivals]
+    transfer_at = kinds.index(pb.ACTIVATION)
+    beats = [(t, e) for t, e in arrivals[:transfer_at]]
+    assert len(beats) >= 3 and all(e.kind == pb.HEARTBEAT for _, e in beats)  # not queued behind it
+    assert beats[0][0] - queued < due / 2
+    assert all(e.device == 3 and e.progress == 2 for _, e in beats)
+    backlogs = [e.backlog for _, e in beats]
+    assert 0 < backlogs[0] <= due + 1e-3  # what the link still needs, falling as it goes
+    assert backlogs == sorted(backlogs, reverse=True)
+    arrived, got = arrivals[transfer_at]
+    assert got.tensors == big.tensors and arrived - queued >= due - 1e-3  # paced as before
+    assert outbox.bytes_sent == big.ByteSize()  # heartbeats are not training traffic ...
+    assert [e.name for e in recorder.events] == [str(_uplink_lane(1)[0].key)]  # ... nor link busy time
+
+
+def test_backlog_counts_every_queued_message_once_plus_the_latency() -> None:
+    spec = LinkSpec(rate_bps=80_000, latency_s=0.2)
+    outbox = _outbox(spec, 2)
+    assert outbox.backlog_s() == 0.0
+    for m in range(2):
+        outbox.send(_forward(m), _message(m).tensors)
+    tx = spec.transmit_s(_message(0).ByteSize())
+    assert outbox.backlog_s() == pytest.approx(2 * tx + spec.latency_s, abs=0.02)
+    outbox.close()
+    assert len(list(outbox)) == 2
+    assert outbox.backlog_s() == 0.0

@@ -2,14 +2,15 @@
 
 from pipelearn.data.batches import iterate_batches, num_batches
 from pipelearn.data.cifar import load_cifar10, load_cifar100
-from pipelearn.data.dataset import SPLITS, Dataset, Split
+from pipelearn.data.dataset import SPLITS, Dataset, DatasetFactory, DataSplits, Split
 from pipelearn.data.download import download_and_extract, download_file, md5sum
 from pipelearn.data.errors import DatasetError
 from pipelearn.data.idx import parse_idx, read_idx
 from pipelearn.data.mnist import DEBIAN_FASHION_MNIST_DIR, load_fashion_mnist, load_idx_dataset, load_mnist
 from pipelearn.data.partition import partition_dirichlet, partition_iid, select_subset
 from pipelearn.data.paths import default_data_dir
-from pipelearn.data.registry import DATASET_NAMES, canonical_name, dataset_info, load_dataset
+from pipelearn.data.registry import DATASET_NAMES, canonical_name, dataset_info, load_dataset, load_plugin_splits
+from pipelearn.data.saved import load_saved, save_dataset
 from pipelearn.data.svhn import load_svhn
 from pipelearn.data.synthetic import SyntheticSpec, load_synthetic, synthetic_dataset
 from pipelearn.data.transforms import (
@@ -30,8 +31,10 @@ __all__ = [
     "NORMALIZATION",
     "SPLITS",
     "Augment",
+    "DataSplits",
     "Dataset",
     "DatasetError",
+    "DatasetFactory",
     "Split",
     "SyntheticSpec",
     "augment_for",
@@ -47,6 +50,8 @@ __all__ = [
     "load_fashion_mnist",
     "load_idx_dataset",
     "load_mnist",
+    "load_plugin_splits",
+    "load_saved",
     "load_svhn",
     "load_synthetic",
     "md5sum",
@@ -59,6 +64,7 @@ __all__ = [
     "random_crop",
     "random_hflip",
     "read_idx",
+    "save_dataset",
     "select_subset",
     "synthetic_dataset",
 ]

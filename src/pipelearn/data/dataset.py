@@ -1,9 +1,9 @@
-"""The in-memory Dataset type shared by every loader."""
+"""The in-memory Dataset type shared by every loader, and the protocol of a data plug-in."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -58,3 +58,23 @@ class Dataset:
             f"Dataset(name={self.name!r}, samples={len(self)}, input_shape={self.input_shape}, "
             f"num_classes={self.num_classes})"
         )
+
+
+class DataSplits(NamedTuple):
+    """A data set's training and test splits."""
+
+    train: Dataset
+    test: Dataset
+
+
+class DatasetFactory(Protocol):
+    """A data plug-in: called with no arguments, it returns the training and test splits, as two Datasets.
+
+    Both splits hold samples of one shape (C, H, W) and share ``num_classes``. Batches normalise and augment them
+    as they do the built-in data set whose name the splits carry (e.g. "mnist"); any other name gets mean 0.5,
+    standard deviation 0.5 per channel and no augmentation. Each device keeps its own share of the training split.
+    """
+
+    def __call__(self) -> DataSplits | tuple[Dataset, Dataset]:
+        """Load the splits."""
+        ...

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from pipelearn.config import RunConfig
 from pipelearn.metrics.events import Event, compute_track, link_track
 from pipelearn.metrics.trace import write_trace
+from pipelearn.plan import RunPlan
 
 
 def busy_seconds(intervals: Iterable[tuple[float, float]], start: float, end: float) -> float:
@@ -66,6 +67,21 @@ def bottleneck(events: Sequence[Event], start: float, end: float) -> dict[str, A
     return {"resource": track, "busy_s": busy[track]}
 
 
+def compression_totals(per_device: Sequence[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Codec, raw and wire tensor bytes of each direction summed over the devices, and raw / wire."""
+    totals: dict[str, dict[str, Any]] = {}
+    for direction in ("up", "down"):
+        flows = [device[direction] for device in per_device]
+        raw, wire = sum(f["raw_bytes"] for f in flows), sum(f["wire_bytes"] for f in flows)
+        totals[direction] = {
+            "codec": flows[0]["codec"],
+            "raw_bytes": raw,
+            "wire_bytes": wire,
+            "ratio": raw / wire if wire else None,
+        }
+    return totals
+
+
 def write_results(
     out: Path,
     config: RunConfig,
@@ -75,12 +91,23 @@ def write_results(
     accuracy: float,
     state: dict[str, torch.Tensor],
     *,
+    plan: RunPlan,
     samples: list[int],
     bytes_up: list[int],
     bytes_down: list[int],
     errors: dict[int, str],
+    startup_s: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    compression: list[dict[str, dict[str, Any]]] | None = None,
+    server_device: str = "cpu",
+    dropped: Sequence[dict[str, Any]] = (),
+    rejoined: Sequence[dict[str, Any]] = (),
+    resumed_from_round: int | None = None,
 ) -> dict[str, Any]:
-    """Write metrics.json, trace.json and model.safetensors into `out`; return the metrics."""
+    """Write metrics.json, trace.json and model.safetensors into `out`; return the metrics (`extra` added to them).
+
+    `compression` holds, per device, the codec and raw and wire tensor bytes of each direction (up, down).
+    """
     out.mkdir(parents=True, exist_ok=True)
     wall = end - start
     devices = []
@@ -96,10 +123,11 @@ def write_results(
                 "downlink_busy_s": track_usage(events, link_track(d, "downlink"), start, end)["busy_s"],
                 "uplink_mbps": [list(step) for step in config.rates(d, "up")],
                 "downlink_mbps": [list(step) for step in config.rates(d, "down")],
-                "split": config.split_point(d) if config.mode != "fl" else None,
-                "microbatches": config.microbatch_count(d),
-                "slowdown": config.slowdown(d),
+                "split": plan.devices[d].split if config.mode != "fl" else None,
+                "microbatches": plan.devices[d].microbatches,
+                "slowdown": plan.devices[d].slowdown,
                 "error": errors.get(d),
+                **({"compression": compression[d]} if compression else {}),
             }
         )
     metrics = {
@@ -114,15 +142,24 @@ def write_results(
         "batch_size": config.batch_size,
         "epochs": config.epochs,
         "train_time_s": wall,
+        "startup_s": startup_s,
+        "optimizer_state": config.optimizer_state,
         "epoch_times_s": epoch_times(events, start, end, config.epochs),
         "train_loss": train_losses(events, config.epochs),
         "test_accuracy": accuracy,
         "bytes_up": sum(bytes_up),
         "bytes_down": sum(bytes_down),
+        **({"compression": compression_totals(compression)} if compression else {}),
         "server": track_usage(events, compute_track(None), start, end),
+        "server_device": server_device,
         "device": devices,
         "bottleneck": bottleneck(events, start, end),
         "failed_devices": sorted(errors),
+        **(extra or {}),
+        "dropped": list(dropped),
+        "rejoined": list(rejoined),
+        "resumed_from_round": resumed_from_round,
+        "plan": plan.to_dict(),
         "config": json.loads(config.to_json()),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -84,3 +84,19 @@ def write_trace(
 
 def _track_order(name: str) -> tuple[int, str]:
     return (0, name) if name.startswith("server") else (1, name)
+
+
+def read_trace(path: Path) -> list[Event]:
+    """The events of a trace written by `write_trace`, in seconds from its origin."""
+    try:
+        items = json.loads(path.read_text())["traceEvents"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path} is not a trace written by pipelearn ({exc}); run the training again") from exc
+    processes = {e["pid"]: e["args"]["name"] for e in items if e.get("ph") == "M" and e["name"] == "process_name"}
+    threads = {e["tid"]: e["args"]["name"] for e in items if e.get("ph") == "M" and e["name"] == "thread_name"}
+    events = []
+    for e in items:
+        if e.get("ph") == "X":
+            track = f"{processes[e['pid']]}/{threads[e['tid']]}"
+            events.append(Event(track, e["name"], e["ts"] / 1e6, (e["ts"] + e["dur"]) / 1e6, e.get("args", {})))
+    return events

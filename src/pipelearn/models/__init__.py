@@ -15,7 +15,8 @@ modules) applying its children in order; its children are re-keyed "0".."L-1"::
     device_part, server_part = split(net, 2)  # device: "0" conv, "1" act; server: "2" flat, "3" fc
     assert torch.equal(server_part(device_part(x)), net(x))
 
-The parts share the model's modules, so training them trains the model.
+The parts share the model's modules, so training them trains the model. A run trains a user's own network by
+naming a function that returns such blocks (a :class:`ModelFactory`) as MODULE:FUNCTION wherever a model name goes.
 """
 
 from pipelearn.models.blocks import (
@@ -27,7 +28,14 @@ from pipelearn.models.blocks import (
     SqueezeExcite,
 )
 from pipelearn.models.mobilenet import mobilenetv3_large, mobilenetv3_small
-from pipelearn.models.registry import MODEL_NAMES, build_model, canonical_model_name
+from pipelearn.models.registry import (
+    MODEL_NAMES,
+    ModelError,
+    ModelFactory,
+    build_model,
+    canonical_model_name,
+    check_fits,
+)
 from pipelearn.models.resnet import resnet18, resnet50
 from pipelearn.models.splitting import as_blocks, num_blocks, split
 from pipelearn.models.vgg import vgg5, vgg8, vgg11, vgg16
@@ -39,10 +47,13 @@ __all__ = [
     "ConvBlock",
     "DenseBlock",
     "InvertedResidual",
+    "ModelError",
+    "ModelFactory",
     "SqueezeExcite",
     "as_blocks",
     "build_model",
     "canonical_model_name",
+    "check_fits",
     "mobilenetv3_large",
     "mobilenetv3_small",
     "num_blocks",

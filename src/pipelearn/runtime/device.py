@@ -2,30 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
 import torch
 
 from pipelearn.config import RunConfig
-from pipelearn.data import load_dataset
 from pipelearn.metrics.events import Recorder, compute_track, link_track, now
+from pipelearn.plan import RunPlan
+from pipelearn.runtime.agreement import adopt, fingerprint
+from pipelearn.runtime.checks import check_plan, check_start, device_threads
+from pipelearn.runtime.hardware import resolve_device
 from pipelearn.runtime.work import (
     DeviceBatches,
     device_indices,
     device_part,
+    load_data,
     make_model,
     make_optimizer,
+    on_new_weights,
     scaled_loss,
     schedule_for,
+    warm_up,
 )
 from pipelearn.schedule import Action, Op, Resource, Schedule
 from pipelearn.transport import pipelearn_pb2 as pb
-from pipelearn.transport.codec import WireError, decode, encode, spec_of
-from pipelearn.transport.inbox import Inbox, PeerError
+from pipelearn.transport.channel import channel_for
+from pipelearn.transport.codec import WireError, spec_of
+from pipelearn.transport.credentials import DeviceCredentials
+from pipelearn.transport.inbox import Inbox, PeerError, RunOver
 from pipelearn.transport.link import Outbox
 from pipelearn.transport.rates import link_spec
-from pipelearn.transport.service import envelope, open_session
+from pipelearn.transport.service import envelope, kind_name, open_session
 
 
 class DeviceWorker:
@@ -34,52 +43,67 @@ class DeviceWorker:
     def __init__(
         self,
         config: RunConfig,
+        plan: RunPlan,
         device: int,
         batches: DeviceBatches,
         schedule: Schedule,
-        model: torch.nn.Sequential,
+        part: torch.nn.Sequential,
+        optimizer: torch.optim.Optimizer | None,
         outbox: Outbox,
         inbox: Inbox,
         recorder: Recorder,
+        compute: torch.device | None = None,
+        first_round: int = 0,
     ) -> None:
         self.config, self.device, self.batches, self.schedule = config, device, batches, schedule
-        self.part = device_part(model, config, device)
-        self.part.train()
-        self.optimizer = make_optimizer(self.part, config)
+        self.compute = compute or torch.device("cpu")
+        self.first_round = first_round
+        self.part, self.optimizer = part, optimizer
         self.outbox, self.inbox, self.recorder = outbox, inbox, recorder
-        self.slowdown = config.slowdown(device)
+        self.channel = channel_for(config, "device")
+        self.slowdown = plan.devices[device].slowdown
         self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._activations: dict[int, torch.Tensor] = {}
 
     def run(self) -> None:
-        """Execute every action of this device's compute lane, in order."""
+        """Execute this device's compute lane from its first round on, in order, to its end or until the server ends
+        the run early."""
         track = compute_track(self.device)
-        for action in self.schedule.lane(Resource.DEVICE, self.device):
-            received = [self.inbox.expect(dep) for dep in action.deps if dep.resource is Resource.DOWNLINK]
+        for action in self.schedule.lane(Resource.DEVICE, self.device, self.first_round):
+            try:
+                received = [self.inbox.expect(dep) for dep in action.deps if dep.resource is Resource.DOWNLINK]
+            except RunOver:
+                return
             start = now()
             args = self.execute(action, received)
             busy = now() - start
             if self.slowdown > 1:
                 time.sleep(busy * (self.slowdown - 1))
             self.recorder.record(track, str(action.key), start, now(), epoch=action.epoch, **args)
+            self.outbox.progress.advance()
 
     def execute(self, action: Action, received: list[pb.Envelope]) -> dict[str, float]:
         """Do one action; return what the timeline should note about it."""
         key = action.key
         if key.op is Op.LOAD_WEIGHTS:
-            self.part.load_state_dict(decode(received[0].tensors, spec_of(self.part.state_dict())))
+            self.part.load_state_dict(
+                self.channel.decode(Op.WEIGHTS, received[0].tensors, spec_of(self.part.state_dict()))
+            )
+            on_new_weights(self.optimizer, self.config)
         elif key.op is Op.SEND_WEIGHTS:
-            self.outbox.send(key, encode(self.part.state_dict()))
+            self.outbox.send(key, self.channel.encode(Op.WEIGHTS, self.part.state_dict()))
         elif key.op is Op.FORWARD:
             x, y = self._microbatch(key.iteration, key.microbatch)
             activation = self.part(x)
             self._activations[key.microbatch] = activation
-            self.outbox.send(key, encode({"activation": activation, "labels": y}))
+            self.outbox.send(key, self.channel.encode(Op.ACTIVATION, {"activation": activation, "labels": y}))
         elif key.op is Op.BACKWARD:
             activation = self._activations.pop(key.microbatch)
-            gradient = decode(received[0].tensors, {"gradient": (tuple(activation.shape), activation.dtype)})
+            gradient = self.channel.decode(
+                Op.GRADIENT, received[0].tensors, {"gradient": (tuple(activation.shape), activation.dtype)}
+            )
             if activation.requires_grad:
-                activation.backward(gradient["gradient"])
+                activation.backward(gradient["gradient"].to(self.compute))
         elif key.op is Op.TRAIN:
             x, y = self._microbatch(key.iteration, key.microbatch)
             batch = self.schedule.batch_sizes[self.device][key.iteration]
@@ -96,7 +120,7 @@ class DeviceWorker:
 
     def _microbatch(self, iteration: int, microbatch: int) -> tuple[torch.Tensor, torch.Tensor]:
         if microbatch == 0:
-            x, y = self.batches.batch(iteration)
+            x, y = (t.to(self.compute) for t in self.batches.batch(iteration))
             n = self.schedule.microbatches[self.device]
             self._chunks = list(
                 zip(torch.tensor_split(x, min(n, len(x))), torch.tensor_split(y, min(n, len(y))), strict=True)
@@ -104,52 +128,93 @@ class DeviceWorker:
         return self._chunks[microbatch]
 
 
-def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
-    """Join the server at HOST:PORT as device `device` and train until the server says the run is over."""
+def run_device(
+    address: str,
+    device: int,
+    timeout_s: float = 120.0,
+    *,
+    model: str | None = None,
+    dataset: str | None = None,
+    compute: str = "cpu",
+    credentials: DeviceCredentials | None = None,
+    insecure: bool = False,
+    data_dir: str | None = None,
+    download: bool = False,
+) -> None:
+    """Join the server at HOST:PORT as device `device` and train until the server says the run is over.
+
+    `model` and `dataset` are this device's own names for them, which it must be given where the run uses plug-ins;
+    `compute` is where it trains (cpu, cuda, cuda:N, mps or auto). The device connects over mutual TLS with
+    `credentials` (which must be device `device`'s), or in plain text only if `insecure`. It reads its training data
+    from its own `data_dir` (fetching it only if `download`): what the server's plan says about paths is ignored.
+    """
+    began = now()
+    if (credentials is None) != insecure:
+        raise ValueError("join with credentials (mutual TLS), or with insecure=True for plain text; not both")
+    if credentials is not None and credentials.device != device:
+        raise ValueError(f"these credentials are device {credentials.device}'s, not device {device}'s")
     torch.set_num_threads(1)
+    where = resolve_device(compute, "--compute")
     outbox = Outbox()
-    channel, replies = open_session(address, iter(outbox), timeout_s)
+    channel, replies = open_session(address, iter(outbox), timeout_s, credentials)
     inbox = Inbox(replies, "the server", timeout_s)
     try:
         sent = now()
         outbox.control(envelope(pb.HELLO, device, clock=sent))
         plan = _take(inbox, pb.PLAN)
         recorder = Recorder(offset=plan.clock - (sent + now()) / 2)
-        config = RunConfig.from_json(plan.text)
+        config, run_plan = check_plan(plan.text, device)
+        config = adopt(config, model, dataset)
         if config.netns:
             recorder.offset = 0.0  # the hosts of a netns run are one machine with one clock: no estimate needed
-        torch.set_num_threads(config.threads)
-        inbox.timeout_s = config.timeout_s
-        train = load_dataset(config.dataset, "train", config.data_dir, download=config.download)
+        torch.set_num_threads(device_threads(config))
+        inbox.timeout_s, inbox.liveness_s, inbox.patient = config.timeout_s, config.liveness_s, True
+        outbox.beat(config.heartbeat_s, device)
+        train = load_data(dataclasses.replace(config, data_dir=data_dir, download=download), "train")
         indices = device_indices(config, train, device)
-        model = make_model(config, train.input_shape, train.num_classes)
-        make_optimizer(model, config)  # torch's first optimizer takes seconds to import its compiler: not in epoch 0
-        outbox.control(envelope(pb.READY, device, text=json.dumps({"samples": len(indices)})))
+        whole = make_model(config, train.input_shape, train.num_classes)
+        part = device_part(whole, run_plan, device).to(where).train()
+        optimizer = make_optimizer(part, config)
+        warm_up(part, config, train.input_shape, config.batch_size)
+        declared = fingerprint(part, train.input_shape, train.num_classes)
+        ready = {"samples": len(indices), "startup_s": now() - began, "fingerprint": declared}
+        outbox.control(envelope(pb.READY, device, text=json.dumps(ready)))
         start = _take(inbox, pb.START)
-        samples = json.loads(start.text)["samples"]
-        schedule = schedule_for(config, samples)
+        schedule = schedule_for(config, run_plan, check_start(start, config, device, len(indices)))
+        first_round = int(json.loads(start.text).get("round", 0))  # later than 0 when rejoining or resuming a run
+        if not 0 <= first_round <= schedule.rounds:
+            raise WireError(f"the server starts this device at round {first_round} of a {schedule.rounds}-round run")
+        origin = start.clock - recorder.offset  # training start, on this side's clock: the rate schedules' 0 s
         outbox.follow(
-            link_spec(config, device, "up", start.clock - recorder.offset),
-            schedule.lane(Resource.UPLINK, device),
+            link_spec(config, device, "up", origin, run_plan.devices[device].link),
+            schedule.lane(Resource.UPLINK, device, first_round),
             link_track(device, "uplink"),
             recorder,
         )
-        if config.netns:
-            inbox.time_transfers(schedule.lane(Resource.DOWNLINK, device), link_track(device, "downlink"), recorder)
+        if config.netns:  # the kernel paces the downlink: this side times its transfers as they arrive
+            downlink = schedule.lane(Resource.DOWNLINK, device, first_round)
+            inbox.time_transfers(downlink, link_track(device, "downlink"), recorder)
         DeviceWorker(
             config,
+            run_plan,
             device,
             DeviceBatches(train, indices, config, device),
             schedule,
-            model,
+            part,
+            optimizer,
             outbox,
             inbox,
             recorder,
+            where,
+            first_round,
         ).run()
+        outbox.flush(config.timeout_s)  # the last upload is on the timeline only once it has left
         outbox.control(envelope(pb.EVENTS, device, text=json.dumps(recorder.to_json())))
         _take(inbox, pb.DONE)
     except (WireError, ValueError) as exc:
         outbox.control(envelope(pb.ERROR, device, text=str(exc)))
+        outbox.close()
+        outbox.drained.wait(timeout=5.0)  # so that the server hears why this device stops, if it still listens
         raise
     finally:
         outbox.close()
@@ -159,5 +224,5 @@ def run_device(address: str, device: int, timeout_s: float = 120.0) -> None:
 def _take(inbox: Inbox, kind: int) -> pb.Envelope:
     message = inbox.take()
     if message.kind != kind:
-        raise PeerError(f"expected {pb.Kind.Name(kind)} from the server, got {pb.Kind.Name(message.kind)}")
+        raise PeerError(f"expected {pb.Kind.Name(kind)} from the server, got {kind_name(message.kind)}")
     return message

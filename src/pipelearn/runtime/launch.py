@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,11 +18,15 @@ import torch
 
 from pipelearn.config import ConfigError, RunConfig
 from pipelearn.metrics.report import add_metrics
+from pipelearn.plugins import device_environment, device_flags
+from pipelearn.runtime.checkpoint import Checkpoint
 from pipelearn.runtime.server import Server
+from pipelearn.transport.credentials import device_file, load_server_credentials, make_credentials
 
 
-def device_command(address: str, device: int, config: RunConfig) -> list[str]:
-    """The command line of one device process joining the server at HOST:PORT."""
+def device_command(address: str, device: int, config: RunConfig, credentials: str) -> list[str]:
+    """The command line of one device process joining the server at HOST:PORT with its own file of `credentials`."""
+    data = ["--data-dir", config.data_dir] if config.data_dir is not None else []
     return [
         sys.executable,
         "-m",
@@ -31,42 +36,73 @@ def device_command(address: str, device: int, config: RunConfig) -> list[str]:
         address,
         "--id",
         str(device),
+        "--credentials",
+        str(device_file(credentials, device)),
         "--timeout",
         str(config.timeout_s),
+        *data,
+        *(["--download"] if config.download else []),
+        *device_flags(config.model, config.dataset),
     ]
 
 
-def run_local(config: RunConfig, progress: bool = True) -> dict[str, Any]:
-    """Start the server and one process per device over loopback (or in namespaces); train; return the metrics."""
+def run_local(config: RunConfig, progress: bool = True, resume: Checkpoint | None = None) -> dict[str, Any]:
+    """Start the server and one process per device over loopback (or in namespaces, `netns`) with mutual TLS; train
+    (from a checkpoint if given); return the metrics.
+
+    The credentials are made for this run alone in a private temporary directory, each device process is given
+    only its own, and they are deleted when the run ends.
+    """
     torch.set_num_threads(config.threads)
     if config.netns:
-        return _run_in_namespaces(config, progress)
-    server = Server(config, progress)
-    port = server.listen("127.0.0.1:0")
-    devices = [subprocess.Popen(device_command(f"127.0.0.1:{port}", d, config)) for d in range(config.devices)]
-    try:
-        metrics = server.run()
-    finally:
-        _stop(devices, config.timeout_s, kill=False)
+        return _run_in_namespaces(config, progress, resume)
+    server = Server(config, progress, resume)  # refuses a configuration the devices cannot serve before any starts
+    environment = device_environment(config.model, config.dataset)
+    with tempfile.TemporaryDirectory(prefix="pipelearn-credentials-") as credentials:
+        make_credentials(credentials, config.devices)
+        port = server.listen("127.0.0.1:0", load_server_credentials(credentials))
+        devices = [
+            subprocess.Popen(device_command(f"127.0.0.1:{port}", d, config, credentials), env=environment)
+            for d in range(config.devices)
+        ]
+        try:
+            metrics = server.run()
+        finally:
+            _stop(devices, config.timeout_s, kill=False)
     return metrics
 
 
-def _run_in_namespaces(config: RunConfig, progress: bool) -> dict[str, Any]:
+def _run_in_namespaces(config: RunConfig, progress: bool, resume: Checkpoint | None) -> dict[str, Any]:
+    """The run with its server and devices as hosts in network namespaces; a resumed run's server process reads the
+    checkpoint from the run's output directory, where `--resume` found it."""
     from pipelearn.runtime.netns import Network
     from pipelearn.runtime.shaper import KernelLinks, link_mtu
 
     # says at once, before any data is loaded, if namespaces cannot be made here
     network = Network(config.devices, [link_mtu(config, d) for d in range(config.devices)])
-    with _exit_on_terminate(), network:
+    environment = device_environment(config.model, config.dataset)
+    with (
+        _exit_on_terminate(),
+        tempfile.TemporaryDirectory(prefix="pipelearn-credentials-") as credentials,
+        network,
+    ):
+        # the devices dial the server at its address in the namespaces: its certificate must name it
+        make_credentials(credentials, config.devices, ips=[network.server_address])
         links = KernelLinks(network, config)
         # the server is a process of its own in its namespace, like the devices: a thread of this process that
         # entered the namespace would also put there the threads gRPC starts from it, for every later connection
-        command = ["-m", "pipelearn.runtime.netns_server", "--address", network.server_address]
+        command = [
+            *("-m", "pipelearn.runtime.netns_server", "--address", network.server_address),
+            *("--credentials", credentials),
+            *([] if progress else ["--quiet"]),
+            *(["--resume"] if resume is not None else []),
+        ]
         server = subprocess.Popen(
-            [*network.exec_in(None), sys.executable, *command, *([] if progress else ["--quiet"])],
+            [*network.exec_in(None), sys.executable, *command],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=environment,
         )
         assert server.stdin is not None and server.stdout is not None
         devices: list[subprocess.Popen[bytes]] = []
@@ -79,7 +115,8 @@ def _run_in_namespaces(config: RunConfig, progress: bool) -> dict[str, Any]:
                 if "port" in message:
                     address = f"{network.server_address}:{message['port']}"
                     for d in range(config.devices):
-                        devices.append(subprocess.Popen([*network.exec_in(d), *device_command(address, d, config)]))
+                        device = [*network.exec_in(d), *device_command(address, d, config, credentials)]
+                        devices.append(subprocess.Popen(device, env=environment))
                 elif "start" in message:
                     links.start(message["start"])
                 elif "metrics" in message:

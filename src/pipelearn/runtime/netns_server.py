@@ -27,17 +27,22 @@ def main() -> int:
     """Serve one run on ADDRESS (any free port), reporting to the launcher on stdout."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--address", required=True, help="the server's address in its namespace")
+    parser.add_argument("--credentials", required=True, metavar="DIR", help="the run's credentials (mutual TLS)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--resume", action="store_true", help="go on from the checkpoint in the run's output directory")
     args = parser.parse_args()
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not garble the launcher's messages
+    from pipelearn.runtime.checkpoint import load_checkpoint
     from pipelearn.runtime.server import Server
+    from pipelearn.transport.credentials import load_server_credentials
 
     try:
         config = RunConfig.from_json(sys.stdin.read())
         torch.set_num_threads(config.threads)
-        server = Server(config, progress=not args.quiet)
-        _say(channel, port=server.listen(f"{args.address}:0"))
+        resume = load_checkpoint(config.out) if args.resume else None
+        server = Server(config, progress=not args.quiet, resume=resume)
+        _say(channel, port=server.listen(f"{args.address}:0", load_server_credentials(args.credentials)))
         server.on_start = lambda clock: _say(channel, start=clock)
         _say(channel, metrics=server.run())
     except (ConfigError, ValueError, OSError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping
 
@@ -37,36 +38,95 @@ def encode(tensors: Mapping[str, torch.Tensor]) -> bytes:
     return st_save({name: t.detach().cpu().contiguous() for name, t in tensors.items()})
 
 
+MAX_HEADER_BYTES = 1 << 20
+"""The longest safetensors header accepted: ample for the state dict of any zoo model (hundreds of tensors)."""
+
+_ITEM_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "F16": 2, "BF16": 2, "I32": 4, "F32": 4, "I64": 8, "F64": 8}
+
+
 def header(data: bytes) -> dict[str, TensorSpec]:
-    """Names, shapes and dtypes from safetensors bytes, without reading the tensors."""
+    """Names, shapes and dtypes from safetensors bytes, without reading the tensors.
+
+    The header must describe the payload exactly: every tensor's bytes lie where its offsets say, in order,
+    without gaps or overlaps, and fill the payload; anything else is a WireError that says what is wrong.
+    """
     if len(data) < 8:
         raise WireError(f"tensor payload of {len(data)} bytes is too short for a safetensors header")
     (size,) = struct.unpack("<Q", data[:8])
+    if size > MAX_HEADER_BYTES:
+        raise WireError(f"safetensors header claims {size} bytes, more than the {MAX_HEADER_BYTES} allowed")
     if size > len(data) - 8:
-        raise WireError(f"safetensors header claims {size} bytes but only {len(data) - 8} follow")
+        raise WireError(f"safetensors header claims {size} bytes but only {len(data) - 8} follow (truncated)")
     try:
         meta = json.loads(data[8 : 8 + size])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"safetensors header is not valid JSON: {exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise WireError(f"safetensors header is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise WireError(f"safetensors header is a JSON {type(meta).__name__}, not an object")
     specs: dict[str, TensorSpec] = {}
+    extents: list[tuple[int, int, str]] = []
     for name, info in meta.items():
         if name == "__metadata__":
             continue
-        dtype = _DTYPES.get(info.get("dtype"))
-        if dtype is None:
-            raise WireError(f"tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
-        specs[name] = (tuple(int(x) for x in info["shape"]), dtype)
+        shape, dtype, begin, end = _entry(name, info)
+        specs[name] = (shape, _DTYPES[dtype])
+        extents.append((begin, end, name))
+    reach = 0
+    for begin, end, name in sorted(extents):
+        if begin != reach:
+            raise WireError(f"tensor {name!r} starts at byte {begin} of the data, but the data before ends at {reach}")
+        reach = end
+    if reach != len(data) - 8 - size:
+        raise WireError(f"the header's tensors fill {reach} bytes but {len(data) - 8 - size} bytes of data follow it")
     return specs
 
 
-def decode(data: bytes, expected: Mapping[str, TensorSpec] | None = None) -> dict[str, torch.Tensor]:
-    """Tensors from safetensors bytes; with `expected`, names, shapes and dtypes must match exactly."""
+def _entry(name: str, info: object) -> tuple[tuple[int, ...], str, int, int]:
+    if not isinstance(info, dict):
+        raise WireError(f"safetensors header entry {name!r} is not an object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise WireError(f"tensor {name!r} has unsupported dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(_natural(x) for x in shape):
+        raise WireError(f"tensor {name!r} has shape {shape!r}; expected a list of whole numbers of 0 or more")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_natural(x) for x in offsets)):
+        raise WireError(f"tensor {name!r} has data_offsets {offsets!r}; expected [begin, end]")
+    begin, end = offsets
+    elements = math.prod(shape)
+    if end - begin != elements * _ITEM_BYTES[dtype]:
+        raise WireError(
+            f"tensor {name!r} of shape {shape} and dtype {dtype} needs {elements * _ITEM_BYTES[dtype]} bytes, "
+            f"but its data_offsets span {end - begin}"
+        )
+    return tuple(shape), dtype, begin, end
+
+
+def _natural(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def decode(
+    data: bytes, expected: Mapping[str, TensorSpec] | None = None, *, finite: bool = True
+) -> dict[str, torch.Tensor]:
+    """Tensors from safetensors bytes, the header checked first; with `expected`, names, shapes and dtypes must
+    match exactly; with `finite` (the default), a floating-point tensor holding NaN or Inf is refused."""
+    specs = header(data)
     if expected is not None:
-        check(header(data), expected)
+        check(specs, expected)
     try:
-        return st_load(data)
+        tensors = st_load(data)
     except Exception as exc:  # safetensors raises its own error types for malformed data
         raise WireError(f"tensor payload is not valid safetensors: {exc}") from exc
+    if finite:
+        check_finite(tensors)
+    return tensors
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], what: str = "tensor") -> None:
+    """Raise WireError naming the first floating-point tensor that holds NaN or Inf."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise WireError(f"{what} {name!r} holds NaN or Inf values")
 
 
 def check(got: Mapping[str, TensorSpec], expected: Mapping[str, TensorSpec]) -> None:

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fpipelearn.proto\x12\tpipelearn\"\xaf\x01\n\x08\x45nvelope\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x1d\n\x04kind\x18\x02 \x01(\x0e\x32\x0f.pipelearn.Kind\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\r\x12\r\n\x05round\x18\x04 \x01(\x05\x12\x11\n\titeration\x18\x05 \x01(\x05\x12\x12\n\nmicrobatch\x18\x06 \x01(\x05\x12\x0f\n\x07tensors\x18\x07 \x01(\x0c\x12\x0c\n\x04text\x18\x08 \x01(\t\x12\r\n\x05\x63lock\x18\t \x01(\x01*\x93\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05HELLO\x10\x01\x12\x08\n\x04PLAN\x10\x02\x12\x0e\n\nACTIVATION\x10\x03\x12\x0c\n\x08GRADIENT\x10\x04\x12\x0b\n\x07WEIGHTS\x10\x05\x12\n\n\x06\x45VENTS\x10\x06\x12\x08\n\x04\x44ONE\x10\x07\x12\t\n\x05\x45RROR\x10\x08\x12\t\n\x05READY\x10\t\x12\t\n\x05START\x10\n2D\n\tPipeLearn\x12\x37\n\x07Session\x12\x13.pipelearn.Envelope\x1a\x13.pipelearn.Envelope(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fpipelearn.proto\x12\tpipelearn\"\xd2\x01\n\x08\x45nvelope\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x1d\n\x04kind\x18\x02 \x01(\x0e\x32\x0f.pipelearn.Kind\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\r\x12\r\n\x05round\x18\x04 \x01(\x05\x12\x11\n\titeration\x18\x05 \x01(\x05\x12\x12\n\nmicrobatch\x18\x06 \x01(\x05\x12\x0f\n\x07tensors\x18\x07 \x01(\x0c\x12\x0c\n\x04text\x18\x08 \x01(\t\x12\r\n\x05\x63lock\x18\t \x01(\x01\x12\x10\n\x08progress\x18\n \x01(\x04\x12\x0f\n\x07\x62\x61\x63klog\x18\x0b \x01(\x01*\xa2\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05HELLO\x10\x01\x12\x08\n\x04PLAN\x10\x02\x12\x0e\n\nACTIVATION\x10\x03\x12\x0c\n\x08GRADIENT\x10\x04\x12\x0b\n\x07WEIGHTS\x10\x05\x12\n\n\x06\x45VENTS\x10\x06\x12\x08\n\x04\x44ONE\x10\x07\x12\t\n\x05\x45RROR\x10\x08\x12\t\n\x05READY\x10\t\x12\t\n\x05START\x10\n\x12\r\n\tHEARTBEAT\x10\x0b\x32\x44\n\tPipeLearn\x12\x37\n\x07Session\x12\x13.pipelearn.Envelope\x1a\x13.pipelearn.Envelope(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pipelearn_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KIND']._serialized_start=209
-  _globals['_KIND']._serialized_end=356
+  _globals['_KIND']._serialized_start=244
+  _globals['_KIND']._serialized_end=406
   _globals['_ENVELOPE']._serialized_start=31
-  _globals['_ENVELOPE']._serialized_end=206
-  _globals['_PIPELEARN']._serialized_start=358
-  _globals['_PIPELEARN']._serialized_end=426
+  _globals['_ENVELOPE']._serialized_end=241
+  _globals['_PIPELEARN']._serialized_start=408
+  _globals['_PIPELEARN']._serialized_end=476
 # @@protoc_insertion_point(module_scope)

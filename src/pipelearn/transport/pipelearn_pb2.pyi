@@ -18,6 +18,7 @@ class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR: _ClassVar[Kind]
     READY: _ClassVar[Kind]
     START: _ClassVar[Kind]
+    HEARTBEAT: _ClassVar[Kind]
 KIND_UNSPECIFIED: Kind
 HELLO: Kind
 PLAN: Kind
@@ -29,9 +30,10 @@ DONE: Kind
 ERROR: Kind
 READY: Kind
 START: Kind
+HEARTBEAT: Kind
 
 class Envelope(_message.Message):
-    __slots__ = ("protocol", "kind", "device", "round", "iteration", "microbatch", "tensors", "text", "clock")
+    __slots__ = ("protocol", "kind", "device", "round", "iteration", "microbatch", "tensors", "text", "clock", "progress", "backlog")
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +43,8 @@ class Envelope(_message.Message):
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CLOCK_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_FIELD_NUMBER: _ClassVar[int]
     protocol: int
     kind: Kind
     device: int
@@ -50,4 +54,6 @@ class Envelope(_message.Message):
     tensors: bytes
     text: str
     clock: float
-    def __init__(self, protocol: _Optional[int] = ..., kind: _Optional[_Union[Kind, str]] = ..., device: _Optional[int] = ..., round: _Optional[int] = ..., iteration: _Optional[int] = ..., microbatch: _Optional[int] = ..., tensors: _Optional[bytes] = ..., text: _Optional[str] = ..., clock: _Optional[float] = ...) -> None: ...
+    progress: int
+    backlog: float
+    def __init__(self, protocol: _Optional[int] = ..., kind: _Optional[_Union[Kind, str]] = ..., device: _Optional[int] = ..., round: _Optional[int] = ..., iteration: _Optional[int] = ..., microbatch: _Optional[int] = ..., tensors: _Optional[bytes] = ..., text: _Optional[str] = ..., clock: _Optional[float] = ..., progress: _Optional[int] = ..., backlog: _Optional[float] = ...) -> None: ...

@@ -7,7 +7,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from pipelearn.config import Direction, RateSteps, RunConfig
+from pipelearn.config import Direction, Link, RateSteps, RunConfig
 from pipelearn.transport.link import LinkSpec
 
 
@@ -57,15 +57,19 @@ class RateSchedule:
         return max(bisect.bisect_right([s for s, _ in self.steps], t) - 1, 0)
 
 
-def link_spec(config: RunConfig, device: int, direction: Direction, origin: float) -> LinkSpec:
+def link_spec(
+    config: RunConfig, device: int, direction: Direction, origin: float, link: Link | None = None
+) -> LinkSpec:
     """The user-space link of one device's uplink or downlink, its rate schedule counted from `origin`.
 
-    With `netns` the kernel paces the bytes: the link then adds only the latency.
+    `link` is the device's network as the run plan resolved it (the config's by default): its latency, and its rate
+    where the rate does not change. With `netns` the kernel paces the bytes: the link then adds only the latency.
     """
-    latency_s = config.link(device).latency_ms / 1e3
+    link = link or config.link(device)
+    latency_s = link.latency_ms / 1e3
     if config.netns:
         return LinkSpec(math.inf, latency_s, kernel_paced=True)
     steps = config.rates(device, direction)
     if len(steps) == 1:
-        return LinkSpec(steps[0][1] * 1e6, latency_s)
+        return LinkSpec((link.up_mbps if direction == "up" else link.down_mbps) * 1e6, latency_s)
     return LinkSpec(steps[0][1] * 1e6, latency_s, schedule=RateSchedule.from_mbps(steps, origin))

@@ -1,0 +1,1 @@
+"""Benchmarks and their evidence: the bench of every mode, figures and tables drawn from recorded runs."""

@@ -1,0 +1,134 @@
+"""Figures drawn from recorded runs with matplotlib (Agg, no display): timelines, epoch times, idle time, maps."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from pipelearn.metrics.events import Event
+
+OP_COLOURS = {
+    "F": ("#4C72B0", "device forward"),
+    "B": ("#DD8452", "device backward"),
+    "T": ("#55A868", "train (forward + backward)"),
+    "S": ("#8C8C8C", "optimizer step"),
+    "W": ("#8172B3", "weights out"),
+    "L": ("#937860", "weights in"),
+    "A": ("#C44E52", "FedAvg"),
+    "a": ("#64B5CD", "activation up"),
+    "g": ("#DA8BC3", "gradient down"),
+    "w": ("#CCB974", "weights transfer"),
+}
+"""Colour and legend label of each schedule operation (the letter in an action's name)."""
+
+_ITERATION = re.compile(r"\.i(\d+)m\d+$")
+
+
+def _op(name: str) -> str:
+    parts = name.split(".")
+    return parts[2] if len(parts) > 2 else "?"
+
+
+def iteration_window(events: Sequence[Event], iteration: int) -> tuple[float, float]:
+    """The span of time from the first to the last action of one iteration, over every device and the server."""
+    spans = [(e.start, e.end) for e in events if (m := _ITERATION.search(e.name)) and int(m.group(1)) == iteration]
+    if not spans:
+        raise ValueError(f"the run recorded no action of iteration {iteration}")
+    return min(s for s, _ in spans), max(e for _, e in spans)
+
+
+def track_order(tracks: Sequence[str]) -> list[str]:
+    """The server first, then each device's compute, uplink and downlink."""
+    kinds = {"compute": 0, "uplink": 1, "downlink": 2}
+
+    def key(track: str) -> tuple[int, int, int]:
+        owner, kind = track.split("/")
+        number = int(owner[6:]) if owner.startswith("device") else -1
+        return (0 if owner == "server" else 1, number, kinds.get(kind, 3))
+
+    return sorted(set(tracks), key=key)
+
+
+def draw_timeline(events: Sequence[Event], path: Path, title: str, window: tuple[float, float] | None = None) -> Path:
+    """A Gantt chart: one row per resource, one bar per action, coloured by what it does; `window` crops it."""
+    lo, hi = window if window else (min(e.start for e in events), max(e.end for e in events))
+    shown = [e for e in events if e.end > lo and e.start < hi]
+    tracks = track_order([e.track for e in events])
+    fig, ax = plt.subplots(figsize=(12, 0.4 * len(tracks) + 1.4))
+    used: dict[str, str] = {}
+    for e in shown:
+        op = _op(e.name)
+        colour, label = OP_COLOURS.get(op, ("#333333", op))
+        used[op] = label
+        row = len(tracks) - 1 - tracks.index(e.track)
+        width = max(e.end - e.start, (hi - lo) * 1e-3)
+        ax.barh(row, width, left=e.start - lo, height=0.7, color=colour, edgecolor="white", linewidth=0.4)
+    ax.set_yticks(range(len(tracks)), list(reversed(tracks)), fontsize=8)
+    ax.set_xlim(0, hi - lo)
+    ax.set_xlabel("time (s)")
+    ax.set_title(title, fontsize=10)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=OP_COLOURS[op][0]) for op in used if op in OP_COLOURS]
+    labels = [OP_COLOURS[op][1] for op in used if op in OP_COLOURS]
+    ax.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def draw_grouped_bars(
+    rows: Sequence[dict[str, Any]], value: str, ylabel: str, title: str, path: Path, group: str = "network"
+) -> Path:
+    """Bars of `value` per mode, grouped by `group` (e.g. epoch time per mode under each network)."""
+    groups = list(dict.fromkeys(r[group] for r in rows))
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    width = 0.8 / len(modes)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, mode in enumerate(modes):
+        values = [next((r[value] for r in rows if r[group] == g and r["mode"] == mode), 0.0) for g in groups]
+        bars = ax.bar([x + i * width for x in range(len(groups))], values, width, label=mode)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks([x + width * (len(modes) - 1) / 2 for x in range(len(groups))], groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def draw_heat_map(
+    values: Sequence[Sequence[float]],
+    xs: Sequence[float],
+    ys: Sequence[float],
+    labels: tuple[str, str, str],
+    title: str,
+    path: Path,
+    marks: Sequence[tuple[float, float, str]] = (),
+) -> Path:
+    """A heat map of values[y][x] on log axes, with measured points marked and annotated."""
+    xlabel, ylabel, bar = labels
+    fig, ax = plt.subplots(figsize=(7, 5))
+    mesh = ax.pcolormesh(xs, ys, values, shading="nearest", cmap="RdYlGn", norm=matplotlib.colors.LogNorm(0.1, 10))
+    ax.contour(xs, ys, values, levels=[1.0], colors="black", linewidths=1.2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for x, y, text in marks:
+        ax.plot(x, y, "o", color="black", ms=5)
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7)
+    fig.colorbar(mesh, ax=ax, label=bar)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

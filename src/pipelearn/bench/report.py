@@ -1,0 +1,52 @@
+"""`pipelearn report DIR`: the figures and tables of a recorded run or bench, drawn again without training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipelearn.bench.figures import draw_timeline, iteration_window
+from pipelearn.metrics.trace import read_trace
+
+
+def report(directory: str | Path) -> list[Path]:
+    """Draw what a run directory (metrics.json, trace.json) or a bench directory (bench.json) holds; return files."""
+    root = Path(directory)
+    if (root / "bench.json").exists():
+        from pipelearn.bench.tables import write_bench_report
+
+        return write_bench_report(root, json.loads((root / "bench.json").read_text()))
+    if (root / "metrics.json").exists():
+        return report_run(root)
+    raise ValueError(f"{root} holds neither metrics.json (a run) nor bench.json (a bench); give a run's --out")
+
+
+def report_run(root: Path) -> list[Path]:
+    """A run's timeline.png (every resource over one steady-state iteration) and accuracy.png where it has rounds."""
+    metrics = json.loads((root / "metrics.json").read_text())
+    events = read_trace(root / "trace.json")
+    if not events:
+        raise ValueError(f"{root / 'trace.json'} records no event; the run did not train")
+    iteration = steady_iteration(metrics)
+    title = (
+        f"{metrics['mode']}, {metrics['model']} on {metrics['dataset']}, network {metrics['network']}: "
+        f"iteration {iteration}"
+    )
+    try:
+        window = iteration_window(events, iteration)
+    except ValueError:
+        window, title = None, title.rsplit(":", 1)[0] + ": the whole run"
+    drawn = [draw_timeline(events, root / "timeline.png", title, window)]
+    if metrics.get("rounds"):
+        from pipelearn.metrics.figures import plot_accuracy_over_time
+
+        drawn.append(plot_accuracy_over_time([metrics], root / "accuracy.png", target=metrics.get("target_accuracy")))
+    return drawn
+
+
+def steady_iteration(metrics: dict[str, Any]) -> int:
+    """An iteration away from start-up and aggregation: the middle one of the last epoch."""
+    samples = min(d["samples"] for d in metrics["device"])
+    per_epoch = max(1, -(-samples // metrics["batch_size"]))
+    return (metrics["epochs"] - 1) * per_epoch + per_epoch // 2

@@ -1,0 +1,138 @@
+"""`pipelearn bench`: every mode on one workload under each network, each split mode at its own best plan."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelearn.config import RunConfig
+
+BENCH_MODES = ("fl", "sl", "sfl", "pipelearn")
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """Which models, networks and modes a bench runs, and how big each run is."""
+
+    models: tuple[str, ...] = ("vgg5", "resnet18")
+    networks: tuple[str, ...] = ("4g", "4g+", "wifi")
+    modes: tuple[str, ...] = BENCH_MODES
+    samples_per_device: dict[str, int] = field(default_factory=lambda: {"vgg5": 500, "resnet18": 200})
+    epochs: int = 2
+
+    @classmethod
+    def quick(cls) -> BenchPlan:
+        """A few minutes on a laptop: VGG5 under 4g and wifi, without the slow sequential sl."""
+        return cls(
+            models=("vgg5",),
+            networks=("4g", "wifi"),
+            modes=("fl", "sfl", "pipelearn"),
+            samples_per_device={"vgg5": 300},
+            epochs=1,
+        )
+
+
+def run_config(base: RunConfig, model: str, network: str, mode: str, plan: BenchPlan, out: Path) -> RunConfig:
+    """One run of the bench: the base workload with this model, network and mode, at the mode's own best plan."""
+    values = dataclasses.asdict(base)
+    values["device_overrides"] = base.device_overrides
+    values.update(
+        model=model,
+        network=network,
+        mode=mode,
+        split="auto",
+        microbatches="auto" if mode == "pipelearn" else 1,
+        samples_per_device=plan.samples_per_device.get(model, base.samples_per_device),
+        epochs=plan.epochs,
+        out=str(out),
+    )
+    return RunConfig(**values).validate()
+
+
+def row_of(metrics: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The numbers of one finished run that the bench's table and figures need."""
+    devices = metrics["device"]
+    return {
+        "model": metrics["model"],
+        "dataset": metrics["dataset"],
+        "network": metrics["network"],
+        "mode": metrics["mode"],
+        "run_dir": run_dir.name,
+        "epoch_time_s": sum(metrics["epoch_times_s"]) / len(metrics["epoch_times_s"]),
+        "train_time_s": metrics["train_time_s"],
+        "server_idle_s": metrics["server"]["idle_s"],
+        "device_idle_s": sum(d["idle_s"] for d in devices) / len(devices),
+        "bytes_up": metrics["bytes_up"],
+        "bytes_down": metrics["bytes_down"],
+        "bound_s": metrics["bottleneck"]["busy_s"],
+        "bound_resource": metrics["bottleneck"]["resource"],
+        "measured_over_bound": metrics["train_time_s"] / max(metrics["bottleneck"]["busy_s"], 1e-9),
+        "split": metrics["split"],
+        "microbatches": metrics["microbatches"],
+        "predicted_epoch_s": (metrics.get("plan") or {}).get("predicted_epoch_s"),
+        "test_accuracy": metrics["test_accuracy"],
+        "failed_devices": metrics["failed_devices"],
+    }
+
+
+def bench(base: RunConfig, plan: BenchPlan, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run every (model, network, mode) of the plan, keep each finished run, write bench.json and the report."""
+    from pipelearn.bench.report import report
+    from pipelearn.runtime.launch import run_local
+
+    out.mkdir(parents=True, exist_ok=True)
+    cells = [(m, n, mode) for m in plan.models for n in plan.networks for mode in plan.modes]
+    rows = []
+    for i, (model, network, mode) in enumerate(cells, 1):
+        run_dir = out / "runs" / f"{model}-{network}-{mode}"
+        done = run_dir / "metrics.json"
+        if resume and done.exists():
+            metrics = json.loads(done.read_text())
+            _say(progress, f"[{i}/{len(cells)}] {model} {network} {mode}: kept from an earlier bench")
+        else:
+            _say(progress, f"[{i}/{len(cells)}] {model} {network} {mode}: training ...")
+            began = time.monotonic()
+            metrics = run_local(run_config(base, model, network, mode, plan, run_dir), progress=False)
+            _say(
+                progress,
+                f"    {sum(metrics['epoch_times_s']) / plan.epochs:.1f} s per epoch "
+                f"({time.monotonic() - began:.0f} s with start-up)",
+            )
+        rows.append(row_of(metrics, run_dir))
+        result = {"settings": _settings(base, plan), "runs": rows}
+        (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+    report(out)
+    return result
+
+
+def _settings(base: RunConfig, plan: BenchPlan) -> dict[str, Any]:
+    return {
+        "devices": base.devices,
+        "dataset": base.dataset,
+        "device_slowdown": base.device_slowdown,
+        "batch_size": base.batch_size,
+        "seed": base.seed,
+        "epochs": plan.epochs,
+        "samples_per_device": plan.samples_per_device,
+        "plans": "each split mode at its own best plan from the planner (pipelearn: split and micro-batches; "
+        "sl and sfl: split; fl: the whole model on the device)",
+    }
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(text, file=sys.stderr, flush=True)
+
+
+def parse_modes(names: Sequence[str]) -> tuple[str, ...]:
+    """Modes named on the command line, checked."""
+    bad = [n for n in names if n not in BENCH_MODES]
+    if bad:
+        raise ValueError(f"unknown mode(s) {', '.join(bad)}; expected some of {', '.join(BENCH_MODES)}")
+    return tuple(names)

@@ -1,0 +1,70 @@
+"""A few lines a person reads at the end of a run: what ran, how long it took, how well it learned, where it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelearn.metrics.rounds import best_accuracy
+
+
+def summary(metrics: dict[str, Any], out: str) -> str:
+    """The human-readable summary of a run's (or a local training's) metrics, written to directory `out`."""
+    lines = [f"{metrics['mode']} mode, {metrics['model']} on {metrics['dataset']}" + _fleet(metrics)]
+    epochs = ", ".join(f"{t:.1f} s" for t in metrics["epoch_times_s"])
+    lines.append(_row("epochs", f"{epochs}  (training {metrics['train_time_s']:.1f} s{_startup(metrics)})"))
+    lines.append(_row("test accuracy", f"{100 * metrics['test_accuracy']:.2f}%{_rounds(metrics)}"))
+    if metrics.get("target_accuracy") is not None:
+        lines.append(_row("target", _target(metrics)))
+    if "server" in metrics:
+        wall = metrics["train_time_s"]
+        neck = metrics["bottleneck"]
+        if neck.get("resource"):
+            share = f"busy {neck['busy_s']:.1f} s of {wall:.1f} s: no schedule beats that"
+            lines.append(_row("busiest", f"{neck['resource']}, {share}"))
+        device_idle = sum(d["idle_s"] for d in metrics["device"]) / len(metrics["device"])
+        server_idle = metrics["server"]["idle_s"]
+        lines.append(_row("idle", f"server {server_idle:.1f} s, devices {device_idle:.1f} s on average"))
+        if metrics.get("failed_devices"):
+            lines.append(_row("dropped", ", ".join(f"device {d}" for d in metrics["failed_devices"])))
+        lines.append(_row("results", f"{out}/metrics.json, {out}/model.safetensors"))
+        lines.append(_row("timeline", f"{out}/timeline.png; every action in {out}/trace.json (ui.perfetto.dev)"))
+    else:
+        lines.append(_row("results", f"{out}/metrics.json, {out}/model.safetensors"))
+    return "\n".join(lines)
+
+
+def _row(label: str, text: str) -> str:
+    return f"  {label:<14}{text}"
+
+
+def _fleet(metrics: dict[str, Any]) -> str:
+    if "devices" not in metrics:
+        return f", {metrics.get('samples', '?')} samples in one process"
+    return f", {metrics['devices']} devices, network {metrics['network']}"
+
+
+def _startup(metrics: dict[str, Any]) -> str:
+    startup = metrics.get("startup_s")
+    if not startup:
+        return ""
+    devices = startup["devices"]
+    mean = sum(devices) / len(devices) if devices else 0.0
+    return f"; start-up {startup['server']:.1f} s server, {mean:.1f} s per device, not counted"
+
+
+def _rounds(metrics: dict[str, Any]) -> str:
+    if not metrics.get("rounds"):
+        return ""
+    best = best_accuracy(metrics) or 0.0
+    rounds = len(metrics["rounds"])
+    return f"; best {100 * best:.2f}% over {rounds} rounds (evaluation {metrics['eval_s']:.1f} s, not counted)"
+
+
+def _target(metrics: dict[str, Any]) -> str:
+    target = f"{100 * metrics['target_accuracy']:.2f}%"
+    if metrics.get("time_to_accuracy_s") is None:
+        return f"{target} not reached"
+    text = f"{target} reached after {metrics['time_to_accuracy_s']:.1f} s (round {metrics['target_round']})"
+    if metrics.get("stopped_at_target"):
+        text += f"; stopped after round {metrics['stopped_after_round']}"
+    return text

@@ -1,0 +1,16 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture
+def plugin_nets(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The module of user-written plug-ins, importable here and in device processes started from here."""
+    monkeypatch.syspath_prepend(str(TESTS))
+    return "plugin_nets"

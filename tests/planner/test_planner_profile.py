@@ -1,0 +1,79 @@
+"""Profiling a model, the profile's JSON round trip, and its refusal of a model it was not made for."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelearn.planner.profile import (
+    ProfileError,
+    block_names,
+    load_profile,
+    profile_model,
+    profile_sizes,
+    save_profile,
+)
+
+
+def test_profile_sizes_cover_the_mini_batch():
+    assert profile_sizes(100) == [2, 4, 8, 16, 32, 64, 100]
+    assert profile_sizes(8) == [2, 4, 8]
+    assert profile_sizes(1) == [1]
+
+
+def test_profile_measures_every_block_without_touching_the_model(model):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    profile = profile_model("vgg5", model, (1, 2, 2), 8, repeats=2)
+    assert profile.blocks == block_names(model) == ["Flatten[0]", "Linear[40]", "ReLU[0]", "Linear[27]"]
+    assert profile.sizes == [2, 4, 8]
+    assert profile.input_bytes == 16 and profile.output_bytes == [16, 32, 32, 12]
+    assert profile.weight_bytes[0] == 0 and profile.weight_bytes[1] > 40 * 4
+    for side in (profile.device, profile.server):
+        assert len(side.forward_s) == len(side.backward_s) == len(side.step_s) == 4
+        assert all(len(row) == 3 and min(row) >= 0 for row in [*side.forward_s, *side.backward_s, side.loss_s])
+        assert side.step_s[0] == 0.0 and side.step_s[1] > 0  # a block without parameters takes no step
+        assert side.codec_s_per_byte > 0 and side.aggregate_s_per_byte > 0
+    # an activation message of 8 samples: 8 x (32 bytes of activation + 8 of label) plus the envelope and header
+    assert 50 < profile.activation_overhead_bytes < 400 and 30 < profile.gradient_overhead_bytes < 300
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_profile_round_trips_through_json(profile, tmp_path: Path):
+    made = profile()
+    save_profile(made, tmp_path / "p.json")
+    assert load_profile(tmp_path / "p.json") == made
+
+
+def test_bad_profile_files_are_refused(profile, tmp_path: Path):
+    with pytest.raises(ProfileError, match="does not exist"):
+        load_profile(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(ProfileError, match="not JSON"):
+        load_profile(tmp_path / "bad.json")
+    save_profile(profile(), tmp_path / "p.json")
+    data = json.loads((tmp_path / "p.json").read_text())
+    (tmp_path / "old.json").write_text(json.dumps({**data, "format": 99}))
+    with pytest.raises(ProfileError, match="format 99"):
+        load_profile(tmp_path / "old.json")
+    data["device"]["forward_s"] = data["device"]["forward_s"][:2]
+    (tmp_path / "short.json").write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match="4 blocks x 2 sizes"):
+        load_profile(tmp_path / "short.json")
+
+
+def test_a_profile_refuses_another_model_or_input(profile, model):
+    made = profile()
+    made.check("vgg5", model, (1, 2, 2))
+    with pytest.raises(ProfileError, match=r"made for vgg5 \(4 blocks.*this run has resnet18"):
+        made.check("resnet18", model, (1, 2, 2))
+    with pytest.raises(ProfileError, match=r"on inputs 1x2x2; this run .* on inputs 3x2x2"):
+        made.check("vgg5", model, (3, 2, 2), source="p.json")
+    bigger = torch.nn.Sequential(*model[:3], torch.nn.Linear(8, 5))
+    with pytest.raises(ProfileError, match=r"Linear\[45\]"):
+        made.check("vgg5", bigger, (1, 2, 2))
+    with pytest.raises(ProfileError, match="up to 8 samples"):
+        made.covers(9)

@@ -1,0 +1,164 @@
+"""The search finds what brute force finds; its closed form agrees with the simulator; modes and fixed values."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from pipelearn.config import ConfigError, DeviceOverride, RunConfig
+from pipelearn.plan import RunPlan, fixed_setups
+from pipelearn.planner.costs import CostModel
+from pipelearn.planner.profile import ProfileError
+from pipelearn.planner.search import TIE, Fleet, PlanError, estimate, minimise, plan_run, run_simulation
+
+SHAPE = (1, 2, 2)
+
+
+def _config(**values: object) -> RunConfig:
+    base: dict[str, object] = {
+        "devices": 1,
+        "batch_size": 8,
+        "samples_per_device": 16,
+        "epochs": 1,
+        "network": "wifi",
+        "device_slowdown": 2.0,
+    }
+    base.update(values)
+    return RunConfig(**base).validate()  # type: ignore[arg-type]
+
+
+def _brute_force(time: np.ndarray, server: np.ndarray) -> float:
+    best = np.inf
+    for choice in itertools.product(range(time.shape[1]), repeat=len(time)):
+        rows = np.arange(len(time))
+        best = min(best, max(time[rows, choice].max(), server[rows, choice].sum()))
+    return float(best)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_minimise_equals_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    devices, choices = int(rng.integers(1, 5)), int(rng.integers(1, 7))
+    time = rng.uniform(0.0, 10.0, (devices, choices)).round(1)  # rounding makes ties, which must not matter
+    server = rng.uniform(0.0, 5.0, (devices, choices)).round(1)
+    time[rng.uniform(size=time.shape) < 0.2] = np.inf  # not allowed
+    time[:, rng.integers(choices)] = rng.uniform(0.0, 10.0, devices)  # every device keeps one choice
+    choice, value = minimise(time, server)
+    assert value == pytest.approx(_brute_force(time, server))
+    rows = np.arange(devices)
+    assert max(time[rows, choice].max(), server[rows, choice].sum()) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("mode", ["fl", "sl", "sfl", "pipelearn"])
+def test_closed_form_is_the_simulation_for_one_device(profile, mode):
+    config = _config(mode=mode, epochs=2)
+    costs = CostModel(profile(fixed=0.0005), config.batch_size, config.devices)
+    splits = np.array([4]) if mode == "fl" else np.arange(5)
+    counts = np.array([1, 2, 4, 8]) if mode == "pipelearn" else np.array([1])
+    est = estimate(costs, Fleet.of(config, [16]), config, splits, counts)
+    for i, split in enumerate(splits):
+        for j, count in enumerate(counts):
+            plan = RunPlan(fixed_setups(config, [int(split)], [int(count)]))
+            sim = run_simulation(config, plan, costs, [16])
+            epoch, busy, _ = est.fleet(np.array([i]), np.array([j]))
+            assert epoch == pytest.approx(sum(sim.epoch_times_s()) / 2, rel=1e-9), (split, count)
+            assert busy["uplink"] == pytest.approx(sim.busy_s().get("device0/uplink", 0.0) / 2, rel=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["sl", "sfl", "pipelearn"])
+def test_search_equals_brute_force_by_simulation(model, profile, mode):
+    config = _config(mode=mode, split="auto", microbatches="auto", devices=2 if mode == "sl" else 1)
+    made = profile()
+    planned = plan_run(config, model, SHAPE, made)
+    costs = CostModel(made, config.batch_size, config.devices)
+    counts = range(1, 5) if mode == "pipelearn" else [1]
+    best = min(
+        sum(run_simulation(config, RunPlan(fixed_setups(config, [s] * config.devices, [n] * config.devices)),
+                           costs, [16] * config.devices).epoch_times_s())
+        for s in range(1, 5)
+        for n in counts
+    )  # fmt: skip
+    assert planned.plan.predicted_epoch_s == pytest.approx(best, rel=TIE)
+    assert planned.candidates[0].simulated
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{1: DeviceOverride(slowdown=8.0, up_mbps=3.0)}, {1: DeviceOverride(network="4g")}],
+    ids=["slow-device", "slow-link"],
+)
+def test_search_equals_brute_force_by_simulation_for_a_heterogeneous_pair(model, profile, overrides):
+    config = _config(devices=2, split="auto", microbatches="auto", device_overrides=overrides)
+    made = profile()
+    planned = plan_run(config, model, SHAPE, made)
+    costs = CostModel(made, config.batch_size, config.devices)
+    options = [(s, n) for s in range(1, 5) for n in range(1, 5)]
+    best = min(
+        sum(run_simulation(config, RunPlan(fixed_setups(config, [a[0], b[0]], [a[1], b[1]])), costs,
+                           [16, 16]).epoch_times_s())
+        for a in options
+        for b in options
+    )  # fmt: skip
+    assert planned.plan.predicted_epoch_s == pytest.approx(best, rel=TIE)
+
+
+def test_a_heterogeneous_fleet_gets_a_plan_per_device(model, profile):
+    config = _config(
+        devices=3,
+        split="auto",
+        microbatches="auto",
+        device_overrides={1: DeviceOverride(slowdown=20.0), 2: DeviceOverride(network="4g", microbatches=2)},
+    )
+    planned = plan_run(config, model, SHAPE, profile())
+    plan = planned.plan
+    assert plan.microbatches[2] == 2  # fixed by its override
+    assert plan.devices[1].slowdown == 20.0 and plan.devices[2].link.up_mbps == 10
+    assert plan.splits[1] <= plan.splits[0]  # the slowest device keeps less of the model
+    epochs = [c.epoch_s for c in planned.candidates]
+    assert epochs == sorted(epochs) and plan.predicted_epoch_s == epochs[0]
+    assert plan.bound_s is not None and plan.bound_s <= plan.predicted_epoch_s
+
+
+def test_large_fleets_are_estimated_and_fixed_values_hold(model, profile):
+    overrides = {d: DeviceOverride(slowdown=float(1 + d % 7), up_mbps=float(5 + d % 11)) for d in range(300)}
+    overrides[0] = DeviceOverride(split=1, microbatches=3)
+    config = _config(devices=300, split="auto", microbatches="auto", samples_per_device=800, device_overrides=overrides)
+    planned = plan_run(config, model, SHAPE, profile())
+    assert not planned.candidates[0].simulated
+    assert planned.plan.splits[0] == 1 and planned.plan.microbatches[0] == 3
+    assert len(planned.plan.devices) == 300
+
+
+def test_modes_plan_only_what_they_have(model, profile):
+    fl = plan_run(_config(mode="fl", split="auto", microbatches="auto"), model, SHAPE, profile())
+    assert fl.plan.splits == [4] and fl.plan.microbatches == [1]
+    sl = plan_run(_config(mode="sl", devices=3, split="auto", microbatches="auto"), model, SHAPE, profile())
+    assert len(set(sl.plan.splits)) == 1 and sl.plan.microbatches == [1, 1, 1]
+    sfl = plan_run(_config(mode="sfl", split="auto"), model, SHAPE, profile())
+    assert sfl.plan.microbatches == [1]
+
+
+def test_raw_data_stays_on_the_device_unless_the_config_says_otherwise(model, profile):
+    # the hand-made model's input is its smallest tensor, so sending it would be fastest
+    cheap_input = profile(forward=[0.0001, 0.04, 0.0001, 0.02], backward=[0.0001, 0.08, 0.0001, 0.04])
+    auto = plan_run(_config(split="auto", microbatches="auto", devices=2), model, SHAPE, cheap_input)
+    assert min(auto.plan.splits) >= 1 and all(min(c.splits) >= 1 for c in auto.candidates)
+    asked = plan_run(_config(split=0, microbatches="auto"), model, SHAPE, cheap_input)
+    assert asked.plan.splits == [0]
+
+
+def test_bad_fleets_and_profiles_are_refused(model, profile):
+    with pytest.raises(ConfigError, match="split 9 of device 0 is outside the model"):
+        plan_run(_config(split=9, microbatches="auto"), model, SHAPE, profile())
+    mixed = _config(mode="sl", devices=2, split="auto", device_overrides={0: DeviceOverride(split=1),
+                                                                         1: DeviceOverride(split=2)})  # fmt: skip
+    with pytest.raises(ConfigError, match="same split"):
+        plan_run(mixed, model, SHAPE, profile())
+    with pytest.raises(PlanError, match="device 1 would hold no training samples"):
+        plan_run(_config(devices=2, split="auto"), model, SHAPE, profile(), samples=[16, 0])
+    with pytest.raises(ProfileError, match=r"up to 8 samples.*--batch-size 16"):
+        plan_run(_config(batch_size=16, split="auto"), model, SHAPE, profile())
+    with pytest.raises(ProfileError, match=r"was made for vgg5 .* this run has vgg5"):
+        plan_run(_config(split="auto"), model[:3], SHAPE, profile())

@@ -1,0 +1,148 @@
+"""The simulator, on hand-made costs, gives the times worked out by hand for every mode and a shared server."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelearn.planner.simulate import Cost, simulate
+from pipelearn.schedule import Action, DevicePlan, Key, Op, Resource, build_schedule
+
+# Per device: seconds of each compute op (before slowdown), and each transfer as (busy seconds, latency seconds).
+COMPUTE = {Op.FORWARD: 1.0, Op.BACKWARD: 1.0, Op.TRAIN: 1.0, Op.STEP: 0.0, Op.SEND_WEIGHTS: 0.0}
+TRANSFER = {Op.ACTIVATION: (2.0, 0.5), Op.GRADIENT: (1.0, 0.5), Op.WEIGHTS: (0.0, 0.0)}
+
+
+def costs(
+    compute: dict[int, dict[Op, float]] | None = None,
+    transfer: dict[int, dict[Op, tuple[float, float]]] | None = None,
+    slowdown: dict[int, float] | None = None,
+    server_train: float = 1.0,
+):
+    """A cost function: device d's costs from its tables (defaults above), every server train server_train."""
+
+    def cost(action: Action) -> Cost:
+        key = action.key
+        if key.resource is Resource.SERVER:
+            seconds = server_train if key.op is Op.TRAIN else 0.0
+            return Cost(seconds, seconds)
+        if key.resource is Resource.DEVICE:
+            seconds = {**COMPUTE, **(compute or {}).get(key.device, {})}.get(key.op, 0.0)
+            return Cost(seconds * (slowdown or {}).get(key.device, 1.0), seconds)
+        busy, latency = {**TRANSFER, **(transfer or {}).get(key.device, {})}[key.op]
+        return Cost(busy, busy + latency)
+
+    return cost
+
+
+def _at(sim, resource: Resource, device: int, op: Op, iteration: int = 0, microbatch: int = 0) -> tuple[float, float]:
+    key = Key(resource, device, op, 0, iteration, microbatch)
+    return sim.start[key], sim.end[key]
+
+
+def test_pipelearn_one_device_two_microbatches():
+    schedule = build_schedule("pipelearn", [DevicePlan(2, 1, 2)], batch_size=2, epochs=1)
+    sim = simulate(schedule, costs())
+    # F0 [0,1], F1 [1,2]; uplink a0 [1,3] (delivered 3.5), a1 [3,5] (5.5); server T0 [3.5,4.5], T1 [5.5,6.5];
+    # downlink g0 [4.5,5.5] (6), g1 [6.5,7.5] (8); B0 waits for g0: [6,7]; B1 for g1: [8,9]; the rest costs 0.
+    assert _at(sim, Resource.UPLINK, 0, Op.ACTIVATION, 0, 1) == (3.0, 5.0)
+    assert _at(sim, Resource.SERVER, 0, Op.TRAIN, 0, 1) == (5.5, 6.5)
+    assert _at(sim, Resource.DEVICE, 0, Op.BACKWARD, 0, 0) == (6.0, 7.0)
+    assert _at(sim, Resource.DEVICE, 0, Op.BACKWARD, 0, 1) == (8.0, 9.0)
+    assert sim.epoch_times_s() == [9.0]
+    assert sim.busy_s() == {
+        "device0/compute": 4.0,
+        "device0/downlink": 2.0,
+        "device0/uplink": 4.0,
+        "server/compute": 2.0,
+    }
+    assert sim.bound_s() == 4.0
+
+
+def test_sfl_is_one_microbatch():
+    schedule = build_schedule("sfl", [DevicePlan(2, 1, 4)], batch_size=2, epochs=1)
+    sim = simulate(schedule, costs())
+    # F [0,1]; a [1,3] -> 3.5; T [3.5,4.5]; g [4.5,5.5] -> 6; B [6,7]
+    assert _at(sim, Resource.DEVICE, 0, Op.BACKWARD) == (6.0, 7.0)
+    assert sim.epoch_times_s() == [7.0]
+
+
+def test_fl_trains_locally_and_exchanges_weights():
+    schedule = build_schedule("fl", [DevicePlan(2, 5, 1)], batch_size=2, epochs=1)
+    sim = simulate(
+        schedule,
+        costs(compute={0: {Op.TRAIN: 3.0, Op.STEP: 1.0}}, transfer={0: {Op.WEIGHTS: (1.0, 0.5)}}),
+    )
+    # weights down [0,1], delivered 1.5; T [1.5,4.5]; S [4.5,5.5]; weights up [5.5,6.5] -> 7; load, aggregate at 7
+    assert _at(sim, Resource.DEVICE, 0, Op.TRAIN) == (1.5, 4.5)
+    assert sim.start[Key(Resource.SERVER, -1, Op.AGGREGATE, 0)] == 7.0
+    assert sim.epoch_times_s() == [7.0]
+    assert sim.busy_s()["device0/compute"] == 4.0 and sim.busy_s()["device0/uplink"] == 1.0
+
+
+def test_sl_devices_take_turns():
+    schedule = build_schedule("sl", [DevicePlan(2, 1, 1), DevicePlan(2, 1, 1)], batch_size=2, epochs=1)
+    sim = simulate(schedule, costs())
+    # device 0 as in sfl, done at 7; device 1 gets the weights then and repeats it: 7 + 7
+    assert _at(sim, Resource.DEVICE, 1, Op.FORWARD) == (7.0, 8.0)
+    assert sim.epoch_times_s() == [14.0]
+
+
+def test_two_epochs_are_timed_apart():
+    schedule = build_schedule("sfl", [DevicePlan(2, 1, 1)], batch_size=2, epochs=2)
+    sim = simulate(schedule, costs())
+    assert sim.epoch_times_s() == [7.0, 7.0]
+
+
+def test_slowdown_stretches_the_device_but_the_message_leaves_when_the_work_is_done():
+    schedule = build_schedule("sfl", [DevicePlan(2, 1, 1)], batch_size=2, epochs=1)
+    sim = simulate(schedule, costs(slowdown={0: 3.0}))
+    # F busy [0,3] but hands its activation over at 1 (the runtime sleeps the slowdown after the work)
+    assert _at(sim, Resource.DEVICE, 0, Op.FORWARD) == (0.0, 3.0)
+    assert _at(sim, Resource.UPLINK, 0, Op.ACTIVATION) == (1.0, 3.0)
+    assert _at(sim, Resource.DEVICE, 0, Op.BACKWARD) == (6.0, 9.0)
+
+
+def test_heterogeneous_devices_queue_for_the_one_server():
+    schedule = build_schedule("pipelearn", [DevicePlan(2, 1, 2), DevicePlan(2, 1, 2)], batch_size=2, epochs=1)
+    sim = simulate(
+        schedule,
+        costs(
+            slowdown={1: 2.0},
+            transfer={1: {Op.ACTIVATION: (1.0, 0.5), Op.GRADIENT: (0.5, 0.5)}},
+            server_train=2.0,
+        ),
+    )
+    # device 1 (twice as slow, faster links): F0 [0,2] hands over at 1, F1 [2,4] at 3; a0 [1,2] -> 2.5, a1 [3,4]
+    # -> 4.5. device 0: a0 -> 3.5, a1 [3,5] -> 5.5. The server takes them as they become ready, one at a time:
+    # d1 T0 [2.5,4.5]; d0 T0 (ready 3.5) [4.5,6.5]; d1 T1 (ready 4.5) [6.5,8.5]; d0 T1 (ready 6.5) [8.5,10.5].
+    assert _at(sim, Resource.SERVER, 1, Op.TRAIN, 0, 0) == (2.5, 4.5)
+    assert _at(sim, Resource.SERVER, 0, Op.TRAIN, 0, 0) == (4.5, 6.5)
+    assert _at(sim, Resource.SERVER, 1, Op.TRAIN, 0, 1) == (6.5, 8.5)
+    assert _at(sim, Resource.SERVER, 0, Op.TRAIN, 0, 1) == (8.5, 10.5)
+    # gradients: d1 g0 [4.5,5] -> 5.5, g1 [8.5,9] -> 9.5; d0 g0 [6.5,7.5] -> 8, g1 [10.5,11.5] -> 12
+    # backward passes: d1 B0 [5.5,7.5], B1 [9.5,11.5]; d0 B0 [8,9], B1 [12,13]; then weights and FedAvg at 13
+    assert _at(sim, Resource.DEVICE, 1, Op.BACKWARD, 0, 1) == (9.5, 11.5)
+    assert _at(sim, Resource.DEVICE, 0, Op.BACKWARD, 0, 1) == (12.0, 13.0)
+    assert sim.epoch_times_s() == [13.0]
+    busy = sim.busy_s()
+    assert busy["server/compute"] == 8.0 and busy["device1/compute"] == 8.0 and busy["device0/compute"] == 4.0
+    assert busy["device1/uplink"] == 2.0 and busy["device0/downlink"] == 2.0
+    assert sim.bound_s() == 8.0
+
+
+def test_events_are_on_the_runtime_tracks():
+    schedule = build_schedule("pipelearn", [DevicePlan(2, 1, 2)], batch_size=2, epochs=1)
+    sim = simulate(schedule, costs())
+    events = sim.events()
+    assert {e.track for e in events} == {"device0/compute", "device0/uplink", "device0/downlink", "server/compute"}
+    assert len(events) == sum(len(lane) for lane in schedule.lanes.values())
+    assert all(e.end >= e.start and e.args["epoch"] == 0 for e in events)
+
+
+def test_an_action_waiting_on_nothing_in_the_schedule_is_refused():
+    schedule = build_schedule("sfl", [DevicePlan(2, 1, 1)], batch_size=2, epochs=1)
+    lane = schedule.lanes[(Resource.SERVER, 0)]
+    ghost = Key(Resource.UPLINK, 5, Op.ACTIVATION, 0, 0, 0)
+    lane[0] = Action(lane[0].key, lane[0].epoch, (ghost,))
+    with pytest.raises(RuntimeError, match="no lane"):
+        simulate(schedule, costs())
