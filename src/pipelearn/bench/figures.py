@@ -121,9 +121,15 @@ def draw_heat_map(
     ax.contour(xs, ys, values, levels=[1.0], colors="black", linewidths=1.2)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.set_yticks(ys, [f"{y:g}" for y in ys])
+    ax.minorticks_off()
+    for row, y in zip(values, ys, strict=True):
+        for value, x in zip(row, xs, strict=True):
+            ax.text(x, y, f"{value:.1f}", ha="center", va="center", fontsize=7, color="black")
     for x, y, text in marks:
-        ax.plot(x, y, "o", color="black", ms=5)
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7)
+        ax.plot(x, y, "o", color="blue", ms=6)
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, -12), fontsize=7, color="blue")
     fig.colorbar(mesh, ax=ax, label=bar)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelearn.config import RunConfig
+from pipelearn.bench.speedup_map import speedup_map
+from pipelearn.config import NETWORK_PRESETS, RunConfig
 
 BENCH_MODES = ("fl", "sl", "sfl", "pipelearn")
 
@@ -107,8 +108,33 @@ def bench(base: RunConfig, plan: BenchPlan, out: Path, resume: bool = False, pro
         rows.append(row_of(metrics, run_dir))
         result = {"settings": _settings(base, plan), "runs": rows}
         (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+    _say(progress, "predicting the speed-up map from a profile of the model ...")
+    model = plan.models[0]
+    result["map"] = speedup_map(
+        dataclasses.replace(base, model=model, samples_per_device=plan.samples_per_device.get(model)),
+        measured_points(rows, model, base.device_slowdown),
+    )
+    (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
     report(out)
     return result
+
+
+def measured_points(rows: list[dict[str, Any]], model: str, slowdown: float) -> list[dict[str, Any]]:
+    """pipelearn's measured speed-up over fl and sfl under each network, placed by slowdown and uplink rate."""
+    points = []
+    for network in dict.fromkeys(r["network"] for r in rows if r["model"] == model):
+        times = {r["mode"]: r["epoch_time_s"] for r in rows if (r["model"], r["network"]) == (model, network)}
+        if "pipelearn" in times and "fl" in times and "sfl" in times:
+            points.append(
+                {
+                    "network": network,
+                    "slowdown": slowdown,
+                    "up_mbps": NETWORK_PRESETS[network].up_mbps,
+                    "over_fl": times["fl"] / times["pipelearn"],
+                    "over_sfl": times["sfl"] / times["pipelearn"],
+                }
+            )
+    return points
 
 
 def _settings(base: RunConfig, plan: BenchPlan) -> dict[str, Any]:

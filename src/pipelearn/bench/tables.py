@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelearn.bench.figures import draw_grouped_bars, draw_timeline, iteration_window
+from pipelearn.bench.figures import draw_grouped_bars, draw_heat_map, draw_timeline, iteration_window
 from pipelearn.metrics.trace import read_trace
 
 
@@ -114,7 +114,34 @@ def write_bench_report(root: Path, bench: dict[str, Any]) -> list[Path]:
                 window = _middle_iteration_window(events)
                 title = f"{model}, {r['network']}, {r['mode']}: one iteration, every resource"
                 written.append(draw_timeline(events, root / f"fig1_timeline_{r['run_dir']}.png", title, window))
+    if "map" in bench:
+        written += draw_speedup_maps(bench["map"], root)
     return written
+
+
+def draw_speedup_maps(grid: dict[str, Any], root: Path) -> list[Path]:
+    """The two heat maps of pipelearn's predicted speed-up, over fl and over sfl, with the measured points."""
+    drawn = []
+    for mode in ("fl", "sfl"):
+        marks = [
+            (p["slowdown"], p["up_mbps"], f"{p['network']}: measured {p[f'over_{mode}']:.2f}x, "
+             f"predicted {p[f'predicted_over_{mode}']:.2f}x")
+            for p in grid.get("points", [])
+        ]  # fmt: skip
+        drawn.append(
+            draw_heat_map(
+                grid[f"over_{mode}"],
+                grid["slowdowns"],
+                grid["uplinks_mbps"],
+                ("device slowdown (device compute time / server compute time)", "uplink rate (Mbit/s)",
+                 f"predicted speed-up of pipelearn over {mode} (x)"),
+                f"{grid['model']} on {grid['dataset']}, {grid['devices']} devices: where pipelearn beats {mode} "
+                "(black line: 1x)",
+                root / f"map_speedup_over_{mode}.png",
+                marks,
+            )
+        )
+    return drawn
 
 
 def _middle_iteration_window(events: list[Any]) -> tuple[float, float] | None:

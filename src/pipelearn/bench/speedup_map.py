@@ -1,0 +1,83 @@
+"""Where PipeLearn pays off: its predicted speed-up over fl and sfl across device slowdown and uplink rate.
+
+The simulator, calibrated by one profile of the model, predicts each mode's epoch time at its own best plan for
+every point of the grid; the bench marks its measured runs on the map beside their predictions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from pipelearn.config import RunConfig
+from pipelearn.models import canonical_model_name
+from pipelearn.planner.profile import profile_model
+from pipelearn.planner.search import plan_run
+from pipelearn.runtime.work import data_shape, make_model
+
+SLOWDOWNS = (1.0, 2.0, 4.0, 7.0, 10.0, 20.0, 40.0, 70.0, 100.0)
+"""Device slowdowns on the map's horizontal axis (1 to 100)."""
+UPLINKS_MBPS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+"""Uplink rates (Mbit/s) on its vertical axis; the downlink is 2.5 times the uplink, as in the 4g preset."""
+
+
+def predicted_epoch_s(config: RunConfig, mode: str, slowdown: float, up_mbps: float, profile: Any) -> float:
+    """The predicted epoch time of `mode` at its best plan, with every device at this slowdown and uplink."""
+    shape, classes = data_shape(config)
+    point = dataclasses.replace(
+        config,
+        mode=mode,  # type: ignore[arg-type]
+        device_slowdown=slowdown,
+        up_mbps=up_mbps,
+        down_mbps=2.5 * up_mbps,
+        split="auto",
+        microbatches="auto" if mode == "pipelearn" else 1,
+        device_overrides={},
+    ).validate()
+    planned = plan_run(point, make_model(point, shape, classes), shape, profile)
+    epoch = planned.plan.predicted_epoch_s
+    assert epoch is not None
+    return epoch
+
+
+def speedup_map(
+    config: RunConfig,
+    measured: Sequence[dict[str, Any]] = (),
+    slowdowns: Sequence[float] = SLOWDOWNS,
+    uplinks: Sequence[float] = UPLINKS_MBPS,
+) -> dict[str, Any]:
+    """Predicted speed-up of pipelearn over fl and over sfl at each (uplink, slowdown) of the grid, and at each
+    `measured` point ({"slowdown", "up_mbps", "over_fl", "over_sfl"}: measured speed-ups) the prediction beside it."""
+    shape, classes = data_shape(config)
+    profile = profile_model(
+        canonical_model_name(config.model), make_model(config, shape, classes), shape, config.batch_size
+    )
+    points = []
+    for point in measured:
+        ours = predicted_epoch_s(config, "pipelearn", point["slowdown"], point["up_mbps"], profile)
+        predicted = {
+            f"predicted_over_{mode}": predicted_epoch_s(config, mode, point["slowdown"], point["up_mbps"], profile)
+            / ours
+            for mode in ("fl", "sfl")
+        }
+        points.append({**point, **predicted})
+    over: dict[str, list[list[float]]] = {"fl": [], "sfl": []}
+    for up in uplinks:
+        row_fl, row_sfl = [], []
+        for slowdown in slowdowns:
+            ours = predicted_epoch_s(config, "pipelearn", slowdown, up, profile)
+            row_fl.append(predicted_epoch_s(config, "fl", slowdown, up, profile) / ours)
+            row_sfl.append(predicted_epoch_s(config, "sfl", slowdown, up, profile) / ours)
+        over["fl"].append(row_fl)
+        over["sfl"].append(row_sfl)
+    return {
+        "model": config.model,
+        "dataset": config.dataset,
+        "devices": config.devices,
+        "slowdowns": list(slowdowns),
+        "uplinks_mbps": list(uplinks),
+        "over_fl": over["fl"],
+        "over_sfl": over["sfl"],
+        "points": points,
+    }

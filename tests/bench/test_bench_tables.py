@@ -1,0 +1,90 @@
+"""A bench's table and figures are drawn from bench.json alone; pipelearn's gains are ratios of measured times."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipelearn.bench.report import report
+from pipelearn.bench.runner import measured_points
+from pipelearn.bench.tables import bench_markdown, speedups
+
+
+def _row(network: str, mode: str, epoch: float, idle: float) -> dict[str, object]:
+    return {
+        "model": "vgg5",
+        "dataset": "mnist",
+        "network": network,
+        "mode": mode,
+        "run_dir": f"vgg5-{network}-{mode}",
+        "epoch_time_s": epoch,
+        "train_time_s": 2 * epoch,
+        "server_idle_s": idle,
+        "device_idle_s": idle / 2,
+        "bytes_up": 2_000_000,
+        "bytes_down": 1_000_000,
+        "bound_s": epoch,
+        "bound_resource": "device0/uplink",
+        "measured_over_bound": 2.0,
+        "split": [2, 2],
+        "microbatches": [4, 4] if mode == "pipelearn" else [1, 1],
+        "predicted_epoch_s": None,
+        "test_accuracy": 0.9,
+        "failed_devices": [],
+    }
+
+
+ROWS = [_row("4g", "fl", 6.0, 10.0), _row("4g", "sfl", 9.0, 8.0), _row("4g", "pipelearn", 3.0, 2.0)]
+BENCH = {
+    "settings": {
+        "devices": 2,
+        "dataset": "mnist",
+        "device_slowdown": 4.0,
+        "batch_size": 100,
+        "seed": 0,
+        "epochs": 2,
+        "samples_per_device": {"vgg5": 300},
+        "plans": "each split mode at its own best plan",
+    },
+    "runs": ROWS,
+    "map": {
+        "model": "vgg5",
+        "dataset": "mnist",
+        "devices": 2,
+        "slowdowns": [1.0, 10.0],
+        "uplinks_mbps": [2.0, 10.0],
+        "over_fl": [[0.5, 1.5], [0.8, 3.0]],
+        "over_sfl": [[1.1, 2.0], [1.5, 4.0]],
+        "points": [
+            {"network": "4g", "slowdown": 4.0, "up_mbps": 10.0, "over_fl": 2.0, "over_sfl": 3.0}
+            | {"predicted_over_fl": 1.8, "predicted_over_sfl": 2.9}
+        ],
+    },
+}
+
+
+def test_speedups_are_the_other_modes_time_over_pipelearns() -> None:
+    gains = {g["over"]: g for g in speedups(ROWS)}
+    assert gains["fl"]["speedup"] == 2.0 and gains["sfl"]["speedup"] == 3.0
+    assert gains["fl"]["server_idle_reduction"] == 5.0 and gains["sfl"]["device_idle_reduction"] == 4.0
+    assert "| vgg5 | 4g | sfl | 3.00x | 4.00x | 4.00x |" in bench_markdown(BENCH)
+
+
+def test_measured_points_sit_at_the_networks_uplink() -> None:
+    (point,) = measured_points(ROWS, "vgg5", 4.0)
+    assert point == {"network": "4g", "slowdown": 4.0, "up_mbps": 10, "over_fl": 2.0, "over_sfl": 3.0}
+
+
+def test_report_draws_a_recorded_bench_without_training(tmp_path: Path) -> None:
+    (tmp_path / "bench.json").write_text(json.dumps(BENCH))
+    drawn = {p.name for p in report(tmp_path)}
+    assert drawn == {
+        "bench.md",
+        "fig2_epoch_time_vgg5.png",
+        "fig3_idle_vgg5.png",
+        "map_speedup_over_fl.png",
+        "map_speedup_over_sfl.png",
+    }
+    for name in drawn - {"bench.md"}:
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    assert "speed-up per epoch" in (tmp_path / "bench.md").read_text()
