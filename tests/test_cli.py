@@ -241,6 +241,42 @@ def test_summary_is_rounded_json() -> None:
     }
 
 
+def test_schedule_and_netns_flags(tmp_path: Path) -> None:
+    config = _config(
+        _parser().parse_args(["run", "--up-schedule", "0:10,30:2,60:10", "--down-schedule=0:25", "--netns"])
+    )
+    assert config.up_schedule == [[0, 10], [30, 2], [60, 10]] and config.down_schedule == [[0, 25]]
+    assert config.netns is True
+    assert _config(_parser().parse_args(["run"])).netns is False
+    # a flag replaces the file's rate or schedule of its direction, whichever the file gave
+    path = _toml(tmp_path, "up_mbps = 3\ndown_schedule = [[0, 9], [1, 2]]\n")
+    config = _config(_parser().parse_args(["run", path, "--up-schedule", "0:10,30:2"]))
+    assert config.up_mbps is None and config.rates(0, "up") == ((0.0, 10.0), (30.0, 2.0))
+    config = _config(_parser().parse_args(["run", path, "--down-mbps", "7"]))
+    assert config.down_schedule is None and config.rates(0, "down") == ((0.0, 7.0),)
+    assert config.up_mbps == 3
+
+
+@pytest.mark.parametrize("text", ["10", "0:10,30", "0:10;30:2", "a:b"])
+def test_unparsable_schedules_exit_2(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--up-schedule", text])
+    assert info.value.code == 2
+    assert "expected SECONDS:MBPS steps separated by commas" in capsys.readouterr().err
+
+
+def test_schedules_that_break_the_rules_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--up-schedule", "5:10,30:2"]) == 2
+    assert "'up_schedule' is [[5.0, 10.0], [30.0, 2.0]]; expected a list of" in capsys.readouterr().err
+    assert main(["run", "--up-schedule", "0:10", "--up-mbps", "3"]) == 2
+    assert "give one" in capsys.readouterr().err
+
+
+def test_a_server_refuses_netns(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["server", "--listen", "127.0.0.1:0", "--netns"]) == 2
+    assert "netns is for `pipelearn run`" in capsys.readouterr().err
+
+
 def test_summary_says_the_best_accuracy_and_the_time_to_target() -> None:
     rounds = [
         {"round": 0, "time_s": 1.0, "train_loss": 2.0, "test_accuracy": 0.5, "eval_s": 0.1},

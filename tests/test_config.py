@@ -275,6 +275,97 @@ def test_from_json_validates() -> None:
         RunConfig.from_json(json.dumps(data))
 
 
+# --- rate schedules ------------------------------------------------------------------------------------------------
+
+
+def test_rates_over_time_take_the_most_specific_schedule_or_rate() -> None:
+    config = RunConfig(
+        devices=4,
+        network="4g",
+        up_schedule=[[0, 10], [30, 2], [60, 10]],
+        device_overrides={
+            1: DeviceOverride(up_schedule=[[0, 5], [10, 1]], down_schedule=[[0, 40], [5.5, 20]]),
+            2: DeviceOverride(up_mbps=3),
+            3: DeviceOverride(network="wifi"),
+        },
+    ).validate()
+    assert config.rates(0, "up") == ((0.0, 10.0), (30.0, 2.0), (60.0, 10.0))
+    assert config.rates(0, "down") == ((0.0, 25.0),)  # the preset's rate: one step for the whole run
+    assert config.rates(1, "up") == ((0.0, 5.0), (10.0, 1.0))
+    assert config.rates(1, "down") == ((0.0, 40.0), (5.5, 20.0))
+    assert config.rates(2, "up") == ((0.0, 3.0),)  # the device's fixed rate beats the run's schedule
+    assert config.rates(3, "up") == config.rates(0, "up")  # as the run-wide up_mbps beats a device's preset
+    assert config.rates(3, "down") == ((0.0, 50.0),)
+    # link() is the network at training start
+    assert config.link(1) == Link(up_mbps=5.0, down_mbps=40.0, latency_ms=30)
+    assert config.link(0).up_mbps == 10.0
+
+
+def test_schedules_from_toml_and_through_json(tmp_path: Path) -> None:
+    path = _toml(
+        tmp_path,
+        """
+devices = 2
+up_schedule = [[0, 10], [30, 2], [60, 10]]
+
+[device_overrides.1]
+down_schedule = [[0, 25], [0.5, 1.5]]
+""",
+    )
+    config = load_toml(path)
+    assert config.rates(1, "up") == ((0.0, 10.0), (30.0, 2.0), (60.0, 10.0))
+    assert config.rates(1, "down") == ((0.0, 25.0), (0.5, 1.5))
+    assert RunConfig.from_json(config.to_json()) == config
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        [],
+        [[1, 10]],  # does not start at 0 s
+        [[0, 10], [30, 2], [20, 5]],  # times fall
+        [[0, 10], [0, 2]],  # times repeat
+        [[0, 0]],  # a rate of 0
+        [[0, -3]],
+        [[0, 10, 5]],  # not a pair
+        [[0, "fast"]],
+        [[0, 10], [math.inf, 2]],
+        10,
+        "0:10,30:2",
+    ],
+)
+def test_bad_schedules_name_the_key(schedule: Any) -> None:
+    for values, key in [
+        ({"up_schedule": schedule}, "up_schedule"),
+        ({"down_schedule": schedule}, "down_schedule"),
+        ({"device_overrides": {"0": {"up_schedule": schedule}}}, "device_overrides.0.up_schedule"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"'{key}' is .*expected a list of \[seconds since training start"):
+            from_mapping(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "keys"),
+    [
+        ({"up_mbps": 5, "up_schedule": [[0, 5]]}, ("up_schedule", "up_mbps")),
+        ({"down_mbps": 5, "down_schedule": [[0, 5]]}, ("down_schedule", "down_mbps")),
+        (
+            {"device_overrides": {"0": {"up_mbps": 1, "up_schedule": [[0, 5]]}}},
+            ("device_overrides.0.up_schedule", "device_overrides.0.up_mbps"),
+        ),
+    ],
+)
+def test_a_rate_and_a_schedule_of_one_direction_are_refused(values: dict[str, Any], keys: tuple[str, str]) -> None:
+    with pytest.raises(ConfigError, match=rf"'{keys[0]}' and '{keys[1]}' are both given; give one"):
+        from_mapping(values)
+
+
+def test_netns_must_be_a_boolean() -> None:
+    assert from_mapping({"netns": True}).netns is True
+    with pytest.raises(ConfigError, match="'netns' is 'yes'; expected true or false"):
+        from_mapping({"netns": "yes"})
+
+
 def test_compression_per_direction() -> None:
     config = RunConfig().validate()
     assert config.codec("up") == config.codec("down") == "none"

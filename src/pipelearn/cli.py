@@ -42,6 +42,15 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _schedule(text: str) -> list[list[float]]:
+    try:
+        return [[float(t), float(mbps)] for t, mbps in (step.split(":") for step in text.split(","))]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected SECONDS:MBPS steps separated by commas (0:10,30:2,60:10), got {text!r}"
+        ) from None
+
+
 _RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--mode", "mode", {"choices": MODES}),
     ("--model", "model", {"metavar": "NAME|MODULE:FUNCTION"}),
@@ -53,6 +62,9 @@ _RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--up-mbps", "up_mbps", {"type": _float}),
     ("--down-mbps", "down_mbps", {"type": _float}),
     ("--latency-ms", "latency_ms", {"type": _float}),
+    ("--up-schedule", "up_schedule", {"type": _schedule, "metavar": "S:MBPS,..."}),
+    ("--down-schedule", "down_schedule", {"type": _schedule, "metavar": "S:MBPS,..."}),
+    ("--netns", "netns", {"action": "store_true", "help": "devices and server as hosts in network namespaces"}),
     ("--device-slowdown", "device_slowdown", {"type": _float, "metavar": "K"}),
     ("--split", "split", {"type": _int_or_auto, "metavar": "P|auto"}),
     ("--microbatches", "microbatches", {"type": _int_or_auto, "metavar": "N|auto"}),
@@ -142,7 +154,11 @@ def _config(args: argparse.Namespace, **defaults: Any) -> RunConfig:
     if not args.config:
         values.update(defaults)
     fields = {f.name for f in dataclasses.fields(RunConfig)}
-    values.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    for rate, schedule in (("up_mbps", "up_schedule"), ("down_mbps", "down_schedule")):
+        if rate in given or schedule in given:  # a flag replaces the file's rate or schedule of its direction
+            values[rate] = values[schedule] = None
+    values.update(given)
     return from_mapping(values)
 
 
@@ -366,6 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics = api.train_local(config, progress=not args.quiet)
         elif args.command == "server":
             config, resume = _resumed(args) if args.resume else (_config(args), None)
+            if config.netns:
+                raise ConfigError("netns is for `pipelearn run`, which makes the namespaces; drop it for a server")
             _security(args)
             from pipelearn.transport.credentials import load_server_credentials
 
@@ -386,5 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"pipelearn: failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("pipelearn: interrupted", file=sys.stderr)
+        return 130
     print(_summary(metrics) if args.json else summary(metrics, config.out))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import re
@@ -17,6 +18,8 @@ MODES: tuple[str, ...] = get_args(Mode)
 CODECS: tuple[str, ...] = ("none", "fp16", "bf16", "int8", "topk")
 """Tensor compression on the wire; topk is written topk:R (see pipelearn.transport.compress)."""
 Direction = Literal["up", "down"]
+RateSteps = tuple[tuple[float, float], ...]
+"""A link's rate over time: (seconds since training start, Mbit/s) steps, the first at 0 s."""
 COMPUTE_SETTING = r"auto|cpu|mps|cuda(:\d+)?"
 """What a compute setting (server_device, a device's --compute) may say."""
 
@@ -59,6 +62,10 @@ class DeviceOverride:
     """Device computation takes this many times its measured time."""
     split: int | None = None
     microbatches: int | None = None
+    up_schedule: list[list[float]] | None = None
+    """This device's uplink rate over time, as RunConfig.up_schedule; give it or up_mbps, not both."""
+    down_schedule: list[list[float]] | None = None
+    """This device's downlink rate over time, as RunConfig.down_schedule; give it or down_mbps, not both."""
 
 
 @dataclass
@@ -91,6 +98,14 @@ class RunConfig:
     """Downlink rate in Mbit/s; overrides the preset's."""
     latency_ms: float | None = None
     """One-way latency in ms; overrides the preset's."""
+    up_schedule: list[list[float]] | None = None
+    """Uplink rate over time for every device: [[seconds since training start, Mbit/s], ...], the first at 0 s;
+    overrides the preset's rate. Give it or up_mbps, not both."""
+    down_schedule: list[list[float]] | None = None
+    """Downlink rate over time for every device, as up_schedule. Give it or down_mbps, not both."""
+    netns: bool = False
+    """Run the server and every device as separate hosts in Linux network namespaces, each link's rates enforced
+    by the kernel (tc); `pipelearn run` only, as root. The user-space links then add only the latency."""
     device_slowdown: float = 4.0
     """Device computation takes this many times its measured time (devices are slower than servers)."""
     split: int | Literal["auto"] = 2
@@ -156,14 +171,26 @@ class RunConfig:
     """Per-device settings, keyed by device id."""
 
     def link(self, device: int) -> Link:
-        """The network of one device, overrides applied."""
+        """The network of one device at training start, overrides applied (`rates` gives the rates over time)."""
         o = self.device_overrides.get(device, DeviceOverride())
         base = NETWORK_PRESETS[o.network or self.network]
         return Link(
-            up_mbps=_first(o.up_mbps, self.up_mbps, base.up_mbps),
-            down_mbps=_first(o.down_mbps, self.down_mbps, base.down_mbps),
+            up_mbps=self.rates(device, "up")[0][1],
+            down_mbps=self.rates(device, "down")[0][1],
             latency_ms=_first(o.latency_ms, self.latency_ms, base.latency_ms),
         )
+
+    def rates(self, device: int, direction: Direction) -> RateSteps:
+        """One device's uplink or downlink rate over time: the most specific schedule or rate given wins."""
+        o = self.device_overrides.get(device, DeviceOverride())
+        for level in (o, self):
+            schedule, mbps = getattr(level, f"{direction}_schedule"), getattr(level, f"{direction}_mbps")
+            if schedule is not None:
+                return tuple((float(t), float(rate)) for t, rate in schedule)
+            if mbps is not None:
+                return ((0.0, float(mbps)),)
+        base = NETWORK_PRESETS[o.network or self.network]
+        return ((0.0, float(base.up_mbps if direction == "up" else base.down_mbps)),)
 
     def slowdown(self, device: int) -> float:
         """The compute slowdown factor of one device."""
@@ -198,6 +225,13 @@ class RunConfig:
             for name, (ok, expected) in _OVERRIDE_RULES.items():
                 value = getattr(override, name)
                 _check(value is None or ok(value), f"device_overrides.{device}.{name}", value, expected)
+        for level, where in [(self, ""), *((o, f"device_overrides.{d}.") for d, o in self.device_overrides.items())]:
+            for direction in ("up", "down"):
+                if None not in (getattr(level, f"{direction}_schedule"), getattr(level, f"{direction}_mbps")):
+                    raise ConfigError(
+                        f"config keys '{where}{direction}_schedule' and '{where}{direction}_mbps' are both given; "
+                        f"give one (a fixed rate is a schedule of one step: [[0, MBPS]])"
+                    )
         if self.stop_at_target:
             _check(self.target_accuracy is not None, "target_accuracy", None, "a fraction when stop_at_target is set")
             _check(self.eval_every >= 1, "eval_every", 0, "1 or more when stop_at_target is set")
@@ -288,6 +322,18 @@ def _rate(v: object) -> bool:
     return _number(v) and v > 0  # type: ignore[operator]
 
 
+def _schedule(v: object) -> bool:
+    if not isinstance(v, list | tuple) or not v:
+        return False
+    if not all(isinstance(s, list | tuple) and len(s) == 2 and _number(s[0]) and _rate(s[1]) for s in v):
+        return False
+    times = [s[0] for s in v]
+    return times[0] == 0 and all(math.isfinite(t) for t in times) and all(a < b for a, b in itertools.pairwise(times))
+
+
+_SCHEDULE = "a list of [seconds since training start, Mbit/s] steps: the first at 0, times rising, rates above 0"
+
+
 _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "mode": (lambda v: v in MODES, f"one of {', '.join(MODES)}"),
     "model": (_string, "a model name"),
@@ -301,6 +347,9 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "up_mbps": (_optional(_rate), "above 0 (inf for unlimited)"),
     "down_mbps": (_optional(_rate), "above 0 (inf for unlimited)"),
     "latency_ms": (_optional(_at_least(0, whole=False)), "0 or more"),
+    "up_schedule": (_optional(_schedule), _SCHEDULE),
+    "down_schedule": (_optional(_schedule), _SCHEDULE),
+    "netns": (lambda v: isinstance(v, bool), "true or false"),
     "device_slowdown": (_at_least(1, whole=False), "a number of at least 1"),
     "split": (_split_or_auto, "a number or 'auto'"),
     "microbatches": (_count_or_auto, "a number of at least 1 or 'auto'"),
@@ -343,6 +392,8 @@ _OVERRIDE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "slowdown": _RULES["device_slowdown"],
     "split": _RULES["split"],
     "microbatches": _RULES["microbatches"],
+    "up_schedule": (_schedule, _SCHEDULE),
+    "down_schedule": (_schedule, _SCHEDULE),
 }
 """What each per-device override must be when given."""
 

@@ -224,6 +224,27 @@ def test_write_trace_is_json(tmp_path: Path) -> None:
     assert trace_events([], 0.0) == []
 
 
+def test_link_rates_become_counter_events() -> None:
+    rates = {
+        "device0/uplink": ((0.0, 10.0), (30.0, 2.0), (60.0, 10.0), (500.0, 1.0)),
+        "device0/downlink": ((0.0, float("inf")),),  # unlimited: nothing to draw
+        "device7/uplink": ((0.0, 5.0),),  # a link without events of its own still gets its process
+    }
+    out = trace_events(_trace_input(), origin=10.0, rates=rates, end=110.0)
+    processes = {e["args"]["name"]: e["pid"] for e in out if e["name"] == "process_name"}  # type: ignore[index]
+    counters = [e for e in out if e["ph"] == "C"]
+    assert [(e["pid"], e["name"], e["ts"], e["args"]) for e in counters] == [
+        (processes["device0"], "uplink Mbit/s", 0.0, {"Mbit/s": 10.0}),
+        (processes["device0"], "uplink Mbit/s", 30e6, {"Mbit/s": 2.0}),
+        (processes["device0"], "uplink Mbit/s", 60e6, {"Mbit/s": 10.0}),
+        (processes["device0"], "uplink Mbit/s", 100e6, {"Mbit/s": 10.0}),  # held to the end; 500 s is after it
+        (processes["device7"], "uplink Mbit/s", 0.0, {"Mbit/s": 5.0}),
+        (processes["device7"], "uplink Mbit/s", 100e6, {"Mbit/s": 5.0}),
+    ]
+    assert all(e["cat"] == "rate" for e in counters)
+    json.loads(json.dumps(out, allow_nan=False))  # valid JSON: no infinities
+
+
 # --- results -------------------------------------------------------------------------------------------------------
 
 
@@ -264,8 +285,11 @@ def test_write_results(tmp_path: Path) -> None:
     assert metrics["plan"]["predicted_epoch_s"] == 5.5 and metrics["plan"]["bound_s"] == 2.5
     assert RunPlan.from_dict(metrics["plan"]).microbatches == [3, 3]
     assert metrics["config"]["devices"] == 2
+    assert metrics["shaper"] == "user space"
+    assert d0["uplink_mbps"] == [[0.0, 10.0]] and d0["downlink_mbps"] == [[0.0, 25.0]]
     trace = json.loads((tmp_path / "out" / "trace.json").read_text())
     assert sum(e["ph"] == "X" for e in trace["traceEvents"]) == len(events)
+    assert sum(e["ph"] == "C" for e in trace["traceEvents"]) == 2 * 2 * 2  # two links of two devices, start and end
     assert torch.equal(load_file(str(tmp_path / "out" / "model.safetensors"))["w"], state["w"])
 
 

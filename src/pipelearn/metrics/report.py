@@ -121,6 +121,8 @@ def write_results(
                 "bytes_down": bytes_down[d],
                 "uplink_busy_s": track_usage(events, link_track(d, "uplink"), start, end)["busy_s"],
                 "downlink_busy_s": track_usage(events, link_track(d, "downlink"), start, end)["busy_s"],
+                "uplink_mbps": [list(step) for step in config.rates(d, "up")],
+                "downlink_mbps": [list(step) for step in config.rates(d, "down")],
                 "split": plan.devices[d].split if config.mode != "fl" else None,
                 "microbatches": plan.devices[d].microbatches,
                 "slowdown": plan.devices[d].slowdown,
@@ -133,6 +135,7 @@ def write_results(
         "model": config.model,
         "dataset": config.dataset,
         "network": config.network,
+        "shaper": "kernel" if config.netns else "user space",
         "devices": config.devices,
         "split": [d["split"] for d in devices],
         "microbatches": [d["microbatches"] for d in devices],
@@ -160,6 +163,14 @@ def write_results(
         "config": json.loads(config.to_json()),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_trace(events, out / "trace.json", origin=start)
+    rates = {link_track(d, f"{x}link"): config.rates(d, x) for d in range(config.devices) for x in ("up", "down")}
+    write_trace(events, out / "trace.json", origin=start, rates=rates, end=end)
     save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
+    return metrics
+
+
+def add_metrics(out: Path, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """Add sections to a run's metrics and rewrite its metrics.json; return the metrics."""
+    metrics = {**metrics, **extra}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -132,7 +132,8 @@ _COUNT_ARGS = {"epoch", "samples", "bytes"}
 
 
 def check_events(message: pb.Envelope, device: int, config: RunConfig, window: tuple[float, float]) -> list[Any]:
-    """A device's timeline: events on its own tracks only, with finite times inside the run's window."""
+    """A device's timeline: events on its own tracks only (its compute, and the link it times: the uplink, or with
+    `netns` the downlink), with finite times inside the run's window."""
     if message.kind != pb.EVENTS:
         raise WireError(f"expected EVENTS, got {kind_name(message.kind)}")
     _check_tag(message, device)
@@ -143,6 +144,8 @@ def check_events(message: pb.Envelope, device: int, config: RunConfig, window: t
     if not isinstance(events, list):
         raise WireError(f"device {device}'s timeline is not a list of events")
     tracks = {compute_track(device), link_track(device, "uplink")}
+    if config.netns:  # the kernel paces the links: a device times its downlink's transfers as they arrive
+        tracks = {compute_track(device), link_track(device, "downlink")}
     low, high = window
     for i, event in enumerate(events):
         problem = _event_problem(event, tracks, config.epochs, low, high)

@@ -32,7 +32,8 @@ from pipelearn.transport.channel import channel_for
 from pipelearn.transport.codec import WireError, spec_of
 from pipelearn.transport.credentials import DeviceCredentials
 from pipelearn.transport.inbox import Inbox, PeerError, RunOver
-from pipelearn.transport.link import LinkSpec, Outbox
+from pipelearn.transport.link import Outbox
+from pipelearn.transport.rates import link_spec
 from pipelearn.transport.service import envelope, kind_name, open_session
 
 
@@ -164,6 +165,8 @@ def run_device(
         recorder = Recorder(offset=plan.clock - (sent + now()) / 2)
         config, run_plan = check_plan(plan.text, device)
         config = adopt(config, model, dataset)
+        if config.netns:
+            recorder.offset = 0.0  # the hosts of a netns run are one machine with one clock: no estimate needed
         torch.set_num_threads(device_threads(config))
         inbox.timeout_s, inbox.liveness_s, inbox.patient = config.timeout_s, config.liveness_s, True
         outbox.beat(config.heartbeat_s, device)
@@ -181,13 +184,16 @@ def run_device(
         first_round = int(json.loads(start.text).get("round", 0))  # later than 0 when rejoining or resuming a run
         if not 0 <= first_round <= schedule.rounds:
             raise WireError(f"the server starts this device at round {first_round} of a {schedule.rounds}-round run")
-        link = run_plan.devices[device].link
+        origin = start.clock - recorder.offset  # training start, on this side's clock: the rate schedules' 0 s
         outbox.follow(
-            LinkSpec.from_mbps(link.up_mbps, link.latency_ms),
+            link_spec(config, device, "up", origin, run_plan.devices[device].link),
             schedule.lane(Resource.UPLINK, device, first_round),
             link_track(device, "uplink"),
             recorder,
         )
+        if config.netns:  # the kernel paces the downlink: this side times its transfers as they arrive
+            downlink = schedule.lane(Resource.DOWNLINK, device, first_round)
+            inbox.time_transfers(downlink, link_track(device, "downlink"), recorder)
         DeviceWorker(
             config,
             run_plan,
@@ -220,4 +226,3 @@ def _take(inbox: Inbox, kind: int) -> pb.Envelope:
     if message.kind != kind:
         raise PeerError(f"expected {pb.Kind.Name(kind)} from the server, got {kind_name(message.kind)}")
     return message
-

@@ -44,8 +44,9 @@ from pipelearn.transport.channel import channel_for
 from pipelearn.transport.codec import TensorSpec, WireError, check_finite, spec_of
 from pipelearn.transport.credentials import ServerCredentials, peer_device
 from pipelearn.transport.inbox import Inbox, PeerError
-from pipelearn.transport.link import LinkSpec, Outbox
+from pipelearn.transport.link import Outbox
 from pipelearn.transport.liveness import Progress, progress_marks
+from pipelearn.transport.rates import link_spec
 from pipelearn.transport.service import envelope, start_server
 
 State = dict[str, torch.Tensor]
@@ -116,6 +117,8 @@ class Server:
         self._grpc: grpc.Server | None = None
         self._tls = False
         self._crash: BaseException | None = None
+        self.on_start: Callable[[float], None] | None = None
+        """Called with the clock reading at which training starts (the origin of the links' rate schedules)."""
         self.startup_s = now() - began
         """Seconds of one-off work before training: data, model, replicas, optimizers and warm-up."""
 
@@ -149,7 +152,7 @@ class Server:
             yield envelope(pb.ERROR, 0, text=str(exc))
             return
         link = self.plan.devices[device].link
-        outbox = Outbox(LinkSpec.from_mbps(link.down_mbps, link.latency_ms), progress=self.actions_done)
+        outbox = Outbox(link_spec(self.config, device, "down", now(), link), progress=self.actions_done)
         outbox.beat(self.config.heartbeat_s, device)
         inbox.peer = f"device {device}"
         inbox.max_bytes = self.limits.max_bytes[device]
@@ -190,6 +193,8 @@ class Server:
         first = self.resume.rounds_done if self.resume is not None else 0
         self.schedule = schedule_for(self.config, self.plan, self.samples)
         self.start = now()
+        if self.on_start is not None:
+            self.on_start(self.start)
         self.membership.begin(self.schedule.rounds, first, self.start - (self.resume.elapsed_s if self.resume else 0))
         for d, reason in refused.items():
             self._fail(d, WireError(reason), first)
@@ -219,14 +224,18 @@ class Server:
     def _start_device(self, device: int, session: Session, first_round: int) -> None:
         """Send a device START, and have its downlink carry its schedule from `first_round` on."""
         session.outbox.follow(
-            session.outbox.spec,
+            link_spec(self.config, device, "down", self.start, self.plan.devices[device].link),
             self.schedule.lane(Resource.DOWNLINK, device, first_round),
             link_track(device, "downlink"),
             self.recorder,
         )
         session.inbox.follow(progress_marks(self.schedule, device, first_round))
+        if self.config.netns:  # the kernel paces the uplink: this side times its transfers as they arrive
+            uplink = self.schedule.lane(Resource.UPLINK, device, first_round)
+            session.inbox.time_transfers(uplink, link_track(device, "uplink"), self.recorder)
         start = {"samples": self.samples, "round": first_round}
-        session.outbox.control(envelope(pb.START, device, text=json.dumps(start)))
+        # the clock of training start: the origin of the device's uplink rate schedule
+        session.outbox.control(envelope(pb.START, device, text=json.dumps(start), clock=self.start))
 
     def _start_lane(self, lane: int, first_round: int) -> None:
         thread = threading.Thread(target=self._run_lane, args=(lane, first_round), daemon=True)

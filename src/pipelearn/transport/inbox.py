@@ -9,8 +9,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 
-from pipelearn.metrics.events import now
-from pipelearn.schedule import Key
+from pipelearn.metrics.events import Recorder, now
+from pipelearn.schedule import Action, Key
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError
 from pipelearn.transport.liveness import PeerState, deadline
@@ -71,6 +71,10 @@ class Inbox:
         self.warn: Callable[[str], None] = _warn
         self._marks: dict[Key, int] = {}
         self._queue: queue.Queue[object] = queue.Queue(maxsize=in_flight)
+        self._arrived = 0.0
+        """When the message last taken arrived (read off the stream)."""
+        self._timed: tuple[dict[Key, int], str, Recorder] | None = None
+        self._link_free_at = 0.0
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True, name=f"inbox-{peer}")
         self._thread.start()
 
@@ -84,7 +88,7 @@ class Inbox:
                     self.state.beat(envelope.progress, envelope.backlog)
                 else:
                     self.state.heard()
-                    self._queue.put(envelope)
+                    self._queue.put((now(), envelope))  # the arrival time times kernel-paced transfers
         except Exception as exc:  # gRPC raises RpcError subclasses when the stream breaks
             self._queue.put(exc)
         self._queue.put(_CLOSED)
@@ -117,6 +121,8 @@ class Inbox:
                 f"{envelope.microbatch}"
             )
         self.bytes_received += envelope.ByteSize()
+        if self._timed is not None and envelope.clock:
+            self._record_transfer(key, envelope)
         return envelope
 
     def _next(self, what: str, mark: int | None) -> pb.Envelope:
@@ -135,6 +141,8 @@ class Inbox:
             raise WireError(f"{self.peer} sent a malformed message: {item}")
         if isinstance(item, Exception):
             raise PeerError(f"the stream from {self.peer} broke: {_describe(item)}")
+        assert isinstance(item, tuple)
+        self._arrived, item = item
         assert isinstance(item, pb.Envelope)
         if item.protocol != PROTOCOL_VERSION:
             raise WireError(f"{self.peer} speaks protocol {item.protocol}; this side speaks {PROTOCOL_VERSION}")
@@ -177,6 +185,21 @@ class Inbox:
             )
             return since
         return warned_since
+
+    def time_transfers(self, lane: list[Action], track: str, recorder: Recorder) -> None:
+        """Record each transfer of `lane` taken from now on, for links paced outside this program (the kernel).
+
+        A transfer's event runs from when the sender handed it to the network (its envelope's clock, server
+        time), or when the one before it arrived if that is later, to when it arrived here.
+        """
+        self._timed = ({a.key: a.epoch for a in lane}, track, recorder)
+
+    def _record_transfer(self, key: Key, envelope: pb.Envelope) -> None:
+        assert self._timed is not None
+        epochs, track, recorder = self._timed
+        start = max(envelope.clock - recorder.offset, self._link_free_at)
+        self._link_free_at = self._arrived
+        recorder.record(track, str(key), start, self._arrived, bytes=envelope.ByteSize(), epoch=epochs.get(key))
 
 
 def _describe(exc: Exception) -> str:

@@ -8,12 +8,16 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipelearn.metrics.events import Recorder, now
 from pipelearn.schedule import Action, Key
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.liveness import Progress
 from pipelearn.transport.service import heartbeat, transfer
+
+if TYPE_CHECKING:
+    from pipelearn.transport.rates import RateSchedule
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,11 @@ class LinkSpec:
 
     rate_bps: float
     latency_s: float
+    schedule: RateSchedule | None = None
+    """The rate over time, where it changes during the run; rate_bps is then its first rate."""
+    kernel_paced: bool = False
+    """The kernel paces the bytes (network namespaces): the message is stamped with when it left this side, and
+    the receiver times the transfer."""
 
     @classmethod
     def from_mbps(cls, mbps: float, latency_ms: float) -> LinkSpec:
@@ -31,6 +40,10 @@ class LinkSpec:
     def transmit_s(self, nbytes: int) -> float:
         """Seconds to put nbytes on the wire."""
         return 0.0 if math.isinf(self.rate_bps) else nbytes * 8 / self.rate_bps
+
+    def finish(self, start: float, nbytes: int) -> float:
+        """The clock reading at which nbytes put on the wire at `start` have left, across rate changes."""
+        return self.schedule.finish(start, nbytes) if self.schedule else start + self.transmit_s(nbytes)
 
 
 _Leaving = tuple[Action | None, pb.Envelope, int, float, float]
@@ -128,7 +141,7 @@ class Outbox:
     def _backlog_s(self, at: float) -> float:
         end = max(self._free_at, at)
         for handed_over, _, _, size in self._queue:
-            end = max(handed_over, end) + self.spec.transmit_s(size)
+            end = self.spec.finish(max(handed_over, end), size)
         due = end + self.spec.latency_s if self._queue else self._due_at
         return max(due - at, 0.0)
 
@@ -140,7 +153,9 @@ class Outbox:
             action, envelope, size, start, end = item
             if action is not None:
                 self.bytes_sent += size
-                if self.recorder is not None:
+                if self.recorder is not None and self.spec.kernel_paced:
+                    envelope.clock = now() + self.recorder.offset  # the receiver times the transfer
+                elif self.recorder is not None:
                     self.recorder.record(self.track, str(action.key), start, end, bytes=size, epoch=action.epoch)
             yield envelope
             with self._changed:  # gRPC asks for the next message only once the one before has been sent
@@ -156,7 +171,7 @@ class Outbox:
                 if self._pending is None and self._queue:
                     handed_over, action, envelope, size = self._queue.popleft()
                     start = max(handed_over, self._free_at)
-                    self._free_at = start + self.spec.transmit_s(size)
+                    self._free_at = self.spec.finish(start, size)
                     self._due_at = self._free_at + self.spec.latency_s
                     self._pending = (action, envelope, size, start, self._free_at)
                 if self._pending is not None and at >= self._due_at:
