@@ -215,6 +215,7 @@ def run_device(
         outbox.control(envelope(pb.ERROR, device, text=str(exc)))
         outbox.close()
         outbox.drained.wait(timeout=5.0)  # so that the server hears why this device stops, if it still listens
+        _drain(inbox)
         raise
     finally:
         outbox.close()
@@ -226,3 +227,14 @@ def _take(inbox: Inbox, kind: int) -> pb.Envelope:
     if message.kind != kind:
         raise PeerError(f"expected {pb.Kind.Name(kind)} from the server, got {kind_name(message.kind)}")
     return message
+
+
+def _drain(inbox: Inbox, wait_s: float = 5.0) -> None:
+    """Wait (briefly) for the server to end the stream, so that the channel is not closed under this device's last
+    words."""
+    inbox.timeout_s, inbox.patient = min(inbox.timeout_s, wait_s), False
+    try:
+        while True:
+            inbox.take()
+    except (PeerError, WireError):
+        pass
