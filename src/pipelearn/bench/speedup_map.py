@@ -10,6 +10,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from torch import nn
+
 from pipelearn.config import RunConfig
 from pipelearn.models import canonical_model_name
 from pipelearn.planner.profile import profile_model
@@ -22,9 +24,11 @@ UPLINKS_MBPS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 """Uplink rates (Mbit/s) on its vertical axis; the downlink is 2.5 times the uplink, as in the 4g preset."""
 
 
-def predicted_epoch_s(config: RunConfig, mode: str, slowdown: float, up_mbps: float, profile: Any) -> float:
+def predicted_epoch_s(
+    config: RunConfig, model: nn.Sequential, mode: str, slowdown: float, up_mbps: float, profile: Any
+) -> float:
     """The predicted epoch time of `mode` at its best plan, with every device at this slowdown and uplink."""
-    shape, classes = data_shape(config)
+    shape, _ = data_shape(config)
     point = dataclasses.replace(
         config,
         mode=mode,  # type: ignore[arg-type]
@@ -35,7 +39,7 @@ def predicted_epoch_s(config: RunConfig, mode: str, slowdown: float, up_mbps: fl
         microbatches="auto" if mode == "pipelearn" else 1,
         device_overrides={},
     ).validate()
-    planned = plan_run(point, make_model(point, shape, classes), shape, profile)
+    planned = plan_run(point, model, shape, profile)
     epoch = planned.plan.predicted_epoch_s
     assert epoch is not None
     return epoch
@@ -50,25 +54,23 @@ def speedup_map(
     """Predicted speed-up of pipelearn over fl and over sfl at each (uplink, slowdown) of the grid, and at each
     `measured` point ({"slowdown", "up_mbps", "over_fl", "over_sfl"}: measured speed-ups) the prediction beside it."""
     shape, classes = data_shape(config)
-    profile = profile_model(
-        canonical_model_name(config.model), make_model(config, shape, classes), shape, config.batch_size
-    )
+    model = make_model(config, shape, classes)  # built once: the planner only reads its blocks
+    profile = profile_model(canonical_model_name(config.model), model, shape, config.batch_size)
     points = []
     for point in measured:
-        ours = predicted_epoch_s(config, "pipelearn", point["slowdown"], point["up_mbps"], profile)
+        at = (point["slowdown"], point["up_mbps"], profile)
+        ours = predicted_epoch_s(config, model, "pipelearn", *at)
         predicted = {
-            f"predicted_over_{mode}": predicted_epoch_s(config, mode, point["slowdown"], point["up_mbps"], profile)
-            / ours
-            for mode in ("fl", "sfl")
+            f"predicted_over_{mode}": predicted_epoch_s(config, model, mode, *at) / ours for mode in ("fl", "sfl")
         }
         points.append({**point, **predicted})
     over: dict[str, list[list[float]]] = {"fl": [], "sfl": []}
     for up in uplinks:
         row_fl, row_sfl = [], []
         for slowdown in slowdowns:
-            ours = predicted_epoch_s(config, "pipelearn", slowdown, up, profile)
-            row_fl.append(predicted_epoch_s(config, "fl", slowdown, up, profile) / ours)
-            row_sfl.append(predicted_epoch_s(config, "sfl", slowdown, up, profile) / ours)
+            ours = predicted_epoch_s(config, model, "pipelearn", slowdown, up, profile)
+            row_fl.append(predicted_epoch_s(config, model, "fl", slowdown, up, profile) / ours)
+            row_sfl.append(predicted_epoch_s(config, model, "sfl", slowdown, up, profile) / ours)
         over["fl"].append(row_fl)
         over["sfl"].append(row_sfl)
     return {
