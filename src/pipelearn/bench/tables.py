@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,15 @@ def write_bench_report(root: Path, bench: dict[str, Any]) -> list[Path]:
                 window = _middle_iteration_window(events)
                 title = f"{model}, {r['network']}, {r['mode']}: one iteration, every resource"
                 written.append(draw_timeline(events, root / f"fig1_timeline_{r['run_dir']}.png", title, window))
+        for network in dict.fromkeys(r["network"] for r in mine):
+            runs = [root / "runs" / r["run_dir"] / "metrics.json" for r in mine if r["network"] == network]
+            recorded = [json.loads(p.read_text()) for p in runs if p.exists()]
+            if any(m.get("rounds") for m in recorded):
+                from pipelearn.metrics.figures import plot_accuracy_over_time
+
+                path = root / f"fig4_accuracy_{model}_{network}.png"
+                title = f"{model}, {network}: test accuracy of the global model against training time"
+                written.append(plot_accuracy_over_time(recorded, path, title=title))
     if "map" in bench:
         written += draw_speedup_maps(bench["map"], root)
     return written
