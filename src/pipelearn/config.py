@@ -107,7 +107,8 @@ class RunConfig:
     """Run the server and every device as separate hosts in Linux network namespaces, each link's rates enforced
     by the kernel (tc); `pipelearn run` only, as root. The user-space links then add only the latency."""
     device_slowdown: float = 4.0
-    """Device computation takes this many times its measured time (devices are slower than servers)."""
+    """Each device action takes this many times the CPU time its work needs here (devices are slower than servers);
+    the device waits out the difference. Time lost to other processes on a shared machine is not multiplied."""
     split: int | Literal["auto"] = 2
     """Split point p: blocks 1..p run on the device; 'auto' lets the planner choose per device."""
     microbatches: int | Literal["auto"] = 4

@@ -74,11 +74,10 @@ class DeviceWorker:
                 received = [self.inbox.expect(dep) for dep in action.deps if dep.resource is Resource.DOWNLINK]
             except RunOver:
                 return
-            start = now()
+            start, cpu = now(), time.thread_time()
             args = self.execute(action, received)
-            busy = now() - start
             if self.slowdown > 1:
-                time.sleep(busy * (self.slowdown - 1))
+                time.sleep(max(0.0, (time.thread_time() - cpu) * self.slowdown - (now() - start)))
             self.recorder.record(track, str(action.key), start, now(), epoch=action.epoch, **args)
             self.outbox.progress.advance()
 
