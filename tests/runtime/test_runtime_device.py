@@ -81,3 +81,12 @@ def _message(config: RunConfig) -> str:
     splits = [config.requested_split(d) for d in range(config.devices)]
     counts = [config.requested_microbatches(d) for d in range(config.devices)]
     return plan_message(config, RunPlan(fixed_setups(config, splits, counts)))  # type: ignore[arg-type]
+
+
+def test_slowdown_multiplies_cpu_time_not_time_lost_to_other_processes() -> None:
+    from pipelearn.runtime.device import slowdown_wait_s
+
+    assert slowdown_wait_s(0.1, 0.1, 4.0) == pytest.approx(0.3)  # alone on a core: waits 3x the work
+    assert slowdown_wait_s(0.1, 0.2, 4.0) == pytest.approx(0.2)  # half the wall time went to other processes
+    assert slowdown_wait_s(0.1, 0.5, 4.0) == 0.0  # sharing already took longer than the device would
+    assert slowdown_wait_s(0.1, 0.1, 1.0) == 0.0

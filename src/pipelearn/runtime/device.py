@@ -76,8 +76,7 @@ class DeviceWorker:
                 return
             start, cpu = now(), time.thread_time()
             args = self.execute(action, received)
-            if self.slowdown > 1:
-                time.sleep(max(0.0, (time.thread_time() - cpu) * self.slowdown - (now() - start)))
+            time.sleep(slowdown_wait_s(time.thread_time() - cpu, now() - start, self.slowdown))
             self.recorder.record(track, str(action.key), start, now(), epoch=action.epoch, **args)
             self.outbox.progress.advance()
 
@@ -237,3 +236,8 @@ def _drain(inbox: Inbox, wait_s: float = 5.0) -> None:
             inbox.take()
     except (PeerError, WireError):
         pass
+
+
+def slowdown_wait_s(cpu_s: float, wall_s: float, slowdown: float) -> float:
+    """How long a device waits after an action whose work took cpu_s of CPU in wall_s, to take slowdown x cpu_s."""
+    return max(0.0, cpu_s * slowdown - wall_s)
