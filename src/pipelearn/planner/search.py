@@ -31,7 +31,7 @@ MAX_MICROBATCHES = 32
 """The most micro-batches per mini-batch the search considers (each of at least 2 samples)."""
 TOP = 5
 """Plans kept from each family (the fleet optimum's neighbours, the best uniform plans) as candidates."""
-SIMULATED_ACTIONS = 100_000
+SIMULATED_ACTIONS = 30_000
 """Candidates are simulated while their schedules hold at most this many actions in all; else estimated."""
 
 
