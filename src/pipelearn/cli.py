@@ -28,6 +28,15 @@ def _int_or_auto(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
 
 
+def _cores(text: str) -> float | str:
+    if text in ("auto", "off"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of cores, 'auto' or 'off', got {text!r}") from None
+
+
 def _shape(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.lower().split("x"))
@@ -84,6 +93,7 @@ _RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--target-accuracy", "target_accuracy", {"type": _float, "metavar": "A"}),
     ("--stop-at-target", "stop_at_target", {"action": "store_true"}),
     ("--threads", "threads", {"type": int}),
+    ("--host-cores", "host_cores", {"type": _cores, "metavar": "N|auto|off"}),
     ("--timeout", "timeout_s", {"type": _float, "metavar": "SECONDS"}),
     ("--compress", "compress", {"metavar": "none|fp16|bf16|int8|topk:R"}),
     ("--compress-up", "compress_up", {"metavar": "CODEC"}),

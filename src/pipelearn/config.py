@@ -145,6 +145,10 @@ class RunConfig:
     """End the run at the first aggregation after the global model has reached target_accuracy."""
     threads: int = 1
     """torch threads per process; 1 keeps processes from starving each other on few cores."""
+    host_cores: float | Literal["auto", "off"] = "auto"
+    """CPU cores that the server and every device share, for the planner's predictions: what compute at once
+    shares them. 'auto': this machine's usable cores, as `pipelearn run` starts every process here ('off' for
+    `pipelearn server`, whose devices are elsewhere); 'off': each on hardware of its own; or a number of cores."""
     timeout_s: float = 120.0
     """Least time a device gets to show progress towards its next scheduled message, and the limit for joining and
     loading data. Its deadline is longer where the plan and its pace so far expect longer (see
@@ -323,6 +327,10 @@ def _rate(v: object) -> bool:
     return _number(v) and v > 0  # type: ignore[operator]
 
 
+def _cores(v: object) -> bool:
+    return v in ("auto", "off") or (_rate(v) and math.isfinite(v))  # type: ignore[arg-type]
+
+
 def _schedule(v: object) -> bool:
     if not isinstance(v, list | tuple) or not v:
         return False
@@ -370,6 +378,7 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "target_accuracy": (_optional(_fraction), "a fraction from 0 to 1, such as 0.97"),
     "stop_at_target": (lambda v: isinstance(v, bool), "true or false"),
     "threads": (_at_least(1), "a whole number of at least 1"),
+    "host_cores": (_cores, "auto, off or a number of cores above 0"),
     "timeout_s": (_rate, "a number above 0"),
     "compress": (_codec, _CODEC_CHOICES),
     "compress_up": (_optional(_codec), _CODEC_CHOICES),

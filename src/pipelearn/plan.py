@@ -8,6 +8,7 @@ read the plan, never the configuration's per-device values.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,8 @@ class RunPlan:
     """The planner's predicted mean epoch time; None where nothing was planned."""
     bound_s: float | None = None
     """Predicted busy seconds per epoch of the busiest resource, which no schedule can beat; None if not planned."""
+    host_cores: float | None = None
+    """CPU cores the server and every device share in the prediction; None: each computes on hardware of its own."""
 
     @property
     def splits(self) -> list[int]:
@@ -59,6 +62,7 @@ class RunPlan:
             "devices": [asdict(d) for d in self.devices],
             "predicted_epoch_s": self.predicted_epoch_s,
             "bound_s": self.bound_s,
+            "host_cores": self.host_cores,
         }
 
     @classmethod
@@ -74,11 +78,12 @@ class RunPlan:
                 )
                 for d in data["devices"]
             )
-            predicted, bound = data.get("predicted_epoch_s"), data.get("bound_s")
+            predicted, bound, cores = data.get("predicted_epoch_s"), data.get("bound_s"), data.get("host_cores")
             return cls(
                 devices,
                 None if predicted is None else float(predicted),
                 None if bound is None else float(bound),
+                None if cores is None else float(cores),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed run plan ({exc!r}): {json.dumps(data)[:200]}") from exc
@@ -138,10 +143,21 @@ def resolve_plan(
     asked = requested(config, len(model))
     fixed = [(s, n) for s, n in asked if s is not None and n is not None]
     if len(fixed) == len(asked):
-        return RunPlan(fixed_setups(config, [s for s, _ in fixed], [n for _, n in fixed]))
+        setups = fixed_setups(config, [s for s, _ in fixed], [n for _, n in fixed])
+        return RunPlan(setups, host_cores=host_cores(config))
     from pipelearn.planner.search import plan_run  # the planner (and its profiler) loads only when needed
 
     return plan_run(config, model, input_shape, profile).plan
+
+
+def host_cores(config: RunConfig) -> float | None:
+    """The CPU cores the run's server and devices share (config.host_cores resolved); None where they do not."""
+    if config.host_cores == "off":
+        return None
+    if config.host_cores == "auto":
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+        return float(len(usable))
+    return float(config.host_cores)
 
 
 def fixed_setups(config: RunConfig, splits: list[int], microbatches: list[int]) -> tuple[DeviceSetup, ...]:

@@ -111,18 +111,19 @@ def action_costs(model: CostModel, schedule: Schedule, setups: Sequence[DeviceSe
     """Each action's cost in a run of these device setups: what the simulator times the schedule with.
 
     A device action occupies the device for its compute times the slowdown, but hands its message to the link
-    when the compute itself ends: the runtime emulates the slowdown by sleeping after the action's work.
+    when the compute itself ends: the runtime emulates the slowdown by sleeping after the action's work. Device and
+    server actions compute for their profiled seconds (cpu_s), which stretch where processes share a host's cores.
     """
 
     def cost(action: Action) -> Cost:
         key = action.key
         if key.resource is Resource.SERVER:
             seconds = _server_seconds(model, key.op, setups[key.device].split if key.device >= 0 else 0, size(action))
-            return Cost(seconds, seconds)
+            return Cost(seconds, seconds, seconds)
         setup = setups[key.device]
         if key.resource is Resource.DEVICE:
             seconds = _device_seconds(model, key.op, setup.split, size(action))
-            return Cost(seconds * setup.slowdown, seconds)
+            return Cost(seconds * setup.slowdown, seconds, seconds)
         nbytes = _bytes(model, key.op, setup.split, size(action))
         return model.transfer(nbytes, *_direction(setup.link, key.resource))
 

@@ -5,6 +5,12 @@ and downlinks are one resource per lane; every server lane shares the one server
 action that became ready first (the runtime's lanes queue on one lock). A link, like transport/link.py's Outbox,
 is busy for a message's bytes at its rate from when the message is handed over or the link frees, whichever is
 later, and delivers it one latency later.
+
+Where the server and devices share one host's CPU cores (`host_cores`: `pipelearn run` starts them all on one
+machine), the compute of every action in progress shares those cores: each runs at full speed while no more
+actions compute than there are cores, else at cores / computing (processor sharing, as the OS shares the cores
+among the processes' one-thread computations). Only an action's CPU part (Cost.cpu_s) stretches; a device's
+emulated slowdown pads its compute with a wait, which absorbs a stretch up to the slowdown.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ class Cost:
     ready_after_s: float
     """Seconds after it starts that the actions waiting on it may use it: a transfer's delivery, the hand-over of
     a device's message (before the emulated slowdown), or simply its end."""
+    cpu_s: float = 0.0
+    """Seconds of it that compute on the host's CPU, from its start (the rest waits: a device's slowdown, a
+    link). Where they share the host's cores, this part stretches to the time the cores give it: the action then
+    ends when both busy_s has passed and its compute is done, and is ready that stretch later."""
 
 
 @dataclass
@@ -38,6 +48,10 @@ class Simulation:
     """Every action of the schedule, lane after lane."""
     starts: list[float]
     ends: list[float]
+    host_cores: float | None = None
+    """The cores the actions' compute shared; None where each computed on hardware of its own."""
+    cpu_s: float = 0.0
+    """Seconds of compute of every action together (counted where they share host_cores)."""
 
     @functools.cached_property
     def start(self) -> dict[Key, float]:
@@ -83,8 +97,10 @@ class Simulation:
         return dict(sorted(busy.items()))
 
     def bound_s(self) -> float:
-        """Busy seconds of the busiest resource: no schedule of these costs finishes sooner."""
-        return max(self.busy_s().values(), default=0.0)
+        """Busy seconds of the busiest resource, the shared cores among them (their compute over their count): no
+        schedule of these costs finishes sooner."""
+        host = self.cpu_s / self.host_cores if self.host_cores else 0.0
+        return max([host, *self.busy_s().values()])
 
 
 def track_of(resource: Resource, device: int) -> str:
@@ -96,8 +112,13 @@ def track_of(resource: Resource, device: int) -> str:
     return link_track(device, str(resource))
 
 
-def simulate(schedule: Schedule, cost: Callable[[Action], Cost]) -> Simulation:
-    """Time every action of `schedule`; RuntimeError if it cannot finish (an action waits on one never done)."""
+def simulate(schedule: Schedule, cost: Callable[[Action], Cost], host_cores: float | None = None) -> Simulation:
+    """Time every action of `schedule`; RuntimeError if it cannot finish (an action waits on one never done).
+
+    With `host_cores`, the actions' CPU parts share that many cores; without, every action computes at full speed.
+    """
+    if host_cores is not None and not host_cores > 0:
+        raise ValueError(f"host_cores must be a positive number of cores, not {host_cores!r}")
     lanes = [lane for lane in schedule.lanes.values() if lane]
     actions = [a for lane in lanes for a in lane]
     index = {a.key: i for i, a in enumerate(actions)}
@@ -120,41 +141,122 @@ def simulate(schedule: Schedule, cost: Callable[[Action], Cost]) -> Simulation:
     known = [False] * len(actions)
     position = first[:-1]
     lane_free = [0.0] * len(lanes)
-    queued = [False] * len(lanes)
-    ready: list[tuple[float, int, int]] = []
-    server_free = 0.0
+    queued = [False] * len(lanes)  # a lane's next action is waiting in `ready` or `held`, or in progress
+    # (ready time, tie, order, lane); tie is the ready time, but a server lane put off until the server frees
+    # keeps its own, so that the server still serves its lanes in the order they became ready
+    ready: list[tuple[float, float, int, int]] = []
+    server_free: float | None = 0.0  # None while the server computes an action whose end is not yet known
+    held: list[tuple[float, int, int]] = []  # server lanes waiting for that end: (ready time, order, lane)
+    cores = _Cores(host_cores) if host_cores is not None else None
+    computing: dict[int, Cost] = {}
+    cpu_s = 0.0
     order = 0
 
-    def offer(lane: int) -> None:
+    def push(at: float, tie: float, lane: int) -> None:
         nonlocal order
+        heapq.heappush(ready, (at, tie, order, lane))
+        order += 1
+
+    def offer(lane: int) -> None:
         i = position[lane]
         if queued[lane] or i == first[lane + 1]:
             return
         if all(known[d] for d in deps[i]):
-            heapq.heappush(ready, (max([lane_free[lane], *(available[d] for d in deps[i])]), order, lane))
+            at = max([lane_free[lane], *(available[d] for d in deps[i])])
+            push(at, at, lane)
             queued[lane] = True
-            order += 1
 
-    for lane in range(len(lanes)):
-        offer(lane)
-    # Every start is at or after the ready time just taken, so what it makes ready is never earlier: the queue
-    # hands out ready times in order, and the shared server serves its lanes first come, first served.
-    while ready:
-        at, _, lane = heapq.heappop(ready)
-        queued[lane] = False
-        i = position[lane]
-        c = cost(actions[i])
-        if shared[lane]:
-            at = max(at, server_free)
-            server_free = at + c.busy_s
-        starts[i], ends[i] = at, at + c.busy_s
-        available[i], known[i] = at + c.ready_after_s, True
-        lane_free[lane] = ends[i]
+    def done(i: int, end: float, ready_at: float) -> None:
+        """Action i ends at `end`, and what waits on it may go on at `ready_at`."""
+        nonlocal server_free
+        lane = lane_of[i]
+        ends[i], available[i], known[i] = end, ready_at, True
+        lane_free[lane] = end
         position[lane] += 1
+        queued[lane] = False
+        if shared[lane]:
+            server_free = end
+            while held:
+                tie, _, other = heapq.heappop(held)
+                push(max(tie, end), tie, other)
         offer(lane)
         for other in waiting[i]:
             offer(other)
+
+    for lane in range(len(lanes)):
+        offer(lane)
+    # Every start is at or after the ready time just taken, and every compute ends at or after it too, so what
+    # either makes ready is never earlier: the queue hands out ready times in order, and the shared server
+    # serves its lanes first come, first served.
+    while ready or computing:
+        if cores is not None and computing and (not ready or cores.next_end() <= ready[0][0]):
+            t, i = cores.finish()
+            c = computing.pop(i)
+            stretch = t - starts[i] - c.cpu_s
+            done(i, max(starts[i] + c.busy_s, t), starts[i] + c.ready_after_s + stretch)
+            continue
+        at, tie, _, lane = heapq.heappop(ready)
+        if shared[lane]:
+            if server_free is None:
+                heapq.heappush(held, (tie, order, lane))
+                order += 1
+                continue
+            if cores is not None and server_free > at:  # the cores start nothing in the future: wait till then
+                push(server_free, tie, lane)
+                continue
+            at = max(at, server_free)
+        i = position[lane]
+        c = cost(actions[i])
+        sharing = cores is not None and c.cpu_s > 0
+        starts[i] = at  # the lane stays queued, offered nothing more, until this action is done
+        if sharing:
+            assert cores is not None
+            cpu_s += c.cpu_s
+            cores.start(at, i, c.cpu_s)
+            computing[i] = c
+            if shared[lane]:
+                server_free = None
+        else:
+            if shared[lane]:
+                server_free = at + c.busy_s
+            done(i, at + c.busy_s, at + c.ready_after_s)
     stuck = [actions[position[n]].key for n in range(len(lanes)) if position[n] < first[n + 1]]
     if stuck:
         raise RuntimeError(f"the schedule cannot finish: {stuck[0]} waits on an action that never happens")
-    return Simulation(actions, starts, ends)
+    return Simulation(actions, starts, ends, host_cores, cpu_s)
+
+
+class _Cores:
+    """Processor sharing: the computations in progress share `cores` cores, each using at most one.
+
+    Every computation in progress advances at the same rate, so one clock of work done per computation (`work`)
+    orders them all: each ends when that clock reaches its start reading plus its CPU seconds.
+    """
+
+    def __init__(self, cores: float) -> None:
+        self.cores = cores
+        self.time = 0.0
+        self.work = 0.0
+        self.jobs: list[tuple[float, int]] = []  # (work-clock reading at which it ends, action)
+
+    def _rate(self) -> float:
+        return min(1.0, self.cores / len(self.jobs)) if self.jobs else 1.0
+
+    def _advance(self, t: float) -> None:
+        self.work += (t - self.time) * self._rate()
+        self.time = t
+
+    def start(self, t: float, action: int, cpu_s: float) -> None:
+        """Action `action` starts computing cpu_s seconds of work at time t."""
+        self._advance(t)
+        heapq.heappush(self.jobs, (self.work + cpu_s, action))
+
+    def next_end(self) -> float:
+        """When the next computation in progress ends, at the present sharing."""
+        return self.time + max(self.jobs[0][0] - self.work, 0.0) / self._rate()
+
+    def finish(self) -> tuple[float, int]:
+        """End the next computation: its time and action."""
+        t = self.next_end()
+        self._advance(t)
+        return t, heapq.heappop(self.jobs)[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -562,6 +563,8 @@ def serve(
     """Run the server of a run on HOST:PORT (plain text if `credentials` is None) until the run is over (from a
     checkpoint if given); return the metrics."""
     torch.set_num_threads(config.threads)
+    if config.host_cores == "auto":  # the devices compute elsewhere, not on this machine's cores
+        config = dataclasses.replace(config, host_cores="off")
     server = Server(config, progress, resume)
     port = server.listen(listen, credentials, insecure=credentials is None)
     security = "plain text" if credentials is None else "mutual TLS"
