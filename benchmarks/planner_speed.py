@@ -1,6 +1,6 @@
 """How long the planner takes to plan a large heterogeneous fleet (the search alone, from a profile).
 
-Usage: python benchmarks/planner_speed.py [--devices 1000 10000] [--profile-in FILE] [--repeats 5]
+Usage: python benchmarks/planner_speed.py [--devices 1000 10000] [--profile-in FILE] [--repeats 5] [--host-cores N]
 
 Devices draw their slowdown (1-10), network preset and uplink rate (2-50 Mbit/s) from a seeded generator. The
 profile is measured once (vgg5 on MNIST's shape, batch 100) unless one is given; the time reported is planning
@@ -24,8 +24,9 @@ from pipelearn.planner.search import plan_run
 from pipelearn.runtime.work import data_shape, make_model
 
 
-def fleet(devices: int, seed: int = 0) -> RunConfig:
-    """A heterogeneous fleet of `devices` devices, each with its own slowdown, network and uplink rate."""
+def fleet(devices: int, seed: int = 0, cores: float | str = "off") -> RunConfig:
+    """A heterogeneous fleet of `devices` devices, each with its own slowdown, network and uplink rate, each on
+    hardware of its own (or all sharing `cores` CPU cores)."""
     rng = random.Random(seed)
     presets = [name for name in NETWORK_PRESETS if name != "unlimited"]
     overrides = {
@@ -35,7 +36,12 @@ def fleet(devices: int, seed: int = 0) -> RunConfig:
         for d in range(devices)
     }
     return RunConfig(
-        devices=devices, split="auto", microbatches="auto", samples_per_device=1000, device_overrides=overrides
+        devices=devices,
+        split="auto",
+        microbatches="auto",
+        samples_per_device=1000,
+        device_overrides=overrides,
+        host_cores=cores,
     ).validate()
 
 
@@ -45,8 +51,12 @@ def main() -> None:
     parser.add_argument("--devices", type=int, nargs="+", default=[1000])
     parser.add_argument("--profile-in", metavar="FILE")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--host-cores", default="off", help="cores the server and every device share (default: off, a real fleet)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
+    cores = args.host_cores if args.host_cores in ("auto", "off") else float(args.host_cores)
     base = RunConfig().validate()
     shape, classes = data_shape(base)
     model = make_model(base, shape, classes)
@@ -57,7 +67,7 @@ def main() -> None:
     print("| devices | planning time, fastest (s) | median (s) | predicted epoch (s) | splits | micro-batches |")
     print("|---|---|---|---|---|---|")
     for devices in args.devices:
-        config = fleet(devices)
+        config = fleet(devices, cores=cores)
         times = []
         for _ in range(args.repeats):
             started = time.perf_counter()

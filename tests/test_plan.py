@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from pipelearn.config import ConfigError, DeviceOverride, Link, RunConfig
 from pipelearn.models import build_model
-from pipelearn.plan import RunPlan, plan_message, read_plan_message, resolve_plan
+from pipelearn.plan import RunPlan, host_cores, plan_message, read_plan_message, resolve_plan
 
 SHAPE = (1, 28, 28)
 
@@ -76,3 +77,13 @@ def test_the_plan_message_carries_config_and_plan():
         read_plan_message(json.dumps({"config": json.loads(other.to_json()), "plan": plan.to_dict()}))
     with pytest.raises(ValueError, match="malformed run plan"):
         RunPlan.from_dict({"devices": [{"split": 1}]})
+
+
+def test_host_cores_are_this_machines_unless_said_otherwise():
+    assert host_cores(RunConfig().validate()) == float(len(os.sched_getaffinity(0)))
+    assert host_cores(RunConfig(host_cores=1.5).validate()) == 1.5
+    assert host_cores(RunConfig(host_cores="off").validate()) is None
+    plan = resolve_plan(RunConfig(devices=2, host_cores=3).validate(), _model(), SHAPE)
+    assert plan.host_cores == 3.0 and RunPlan.from_dict(plan.to_dict()) == plan
+    recorded_before = {k: v for k, v in plan.to_dict().items() if k != "host_cores"}
+    assert RunPlan.from_dict(recorded_before).host_cores is None

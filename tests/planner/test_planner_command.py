@@ -16,7 +16,7 @@ def test_plan_prints_json_and_saves_a_profile_it_can_reuse(tmp_path: Path, capsy
     profile = tmp_path / "profile.json"
     assert main(["plan", *FLAGS, "--json", "--profile-out", str(profile)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"split", "microbatches", "predicted_epoch_s", "bound_s", "candidates"}
+    assert set(out) == {"split", "microbatches", "predicted_epoch_s", "bound_s", "host_cores", "candidates"}
     assert len(out["split"]) == len(out["microbatches"]) == 2
     assert all(0 <= s <= 5 for s in out["split"]) and all(1 <= n <= 10 for n in out["microbatches"])
     best = out["candidates"][0]
@@ -27,6 +27,10 @@ def test_plan_prints_json_and_saves_a_profile_it_can_reuse(tmp_path: Path, capsy
     assert main(["plan", *FLAGS, "--profile-in", str(profile), "--split", "3", "--mode", "sfl"]) == 0
     table = capsys.readouterr().out
     assert f"profile: {profile}" in table and "choice (sfl, 2 devices): split 3, micro-batches 1" in table
+
+    for cores, recorded in (("off", None), ("1.5", 1.5)):
+        assert main(["plan", *FLAGS, "--profile-in", str(profile), "--host-cores", cores, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["host_cores"] == recorded
 
     assert main(["plan", *FLAGS, "--profile-in", str(profile), "--model", "vgg8"]) == 2
     assert "was made for vgg5" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from pipelearn.config import ConfigError, DeviceOverride, RunConfig
 from pipelearn.plan import RunPlan, fixed_setups
 from pipelearn.planner.costs import CostModel
 from pipelearn.planner.profile import ProfileError
-from pipelearn.planner.search import TIE, Fleet, PlanError, estimate, minimise, plan_run, run_simulation
+from pipelearn.planner.search import TIE, Fleet, PlanError, _contended, estimate, minimise, plan_run, run_simulation
 
 SHAPE = (1, 2, 2)
 
@@ -24,6 +24,7 @@ def _config(**values: object) -> RunConfig:
         "epochs": 1,
         "network": "wifi",
         "device_slowdown": 2.0,
+        "host_cores": "off",  # each on hardware of its own, whatever machine the tests run on
     }
     base.update(values)
     return RunConfig(**base).validate()  # type: ignore[arg-type]
@@ -162,3 +163,57 @@ def test_bad_fleets_and_profiles_are_refused(model, profile):
         plan_run(_config(batch_size=16, split="auto"), model, SHAPE, profile())
     with pytest.raises(ProfileError, match=r"was made for vgg5 .* this run has vgg5"):
         plan_run(_config(split="auto"), model[:3], SHAPE, profile())
+
+
+def test_closed_form_is_the_simulation_for_one_device_with_a_core_each(profile):
+    # one device and the server on two cores never share one: sharing changes nothing, in both
+    config = _config(mode="pipelearn", epochs=2, host_cores=2)
+    costs = CostModel(profile(fixed=0.0005), config.batch_size, config.devices)
+    splits, counts = np.arange(5), np.array([1, 2, 4, 8])
+    est = estimate(costs, Fleet.of(config, [16]), config, splits, counts, host_cores=2.0)
+    for i, split in enumerate(splits):
+        for j, count in enumerate(counts):
+            plan = RunPlan(fixed_setups(config, [int(split)], [int(count)]), host_cores=2.0)
+            sim = run_simulation(config, plan, costs, [16])
+            epoch, _, _ = est.fleet(np.array([i]), np.array([j]))
+            assert epoch == pytest.approx(sum(sim.epoch_times_s()) / 2, rel=1e-9), (split, count)
+
+
+CROWDED = {"forward": [0.0, 0.002, 0.0, 0.001], "backward": [0.0, 0.004, 0.0, 0.002], "fixed": 0.0005}
+"""A profile whose compute outweighs the links: what sharing cores slows most."""
+
+
+def _crowded(devices: int = 8, **values: object) -> RunConfig:
+    """`devices` devices as fast as the server, with unlimited links, all on one core."""
+    base: dict[str, object] = {"devices": devices, "device_slowdown": 1.0, "network": "unlimited", "host_cores": 1}
+    return _config(**{**base, "split": "auto", "microbatches": "auto", **values})
+
+
+def test_sharing_cores_slows_the_plan_and_the_closed_form_follows_the_simulation(model, profile):
+    config, made = _crowded(), profile(**CROWDED)
+    shared = plan_run(config, model, SHAPE, made)
+    alone = plan_run(_crowded(host_cores="off"), model, SHAPE, made)
+    assert shared.plan.host_cores == 1.0 and alone.plan.host_cores is None
+    assert shared.plan.predicted_epoch_s > 1.5 * alone.plan.predicted_epoch_s
+    best = shared.candidates[0]
+    assert best.simulated and best.bound_s <= best.epoch_s
+    # the closed form at its own fixed point, for the simulated choice, within a few percent of the simulation
+    costs = CostModel(made, config.batch_size, config.devices)
+    splits, counts = np.arange(1, 5), np.arange(1, 5)
+    allowed = np.ones((config.devices, len(splits), len(counts)), dtype=bool)
+    est = _contended(costs, Fleet.of(config, [16] * config.devices), config, splits, counts, 1.0, allowed)
+    i, j = np.searchsorted(splits, best.splits), np.searchsorted(counts, best.microbatches)
+    assert est.fleet(i, j)[0] == pytest.approx(best.epoch_s, rel=0.05)
+    assert est.stretch[0] > 1 and est.stretch == pytest.approx(est.shared_stretch(i, j), rel=0.01)
+
+
+def test_a_large_crowded_fleet_is_estimated_within_its_cores(model, profile):
+    config, made = _crowded(devices=300, samples_per_device=800), profile(**CROWDED)
+    best = plan_run(config, model, SHAPE, made).candidates[0]
+    assert not best.simulated
+    costs = CostModel(made, config.batch_size, config.devices)
+    # at least the compute of every forward, backward and server pass: 100 mini-batches of 8 per device
+    compute = sum(
+        100 * (costs.device_forward[s, 8] + costs.device_backward[s, 8] + costs.server_train[s, 8]) for s in best.splits
+    )
+    assert best.epoch_s >= best.bound_s >= compute

@@ -146,3 +146,101 @@ def test_an_action_waiting_on_nothing_in_the_schedule_is_refused():
     lane[0] = Action(lane[0].key, lane[0].epoch, (ghost,))
     with pytest.raises(RuntimeError, match="no lane"):
         simulate(schedule, costs())
+
+
+# Processes sharing a host's cores (host_cores): the compute of device and server actions shares the cores.
+
+
+def computing(cost):
+    """`cost` with every device and server action's compute marked as CPU seconds (a device's before slowdown)."""
+
+    def shared(action: Action) -> Cost:
+        c = cost(action)
+        if action.key.resource is Resource.DEVICE:
+            return Cost(c.busy_s, c.ready_after_s, c.ready_after_s)
+        if action.key.resource is Resource.SERVER:
+            return Cost(c.busy_s, c.ready_after_s, c.busy_s)
+        return c
+
+    return shared
+
+
+def _fl_pair():
+    return build_schedule("fl", [DevicePlan(2, 5, 1), DevicePlan(2, 5, 1)], batch_size=2, epochs=1)
+
+
+def test_two_computations_on_one_core_take_twice_as_long():
+    schedule = _fl_pair()
+    # both devices train 1 s of compute from 0 (weights, steps and transfers cost nothing here)
+    assert _at(simulate(schedule, computing(costs()), host_cores=1), Resource.DEVICE, 1, Op.TRAIN) == (0.0, 2.0)
+    assert _at(simulate(schedule, computing(costs()), host_cores=2), Resource.DEVICE, 1, Op.TRAIN) == (0.0, 1.0)
+    assert _at(simulate(schedule, computing(costs())), Resource.DEVICE, 1, Op.TRAIN) == (0.0, 1.0)
+    half = simulate(schedule, computing(costs()), host_cores=0.5)  # half a core: each gets a quarter
+    assert _at(half, Resource.DEVICE, 0, Op.TRAIN) == (0.0, 4.0) and half.epoch_times_s() == [4.0]
+
+
+def test_a_devices_slowdown_absorbs_the_sharing_up_to_the_slowdown():
+    schedule = _fl_pair()
+    # on one core each 1 s of compute takes 2 s: within a slowdown of 3 the device still takes 3 s, past 1.5 it is 2 s
+    slow = simulate(schedule, computing(costs(slowdown={0: 3.0, 1: 3.0})), host_cores=1)
+    assert _at(slow, Resource.DEVICE, 0, Op.TRAIN) == (0.0, 3.0)
+    fast = simulate(schedule, computing(costs(slowdown={0: 1.5, 1: 1.5})), host_cores=1)
+    assert _at(fast, Resource.DEVICE, 0, Op.TRAIN) == (0.0, 2.0)
+
+
+def test_sharing_follows_what_computes_when():
+    cost = costs(compute={0: {Op.TRAIN: 2.0}, 1: {Op.TRAIN: 0.5}}, transfer={1: {Op.WEIGHTS: (1.0, 0.0)}})
+    sim = simulate(_fl_pair(), computing(cost), host_cores=1)
+    # device 0 computes alone over [0,1] (1 s of its 2 done); device 1's weights arrive at 1, and both then get half
+    # the core: device 1's 0.5 s end at 2, when device 0 has 0.5 s left, done alone by 2.5
+    assert _at(sim, Resource.DEVICE, 1, Op.TRAIN) == (1.0, 2.0)
+    assert _at(sim, Resource.DEVICE, 0, Op.TRAIN) == (0.0, 2.5)
+
+
+def test_a_message_leaves_when_its_shared_compute_is_done():
+    schedule = build_schedule("sfl", [DevicePlan(2, 1, 1), DevicePlan(2, 1, 1)], batch_size=2, epochs=1)
+    sim = simulate(schedule, computing(costs(slowdown={0: 3.0, 1: 3.0})), host_cores=1)
+    # both forwards compute 1 s on one core: done at 2, where the activations leave; the slowdown ends them at 3
+    assert _at(sim, Resource.DEVICE, 0, Op.FORWARD) == (0.0, 3.0)
+    assert _at(sim, Resource.UPLINK, 0, Op.ACTIVATION) == (2.0, 4.0)
+    # both delivered at 4.5, with nothing else computing: the server trains them one after the other at full speed
+    assert _at(sim, Resource.SERVER, 0, Op.TRAIN) == (4.5, 5.5)
+    assert _at(sim, Resource.SERVER, 1, Op.TRAIN) == (5.5, 6.5)
+
+
+def test_the_server_computes_slower_while_a_device_computes():
+    # device 0's activation reaches the server at 1, when device 1 (its weights 1 s late) starts its forward pass
+    cost = costs(transfer={0: {Op.ACTIVATION: (0.0, 0.0)}, 1: {Op.WEIGHTS: (1.0, 0.0)}})
+    schedule = build_schedule("sfl", [DevicePlan(2, 1, 1), DevicePlan(2, 1, 1)], batch_size=2, epochs=1)
+    sim = simulate(schedule, computing(cost), host_cores=1)
+    assert _at(sim, Resource.DEVICE, 0, Op.FORWARD) == (0.0, 1.0)
+    assert _at(sim, Resource.SERVER, 0, Op.TRAIN) == (1.0, 3.0)  # 1 s of compute beside device 1's
+    assert _at(sim, Resource.DEVICE, 1, Op.FORWARD) == (1.0, 3.0)
+    unshared = simulate(schedule, computing(cost))
+    assert _at(unshared, Resource.SERVER, 0, Op.TRAIN) == (1.0, 2.0)
+
+
+def test_the_shared_cores_are_a_bound():
+    # device 1's weights arrive 5 s late, long after device 0 is done: no sharing, but 2 s of compute on one core
+    cost = costs(transfer={1: {Op.WEIGHTS: (0.0, 5.0)}})
+    sim = simulate(_fl_pair(), computing(cost), host_cores=1)
+    assert _at(sim, Resource.DEVICE, 1, Op.TRAIN) == (5.0, 6.0)
+    assert max(sim.busy_s().values()) == 1.0 and sim.cpu_s == 2.0 and sim.bound_s() == 2.0
+    assert simulate(_fl_pair(), computing(cost)).bound_s() == 1.0
+
+
+@pytest.mark.parametrize("mode", ["fl", "sl", "sfl", "pipelearn"])
+def test_without_sharing_compute_seconds_change_nothing(mode):
+    plans = [DevicePlan(4, 1, 2), DevicePlan(4, 1, 2), DevicePlan(2, 1, 2)]
+    schedule = build_schedule(mode, plans, batch_size=2, epochs=2)
+    cost = costs(slowdown={1: 2.0}, transfer={2: {Op.ACTIVATION: (0.5, 0.5)}}, server_train=0.7)
+    plain = simulate(schedule, cost)
+    assert simulate(schedule, computing(cost)).ends == plain.ends  # off: exactly the old timeline
+    ample = simulate(schedule, computing(cost), host_cores=len(plans) + 1)  # a core for every process
+    assert ample.starts == pytest.approx(plain.starts) and ample.ends == pytest.approx(plain.ends)
+    assert ample.epoch_times_s() == pytest.approx(plain.epoch_times_s())
+
+
+def test_host_cores_must_be_positive():
+    with pytest.raises(ValueError, match="host_cores must be a positive number"):
+        simulate(_fl_pair(), costs(), host_cores=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -13,7 +14,7 @@ import torch
 
 from pipelearn.config import ConfigError, RunConfig, from_mapping
 from pipelearn.models import canonical_model_name
-from pipelearn.plan import RunPlan
+from pipelearn.plan import RunPlan, host_cores
 from pipelearn.planner.costs import CostModel
 from pipelearn.planner.profile import Profile, load_profile, profile_model, save_profile
 from pipelearn.planner.search import Planned, busy_by_kind, plan_run, run_simulation
@@ -76,6 +77,7 @@ def plan_json(config: RunConfig, planned: Planned) -> dict[str, Any]:
         "microbatches": planned.plan.microbatches,
         "predicted_epoch_s": planned.plan.predicted_epoch_s,
         "bound_s": planned.plan.bound_s,
+        "host_cores": planned.plan.host_cores,
         "candidates": [
             {
                 "split": _shown_splits(config, c.splits),
@@ -117,6 +119,7 @@ def candidates_table(config: RunConfig, planned: Planned) -> str:
         )
     best = planned.candidates[0]
     how = "simulated over the run's schedule" if best.simulated else "estimated in closed form"
+    how += f"; {_sharing(planned.plan.host_cores)}"
     idles = ", ".join(f"{k} {v:.2f} s" for k, v in best.idle_s().items())
     return (
         f"{_table(rows)}\n"
@@ -124,6 +127,12 @@ def candidates_table(config: RunConfig, planned: Planned) -> str:
         f"micro-batches {compact(best.microbatches)}: predicted epoch {best.epoch_s:.3f} s, bound {best.bound_s:.3f} s "
         f"(idle per epoch: {idles}; {how})"
     )
+
+
+def _sharing(cores: float | None) -> str:
+    if cores is None:
+        return "server and devices each on hardware of their own"
+    return f"server and devices sharing {cores:g} CPU cores"
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -139,7 +148,10 @@ def _finished_run(run_dir: Path) -> tuple[RunConfig, RunPlan, dict[str, Any]]:
         raise ConfigError(f"{path} does not exist: --compare needs the directory of a finished run") from exc
     if "plan" not in metrics or "config" not in metrics:
         raise ConfigError(f"{path} holds no run plan (it predates plans): run it again to compare")
-    return from_mapping(metrics["config"]), RunPlan.from_dict(metrics["plan"]), metrics
+    config, plan = from_mapping(metrics["config"]), RunPlan.from_dict(metrics["plan"])
+    if "host_cores" not in metrics["plan"]:  # recorded before plans said: its config's, as a run made here
+        plan = dataclasses.replace(plan, host_cores=host_cores(config))
+    return config, plan, metrics
 
 
 def compare_table(config: RunConfig, plan: RunPlan, measured: dict[str, Any], profile: Profile) -> str:
@@ -168,5 +180,5 @@ def compare_table(config: RunConfig, plan: RunPlan, measured: dict[str, Any], pr
         f"training time: measured {wall:.3f} s, predicted {span:.3f} s ({span / wall - 1:+.1%}); "
         f"epochs measured / predicted: {epochs}\n"
         f"predicted busy per epoch: {mean}; split {compact(_shown_splits(config, plan.splits))}, "
-        f"micro-batches {compact(plan.microbatches)}"
+        f"micro-batches {compact(plan.microbatches)}; {_sharing(plan.host_cores)}"
     )

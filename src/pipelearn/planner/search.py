@@ -7,6 +7,12 @@ the longer of its slowest device and the shared server's total work; `minimise` 
 over all devices' choices in O(D K log DK). Candidate plans come from three families (that optimum's neighbours,
 devices trading their own time against server work, every device alike); for small fleets the best are timed by
 the simulator over the run's real schedule, which sees the server's queue, and polished by simulated local moves.
+
+Where the server and devices share a host's cores (host_cores), their compute is one more shared resource: the
+fleet's epoch is at least all their compute over the cores, and each computation is stretched by the sharing. The
+estimate stretches the devices' compute by one factor and the server's by another: the cores' share a computation
+gets while the other processes compute as often as they do on average over the epoch (a mean field), found as a
+fixed point with the plan it leads to.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from torch import nn
 
 from pipelearn.config import ConfigError, RunConfig
 from pipelearn.models import canonical_model_name
-from pipelearn.plan import RunPlan, fixed_setups, requested
+from pipelearn.plan import RunPlan, fixed_setups, host_cores, requested
 from pipelearn.planner.costs import CostModel, action_costs, transmit_s
 from pipelearn.planner.profile import Profile, profile_model
 from pipelearn.planner.simulate import Simulation, simulate
@@ -91,6 +97,10 @@ class Fleet:
         )
 
 
+Stretch = tuple[float, float]
+"""How many times their compute seconds the devices' and the server's computations last (1 where unshared)."""
+
+
 @dataclass(frozen=True)
 class Estimate:
     """Closed-form predictions per device d, split index i and micro-batch count index j, per epoch."""
@@ -104,21 +114,50 @@ class Estimate:
     device: np.ndarray
     uplink: np.ndarray
     downlink: np.ndarray
+    device_cpu: np.ndarray
+    """[d, i, j] seconds of the device's compute, before its slowdown or any sharing of cores."""
+    server_cpu: np.ndarray
+    """[d, i, j] seconds of the server's compute for the device, before any sharing of cores."""
     aggregate_s: float
     """Server seconds of FedAvg per epoch, after every device's round."""
+    aggregate_cpu_s: float
+    """Seconds of compute of that FedAvg, before any sharing of cores."""
     sequential: bool
     """Devices train in turn (sl), so their times add up."""
+    host_cores: float | None = None
+    """The cores the server and devices share; None where each computes on hardware of its own."""
+    stretch: Stretch = (1.0, 1.0)
+    """How many times their compute seconds the devices' and the server's computations last, sharing host_cores."""
 
     def fleet(self, i: np.ndarray, j: np.ndarray) -> tuple[float, dict[str, float], float]:
         """The fleet's epoch, mean busy seconds by resource kind, and the busiest resource, for choices (i, j)."""
         d = np.arange(len(i))
         time = self.time[d, i, j]
         server = float(self.server[d, i, j].sum()) + self.aggregate_s
-        epoch = float(time.sum()) if self.sequential else max(float(time.max()), server) + self.aggregate_s
+        cores = self.host_s(i, j) / self.host_cores if self.host_cores else 0.0
+        epoch = float(time.sum()) if self.sequential else max(float(time.max()), server, cores) + self.aggregate_s
         parts = {k: getattr(self, k)[d, i, j] for k in ("device", "uplink", "downlink")}
         busy = {"server": server, **{k: float(v.mean()) for k, v in parts.items()}}
-        bound = max(server, *(float(v.max()) for v in parts.values()))
+        bound = max(server, cores, *(float(v.max()) for v in parts.values()))
         return epoch, busy, bound
+
+    def host_s(self, i: np.ndarray, j: np.ndarray) -> float:
+        """Seconds of compute per epoch of the whole fleet for choices (i, j), before any sharing of cores."""
+        d = np.arange(len(i))
+        return float(self.device_cpu[d, i, j].sum() + self.server_cpu[d, i, j].sum()) + self.aggregate_cpu_s
+
+    def shared_stretch(self, i: np.ndarray, j: np.ndarray) -> Stretch:
+        """The stretch of the devices' and the server's compute that choices (i, j) lead to on host_cores (none
+        without): a computation shares the cores with the mean number of other processes computing beside it, each
+        computing its compute's share of the epoch, and gets at most one core."""
+        if not self.host_cores:
+            return (1.0, 1.0)
+        d = np.arange(len(i))
+        epoch = self.fleet(i, j)[0]
+        devices = float(self.device_cpu[d, i, j].sum()) / epoch  # mean number of device processes computing
+        server = (float(self.server_cpu[d, i, j].sum()) + self.aggregate_cpu_s) / epoch
+        beside_device = devices * (1 - 1 / len(d)) + server
+        return (max(1.0, (1 + beside_device) / self.host_cores), max(1.0, (1 + devices) / self.host_cores))
 
 
 def estimate(
@@ -127,8 +166,12 @@ def estimate(
     config: RunConfig,
     splits: np.ndarray,
     counts: np.ndarray,
+    host_cores: float | None = None,
+    stretch: Stretch = (1.0, 1.0),
 ) -> Estimate:
-    """Predict every device's epoch for every split and micro-batch count, in closed form."""
+    """Predict every device's epoch for every split and micro-batch count, in closed form; with host_cores, the
+    devices' and the server's computations last `stretch` times their compute seconds (a device's slowdown absorbs
+    its stretch up to the slowdown)."""
     batch, epochs = config.batch_size, config.epochs
     full, rest = fleet.samples // batch, fleet.samples % batch
     iterations = (full + (rest > 0)) * epochs
@@ -137,29 +180,49 @@ def estimate(
     else:
         rounds = int(max(math.ceil(int(n) / config.aggregate_every) for n in iterations))
     shape = (len(fleet.samples), len(splits), len(counts))
-    total = {k: np.zeros(shape) for k in ("time", "server", "device", "uplink", "downlink")}
+    total = {k: np.zeros(shape) for k in ("time", "server", "device", "uplink", "downlink", "device_cpu", "server_cpu")}
     sizes = {batch: full.astype(np.float64)}
     for r in sorted(set(rest.tolist()) - {0}):
         sizes[r] = sizes.get(r, 0) + (rest == r).astype(np.float64)
+    f = stretch if host_cores else (1.0, 1.0)
     for b, per_device in sizes.items():
-        for k, v in _iteration(costs, fleet, config.mode, b, splits, counts).items():
+        for k, v in _iteration(costs, fleet, config.mode, b, splits, counts, f).items():
             total[k] += per_device[:, None, None] * v
-    for k, v in _round(costs, fleet, splits).items():
+    for k, v in _round(costs, fleet, splits, f).items():
         total[k] = total[k] * epochs + rounds * v
     per_epoch = {k: v / epochs for k, v in total.items()}
     aggregate = 0.0 if config.mode == "sl" else rounds * costs.aggregate_s / epochs
-    return Estimate(splits, counts, aggregate_s=aggregate, sequential=config.mode == "sl", **per_epoch)
+    return Estimate(
+        splits,
+        counts,
+        aggregate_s=f[1] * aggregate,
+        aggregate_cpu_s=aggregate,
+        sequential=config.mode == "sl",
+        host_cores=host_cores,
+        stretch=f,
+        **per_epoch,
+    )
 
 
 def _iteration(
-    m: CostModel, fleet: Fleet, mode: str, b: int, splits: np.ndarray, counts: np.ndarray
+    m: CostModel, fleet: Fleet, mode: str, b: int, splits: np.ndarray, counts: np.ndarray, f: Stretch = (1.0, 1.0)
 ) -> dict[str, np.ndarray]:
-    """One mini-batch of b samples: seconds of the device's iteration and of each resource's work."""
-    k = fleet.slowdown[:, None, None]
+    """One mini-batch of b samples: seconds of the device's iteration and of each resource's work, each
+    computation stretched by f (a device's at least its slowdown times its compute), and seconds of compute."""
+    k = np.maximum(fleet.slowdown[:, None, None], f[0])
     if mode == "fl":
-        work = k * (m.device_train[b] + m.device_step[m.blocks]) * np.ones((1, len(splits), len(counts)))
+        cpu = (m.device_train[b] + m.device_step[m.blocks]) * np.ones((1, len(splits), len(counts)))
+        work = k * cpu
         zero = np.zeros_like(work)
-        return {"time": work, "server": zero, "device": work, "uplink": zero, "downlink": zero}
+        return {
+            "time": work,
+            "server": zero,
+            "device": work,
+            "uplink": zero,
+            "downlink": zero,
+            "device_cpu": cpu,
+            "server_cpu": zero,
+        }
     n = np.minimum(counts, b)
     q, extra = b // n, b % n
 
@@ -170,8 +233,9 @@ def _iteration(
     up, down = fleet.up_mbps[:, None, None], fleet.down_mbps[:, None, None]
     latency = fleet.latency_s[:, None, None]
     activation, gradient = mean(m.activation_bytes), mean(m.gradient_bytes)
-    handed = mean(m.device_forward)  # the activation leaves when the compute ends, before the emulated slowdown
-    forward, backward, server = k * handed, k * mean(m.device_backward), mean(m.server_train)
+    computed = mean(m.device_forward)
+    handed = f[0] * computed  # the activation leaves when the compute ends, before the emulated slowdown
+    forward, backward, server = k * computed, k * mean(m.device_backward), f[1] * mean(m.server_train)
     uplink, downlink = transmit_s(activation, up), transmit_s(gradient, down)
     first = handed + uplink + latency + m.wire_s(activation) + server + downlink + latency + m.wire_s(gradient)
     slowest = np.maximum(np.maximum(forward, uplink), np.maximum(server, downlink))
@@ -182,19 +246,22 @@ def _iteration(
         count * (forward + backward),
         np.maximum(first + count * backward, first + (count - 1) * slowest + backward),
     )
-    step = k * m.device_step[splits][None, :, None]
+    step = m.device_step[splits][None, :, None]
+    server_step = m.server_step[splits][None, :, None]
     return {
-        "time": backwards_end + step,
-        "server": count * server + m.server_step[splits][None, :, None],
-        "device": count * (forward + backward) + step,
+        "time": backwards_end + k * step,
+        "server": count * server + f[1] * server_step,
+        "device": count * (forward + backward) + k * step,
         "uplink": count * uplink,
         "downlink": count * downlink,
+        "device_cpu": count * (computed + mean(m.device_backward)) + step,
+        "server_cpu": count * mean(m.server_train) + server_step,
     }
 
 
-def _round(m: CostModel, fleet: Fleet, splits: np.ndarray) -> dict[str, np.ndarray]:
+def _round(m: CostModel, fleet: Fleet, splits: np.ndarray, f: Stretch = (1.0, 1.0)) -> dict[str, np.ndarray]:
     """A round's weights: down to the device at its start, up to the server at its end."""
-    k = fleet.slowdown[:, None, None]
+    k = np.maximum(fleet.slowdown[:, None, None], f[0])
     up, down = fleet.up_mbps[:, None, None], fleet.down_mbps[:, None, None]
     latency = fleet.latency_s[:, None, None]
     nbytes = m.weight_bytes[splits][None, :, None]
@@ -202,8 +269,16 @@ def _round(m: CostModel, fleet: Fleet, splits: np.ndarray) -> dict[str, np.ndarr
     encode = m.device_weights[splits][None, :, None]
     to_device, to_server = transmit_s(nbytes, down), transmit_s(nbytes, up)
     delay = 2 * (latency + m.wire_s(nbytes))
-    time = server + to_device + to_server + delay + 2 * k * encode + encode
-    return {"time": time, "server": server, "device": 3 * k * encode, "uplink": to_server, "downlink": to_device}
+    time = f[1] * server + to_device + to_server + delay + 2 * k * encode + f[0] * encode
+    return {
+        "time": time,
+        "server": f[1] * server,
+        "device": 3 * k * encode,
+        "uplink": to_server,
+        "downlink": to_device,
+        "device_cpu": 3 * encode * np.ones_like(k),
+        "server_cpu": server * np.ones_like(k),
+    }
 
 
 def minimise(time: np.ndarray, server: np.ndarray) -> tuple[np.ndarray, float]:
@@ -276,7 +351,8 @@ def plan_run(
             allowed[d] &= (splits == s)[:, None]
         if n is not None:
             allowed[d] &= (counts == n)[None, :]
-    est = estimate(costs, Fleet.of(config, samples), config, splits, counts)
+    cores = host_cores(config)
+    est = _contended(costs, Fleet.of(config, samples), config, splits, counts, cores, allowed)
     search = _Search(config, costs, est, allowed.reshape(config.devices, -1), samples)
     candidates = search.judge(_choices(est, search.allowed))
     best = candidates[0]
@@ -284,8 +360,42 @@ def plan_run(
         fixed_setups(config, list(best.splits), list(best.microbatches)),
         predicted_epoch_s=best.epoch_s,
         bound_s=best.bound_s,
+        host_cores=cores,
     )
     return Planned(plan, candidates, profile)
+
+
+STRETCH_ROUNDS = 8
+"""Most rounds of the fixed point between the estimate's stretch of compute and the plan it leads to."""
+
+
+def _contended(
+    costs: CostModel,
+    fleet: Fleet,
+    config: RunConfig,
+    splits: np.ndarray,
+    counts: np.ndarray,
+    cores: float | None,
+    allowed: np.ndarray,
+) -> Estimate:
+    """The estimate at the stretch of compute that its own best plan leads to on `cores` (none without cores).
+
+    A longer stretch gives longer epochs, and so fewer processes computing at once and a shorter stretch: the
+    stretch that reproduces itself lies between; each round moves halfway to what the last one implies. It lies
+    within 1 and 1 + 1 / cores, as the epoch is never shorter than all compute over the cores.
+    """
+    est = estimate(costs, fleet, config, splits, counts, cores)
+    if cores is None:
+        return est
+    flat = allowed.reshape(len(allowed), -1)
+    for _ in range(STRETCH_ROUNDS):
+        choice = np.unravel_index(_choices(est, flat)[0], (len(splits), len(counts)))
+        implied = est.shared_stretch(*choice)
+        if all(abs(a - b) <= 1e-3 * b for a, b in zip(implied, est.stretch, strict=True)):
+            break
+        stretch = ((est.stretch[0] + implied[0]) / 2, (est.stretch[1] + implied[1]) / 2)
+        est = estimate(costs, fleet, config, splits, counts, cores, stretch)
+    return est
 
 
 LEANINGS = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -301,6 +411,9 @@ def _choices(est: Estimate, allowed: np.ndarray) -> list[np.ndarray]:
     devices = len(allowed)
     time = np.where(allowed, est.time.reshape(devices, -1), np.inf)
     server = est.server.reshape(devices, -1)
+    if est.host_cores:  # the cores are shared too: each device's share of the busier of the two
+        compute = (est.device_cpu + est.server_cpu).reshape(devices, -1)
+        server = np.maximum(server, compute / est.host_cores)
     uniform = np.flatnonzero(allowed.all(axis=0))
     if est.sequential:  # sl: one split for all, and devices take turns, so their times add up
         if not len(uniform):
@@ -411,7 +524,7 @@ class _Search:
 
     def _simulated(self, choice: np.ndarray) -> Candidate:
         splits, counts = self._values(choice)
-        plan = RunPlan(fixed_setups(self.config, list(splits), list(counts)))
+        plan = RunPlan(fixed_setups(self.config, list(splits), list(counts)), host_cores=self.est.host_cores)
         sim = run_simulation(self.config, plan, self.costs, self.samples)
         times = sim.epoch_times_s()
         busy = busy_by_kind(sim.busy_s(), sim.epochs)
@@ -428,9 +541,10 @@ def busy_by_kind(busy: dict[str, float], epochs: int) -> dict[str, float]:
 
 
 def run_simulation(config: RunConfig, plan: RunPlan, costs: CostModel, samples: list[int]) -> Simulation:
-    """Simulate the schedule the runtime would execute for this configuration, plan and sample counts."""
+    """Simulate the schedule the runtime would execute for this configuration, plan and sample counts (the plan's
+    host_cores shared by their compute)."""
     schedule = schedule_for(config, plan, samples)
-    return simulate(schedule, action_costs(costs, schedule, plan.devices))
+    return simulate(schedule, action_costs(costs, schedule, plan.devices), plan.host_cores)
 
 
 def expected_samples(config: RunConfig) -> list[int]:
