@@ -1,0 +1,128 @@
+"""Where the planner's prediction and a finished run part: per run, the predicted and measured mean epoch with the
+server and devices on hardware of their own and sharing the run's cores; per kind of action, measured and predicted
+durations; and the run replayed by the simulator from its own measured durations (is the schedule right, so that
+only the costs are wrong?).
+
+Usage:
+  python benchmarks/planner_diagnose.py RUN_DIR [RUN_DIR ...] [--profile-in FILE] [--host-cores N] [--actions]
+
+Each RUN_DIR holds a run's metrics.json and trace.json (as `pipelearn run` writes them). The profile is measured
+once here unless given (it must be of the runs' model, input shape and batch size). The cores shared are the run's
+own (its plan's host_cores, or this machine's for a run recorded before plans said) unless --host-cores is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipelearn.config import RunConfig, from_mapping
+from pipelearn.models import canonical_model_name
+from pipelearn.plan import RunPlan, host_cores
+from pipelearn.planner.costs import CostModel, action_costs
+from pipelearn.planner.profile import Profile, load_profile, profile_model
+from pipelearn.planner.simulate import Cost, simulate
+from pipelearn.runtime.work import data_shape, make_model, schedule_for
+from pipelearn.schedule import Action, Resource
+
+
+def load_run(run_dir: Path) -> tuple[RunConfig, RunPlan, dict[str, Any], dict[str, float]]:
+    """A finished run's config, plan, metrics and each action's measured duration (seconds, by action name)."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    trace = json.loads((run_dir / "trace.json").read_text())["traceEvents"]
+    config, plan = from_mapping(metrics["config"]), RunPlan.from_dict(metrics["plan"])
+    if "host_cores" not in metrics["plan"]:
+        plan = dataclasses.replace(plan, host_cores=host_cores(config))
+    durations = {e["name"]: e["dur"] / 1e6 for e in trace if e.get("ph") == "X"}
+    return config, plan, metrics, durations
+
+
+def replayed(cost: Cost, action: Action, measured: float | None) -> Cost:
+    """The action's cost with its measured duration: a device hands its message over at the same fraction of it as
+    predicted, a transfer keeps its predicted latency and parsing after its measured time on the link."""
+    if measured is None:
+        return cost
+    if action.key.resource is Resource.DEVICE:
+        share = cost.ready_after_s / cost.busy_s if cost.busy_s else 1.0
+        return Cost(measured, measured * share)
+    if action.key.resource is Resource.SERVER:
+        return Cost(measured, measured)
+    return Cost(measured, measured + cost.ready_after_s - cost.busy_s)
+
+
+def diagnose(run_dir: Path, profile: Profile, cores: float | None, actions: bool) -> dict[str, Any]:
+    """One run's predictions beside its measurement; prints the per-action table if `actions`."""
+    config, plan, metrics, durations = load_run(run_dir)
+    if cores is not None:
+        plan = dataclasses.replace(plan, host_cores=cores)
+    samples = [int(d["samples"]) for d in metrics["device"]]
+    schedule = schedule_for(config, plan, samples)
+    costs = action_costs(CostModel(profile, config.batch_size, config.devices), schedule, plan.devices)
+    measured = statistics.fmean(metrics["epoch_times_s"])
+    alone = statistics.fmean(simulate(schedule, costs).epoch_times_s())
+    shared = statistics.fmean(simulate(schedule, costs, plan.host_cores).epoch_times_s())
+    replay = statistics.fmean(
+        simulate(schedule, lambda a: replayed(costs(a), a, durations.get(str(a.key)))).epoch_times_s()
+    )
+    if actions:
+        kinds: dict[tuple[str, str], tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+        for action in schedule.actions():
+            if str(action.key) in durations:
+                got, want = kinds[(str(action.key.resource), str(action.key.op))]
+                got.append(durations[str(action.key)])
+                want.append(costs(action).busy_s)
+        print(f"\n{run_dir}: split {plan.splits}, micro-batches {plan.microbatches}")
+        print("| resource | action | count | measured median (ms) | measured mean (ms) | predicted median (ms) |")
+        print("|---|---|---|---|---|---|")
+        for (resource, op), (got, want) in sorted(kinds.items()):
+            print(
+                f"| {resource} | {op} | {len(got)} | {1e3 * statistics.median(got):.2f} | "
+                f"{1e3 * statistics.fmean(got):.2f} | {1e3 * statistics.median(want):.2f} |"
+            )
+    return {
+        "run": str(run_dir),
+        "measured_s": measured,
+        "alone_s": alone,
+        "shared_s": shared,
+        "host_cores": plan.host_cores,
+        "replayed_s": replay,
+    }
+
+
+def main() -> None:
+    """Diagnose every run given; print a markdown table and the median and largest errors."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    parser.add_argument("--profile-in", metavar="FILE", help="a saved profile (default: measure one here)")
+    parser.add_argument("--host-cores", type=float, help="cores shared in the prediction (default: the run's)")
+    parser.add_argument("--actions", action="store_true", help="also each kind of action's durations")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    config = load_run(args.runs[0])[0]
+    shape, classes = data_shape(config)
+    model = make_model(config, shape, classes)
+    name = canonical_model_name(config.model)
+    profile = load_profile(args.profile_in) if args.profile_in else profile_model(name, model, shape, config.batch_size)
+    profile.check(name, model, shape)
+    rows = [diagnose(run, profile, args.host_cores, args.actions) for run in args.runs]
+    print("\n| run | measured epoch (s) | predicted, alone (s) | error | predicted, sharing cores (s) | error | "
+          "replayed from measured durations (s) | error |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        m = r["measured_s"]
+        cells = [f"{r[k]:.3f} | {r[k] / m - 1:+.1%}" for k in ("alone_s", "shared_s", "replayed_s")]
+        print(f"| {r['run']} | {m:.3f} | {' | '.join(cells)} |")
+    for key, label in (("alone_s", "alone"), ("shared_s", "sharing cores"), ("replayed_s", "replayed")):
+        errors = [abs(r[key] / r["measured_s"] - 1) for r in rows]
+        print(f"{label}: median error {statistics.median(errors):.1%}, largest {max(errors):.1%}")
+
+
+if __name__ == "__main__":
+    main()
