@@ -134,11 +134,11 @@ class Estimate:
         d = np.arange(len(i))
         time = self.time[d, i, j]
         server = float(self.server[d, i, j].sum()) + self.aggregate_s
-        cores = self.host_s(i, j) / self.host_cores if self.host_cores else 0.0
-        epoch = float(time.sum()) if self.sequential else max(float(time.max()), server, cores) + self.aggregate_s
+        shared = self.host_s(i, j) / self.host_cores if self.host_cores else 0.0  # all compute over the cores
+        epoch = float(time.sum()) if self.sequential else max(float(time.max()), server, shared) + self.aggregate_s
         parts = {k: getattr(self, k)[d, i, j] for k in ("device", "uplink", "downlink")}
         busy = {"server": server, **{k: float(v.mean()) for k, v in parts.items()}}
-        bound = max(server, cores, *(float(v.max()) for v in parts.values()))
+        bound = max(server, shared, *(float(v.max()) for v in parts.values()))
         return epoch, busy, bound
 
     def host_s(self, i: np.ndarray, j: np.ndarray) -> float:
@@ -233,9 +233,9 @@ def _iteration(
     up, down = fleet.up_mbps[:, None, None], fleet.down_mbps[:, None, None]
     latency = fleet.latency_s[:, None, None]
     activation, gradient = mean(m.activation_bytes), mean(m.gradient_bytes)
-    computed = mean(m.device_forward)
+    computed, computed_back, served = mean(m.device_forward), mean(m.device_backward), mean(m.server_train)
     handed = f[0] * computed  # the activation leaves when the compute ends, before the emulated slowdown
-    forward, backward, server = k * computed, k * mean(m.device_backward), f[1] * mean(m.server_train)
+    forward, backward, server = k * computed, k * computed_back, f[1] * served
     uplink, downlink = transmit_s(activation, up), transmit_s(gradient, down)
     first = handed + uplink + latency + m.wire_s(activation) + server + downlink + latency + m.wire_s(gradient)
     slowest = np.maximum(np.maximum(forward, uplink), np.maximum(server, downlink))
@@ -254,8 +254,8 @@ def _iteration(
         "device": count * (forward + backward) + k * step,
         "uplink": count * uplink,
         "downlink": count * downlink,
-        "device_cpu": count * (computed + mean(m.device_backward)) + step,
-        "server_cpu": count * mean(m.server_train) + server_step,
+        "device_cpu": count * (computed + computed_back) + step,
+        "server_cpu": count * served + server_step,
     }
 
 
