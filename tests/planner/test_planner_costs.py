@@ -24,7 +24,7 @@ def test_tables_sum_blocks_on_each_side_of_the_split(profile):
     server = n * sum(forward[p:]) + n * sum(backward[p:]) + n * 0.0001 + codec * (activation + gradient)
     assert costs.server_train[p, n] == pytest.approx(server)
     assert costs.device_step[p] == pytest.approx(0.002) and costs.server_step[p] == pytest.approx(0.002)
-    assert costs.weight_bytes[4] == 160 + 108 and costs.device_weights[0] == 0.0
+    assert costs.weight_bytes[4] == 160 + 108 and costs.weights.device_send[0] == 0.0
     assert costs.device_forward[0, n] == pytest.approx(codec * (n * (16 + 8) + 150))  # nothing to compute
     assert costs.device_train[n] == pytest.approx(n * (sum(forward) + sum(backward) + 0.0001))
 
