@@ -141,5 +141,5 @@ def test_each_side_spends_its_codec_time(profile):
 
 
 def test_a_codec_the_profile_has_not_timed_is_named(profile):
-    with pytest.raises(ProfileError, match="no timings of compression topk:0.1"):
+    with pytest.raises(ProfileError, match=r"no timings of compression topk:0\.1"):
         CostModel(profile(), batch_size=8, devices=1, down="topk:0.1")

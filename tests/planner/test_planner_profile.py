@@ -101,7 +101,8 @@ def test_a_profile_keeps_codec_timings_and_one_made_before_them_still_loads(prof
     fitted = timed.device.compression["int8"]
     assert fitted.compress_s_per_byte > 0 and fitted.decompress_s_per_byte > 0
     assert timed.weight_tensors == state_tensors(model)
-    assert state_tensors(model)[1] == [StateTensor("1.weight", [8, 4], "float32"), StateTensor("1.bias", [8], "float32")]
+    named = [StateTensor("1.weight", [8, 4], "float32"), StateTensor("1.bias", [8], "float32")]
+    assert state_tensors(model)[1] == named  # as the runtime names them
     assert with_codecs(timed, model, ["int8"]) is timed  # nothing left to measure
     data["device"]["compression"] = {"int9": asdict(fit)}
     (tmp_path / "bad.json").write_text(json.dumps(data))
