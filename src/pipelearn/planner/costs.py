@@ -1,4 +1,5 @@
-"""What each action of a schedule costs, from a profile: seconds of compute, bytes on the wire.
+"""What each action of a schedule costs, from a profile: seconds of compute, bytes on the wire, under the run's
+compression.
 
 Tables are indexed [split point, micro-batch size] (or [split point]) so the simulator can look up one action and
 the search can read whole rows at once. Compute seconds are the profiled machine's, before a device's slowdown.
@@ -50,8 +51,7 @@ class CostModel:
         self.batch_size = batch_size
         sizes = np.arange(batch_size + 1)
         per_sample = np.array([profile.input_bytes, *profile.output_bytes], dtype=np.float64)
-        floats: Table = np.outer(per_sample, sizes)
-        """Bytes of the activation (and of its gradient) as float32."""
+        floats: Table = np.outer(per_sample, sizes)  # the activation (and its gradient) as float32
         self.activation_bytes: Table = (
             floats + 8 * sizes + profile.activation_overhead_bytes + _compressed(self.up, "activation", floats)
         )  # activation and int64 labels
@@ -135,8 +135,7 @@ def _weight_costs(profile: Profile, up: Codec, down: Codec) -> WeightCosts:
     blocks = range(len(profile.blocks))
     states = [_state_specs(profile, compressing[0], b) if compressing else {} for b in blocks]
     floating = [[math.prod(s) for s, d in state.values() if d.is_floating_point] for state in states]
-    floats = _prefix(np.array([4 * sum(f) for f in floating], dtype=np.float64))
-    """Bytes as float32 of the floating-point tensors, which codecs compress (the rest go as they are)."""
+    floats = _prefix(np.array([4 * sum(f) for f in floating], dtype=np.float64))  # what codecs compress, as float32
     tensors = _prefix(np.array([len(f) for f in floating], dtype=np.float64))
 
     def sized(codec: Codec) -> Table:
