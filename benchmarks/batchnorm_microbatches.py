@@ -66,7 +66,8 @@ def main() -> None:
     lines = [
         f"Workload: {workload}.",
         "",
-        "| mode | micro-batches | samples per micro-batch | test accuracy per seed (%) | mean (%) | mean - sfl (points) |",
+        "| mode | micro-batches | samples per micro-batch | test accuracy per seed (%) | mean (%) "
+        "| mean - sfl (points) |",
         "|---|---|---|---|---|---|",
     ]
     means = {}

@@ -115,9 +115,10 @@ def test_resume_keeps_finished_cells_and_their_wall_times_without_training(
         "mnist-vgg5-sfl-split1": ("kept", 0.92, 40.0),
     }
     assert json.loads((tmp_path / "accuracy.json").read_text())["cells"] == result["cells"]
-    assert "| mnist | vgg5 | FL | any | - | - | 91.00 | 2.0 | 30 s | ran in an earlier call |" in (
-        tmp_path / "accuracy.md"
-    ).read_text()
+    assert (
+        "| mnist | vgg5 | FL | any | - | - | 91.00 | 2.0 | 30 s | ran in an earlier call |"
+        in (tmp_path / "accuracy.md").read_text()
+    )
 
 
 def test_a_later_call_keeps_an_earlier_calls_cells_and_records_a_failed_cell(
@@ -182,3 +183,24 @@ def test_bad_accuracy_flags_get_a_clear_error(
 def test_run_names_are_safe_directory_names() -> None:
     cell = {"dataset": "my.module:data", "model": "vgg5", "mode": "fl", "splits": None, "microbatches": None}
     assert run_name(cell) == "my.module_data-vgg5-fl"
+
+
+def test_a_real_cell_is_planned_trained_recorded_and_then_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = RunConfig(
+        dataset="synthetic", batchnorm=False, devices=2, samples_per_device=40, batch_size=20, epochs=1,
+        test_samples=100, eval_every=0, timeout_s=60.0,
+    ).validate()  # fmt: skip
+    table = Table.chosen(["synthetic"], ["vgg5"], ["sfl"])
+    result = accuracy_bench(base, table, tmp_path, progress=False)
+    ran = [c for c in result["cells"] if c["status"] == "run"]
+    assert [(c["dataset"], c["mode"], c["networks"]) for c in ran] == [("synthetic", "sfl", ["4g"])]
+    assert ran[0]["splits"] == result["plans"]["synthetic/vgg5"]["networks"]["4g"]["sfl"]["splits"]
+    metrics = json.loads((tmp_path / "runs" / ran[0]["run_dir"] / "metrics.json").read_text())
+    assert (metrics["network"], metrics["test_accuracy"]) == ("unlimited", ran[0]["test_accuracy"])
+    assert ran[0]["wall_s"] > ran[0]["train_time_s"] > 0
+    _nothing_trains(monkeypatch)
+    again = accuracy_bench(base, table, tmp_path, resume=True, progress=False)
+    assert [c["status"] for c in again["cells"] if c["run_dir"] == ran[0]["run_dir"]] == ["kept"]
+    assert "| synthetic | vgg5 | SFL | 4g |" in (tmp_path / "accuracy.md").read_text()

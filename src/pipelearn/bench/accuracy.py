@@ -206,9 +206,9 @@ def cell_config(base: RunConfig, cell: dict[str, Any], out: Path) -> RunConfig:
 
 def settings_of(base: RunConfig) -> dict[str, Any]:
     """What every cell shares; a table resumed into the same directory must share it too."""
-    keys = ("devices", "samples_per_device", "batch_size", "epochs", "lr", "momentum", "optimizer_state", "seed")
-    keys += ("partition", "dirichlet_alpha", "aggregate_every", "test_samples", "batchnorm", "compress")
-    keys += ("compress_up", "compress_down", "device_slowdown")
+    keys = ["devices", "samples_per_device", "batch_size", "epochs", "lr", "momentum", "optimizer_state", "seed"]
+    keys += ["partition", "dirichlet_alpha", "aggregate_every", "test_samples", "batchnorm", "compress"]
+    keys += ["compress_up", "compress_down", "device_slowdown"]
     return {k: getattr(base, k) for k in keys}
 
 
@@ -223,7 +223,7 @@ def accuracy_bench(
     out.mkdir(parents=True, exist_ok=True)
     earlier = _earlier(out, base) if resume else {"plans": {}, "cells": []}
     plans: dict[str, Any] = dict(earlier["plans"])
-    result = {"settings": settings_of(base), "network": ACCURACY_NETWORK, "plans": plans, "cells": []}
+    result: dict[str, Any] = {"settings": settings_of(base), "network": ACCURACY_NETWORK, "plans": plans}
     profiles: dict[Any, Any] = {}
     for dataset in table.run_datasets:
         for model in table.run_models:
