@@ -248,7 +248,8 @@ def accuracy_bench(
             kept = wall_s is None
             wall_s = recorded_wall_s(out / "runs" / cell["run_dir"]) if kept else wall_s
             result["cells"][i] = _finished(cell, metrics, wall_s, "kept" if kept else "run")
-            say(progress, f"    test accuracy {100 * metrics['test_accuracy']:.2f}% ({wall_s or 0:.0f} s)")
+            took = "wall time not recorded" if wall_s is None else f"{wall_s:.0f} s"
+            say(progress, f"    test accuracy {100 * metrics['test_accuracy']:.2f}% ({took})")
         write_accuracy_report(out, result)
     return result
 
