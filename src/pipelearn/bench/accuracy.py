@@ -30,7 +30,9 @@ ACCURACY_MODES = ("fl", "sfl", "pipelearn")
 NETWORKS = ("4g", "4g+", "wifi")
 """The networks whose plans pipelearn (and sfl, the first) trains at."""
 DEFAULT_EPOCHS = 10
-"""Epochs of every cell unless --epochs says otherwise."""
+"""Epochs of every cell unless --epochs says otherwise: 250 steps per device. MobileNetV3-Small, the slowest of the
+three to learn, passes 90% on MNIST only after 5 epochs of 25 steps (trained alone on 2,500 samples); the paper's
+reference code defaults to 100 epochs, hours per ResNet18 cell on a CPU."""
 WORKLOAD = {"devices": 4, "samples_per_device": 2500, "batch_size": 100, "epochs": DEFAULT_EPOCHS, "eval_every": 0}
 """The paper's reference workload (10,000 samples over 4 devices, batch 100); only the final model is evaluated."""
 ACCURACY_NETWORK = "unlimited"
