@@ -143,11 +143,8 @@ def draw_speedup_maps(grid: dict[str, Any], root: Path) -> list[Path]:
                 grid[f"over_{mode}"],
                 grid["slowdowns"],
                 grid["uplinks_mbps"],
-                (
-                    "device slowdown (device compute time / server compute time)",
-                    "uplink rate (Mbit/s)",
-                    f"predicted speed-up of pipelearn over {mode} (x)",
-                ),
+                ("device slowdown (device compute time / server compute time)", "uplink rate (Mbit/s)",
+                 f"predicted speed-up of pipelearn over {mode} (x)"),
                 f"{grid['model']} on {grid['dataset']}, {grid['devices']} devices: where pipelearn beats {mode} "
                 "(black line: 1x)",
                 root / f"map_speedup_over_{mode}.png",
