@@ -11,15 +11,25 @@ from pipelearn.metrics.trace import read_trace
 
 
 def report(directory: str | Path) -> list[Path]:
-    """Draw what a run directory (metrics.json, trace.json) or a bench directory (bench.json) holds; return files."""
+    """Draw what a run directory (metrics.json, trace.json) or a bench directory (bench.json, accuracy.json) holds;
+    return the files."""
     root = Path(directory)
+    drawn: list[Path] = []
+    if (root / "accuracy.json").exists():
+        from pipelearn.bench.accuracy_table import redraw_accuracy_report
+
+        drawn += redraw_accuracy_report(root)
     if (root / "bench.json").exists():
         from pipelearn.bench.tables import write_bench_report
 
-        return write_bench_report(root, json.loads((root / "bench.json").read_text()))
+        return drawn + write_bench_report(root, json.loads((root / "bench.json").read_text()))
     if (root / "metrics.json").exists():
         return report_run(root)
-    raise ValueError(f"{root} holds neither metrics.json (a run) nor bench.json (a bench); give a run's --out")
+    if drawn:
+        return drawn
+    raise ValueError(
+        f"{root} holds neither metrics.json (a run) nor bench.json or accuracy.json (a bench); give a run's --out"
+    )
 
 
 def report_run(root: Path) -> list[Path]:
