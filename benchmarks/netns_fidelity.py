@@ -48,11 +48,13 @@ def main() -> None:
         "uplink transfers, user space (Mbit/s) | kernel (Mbit/s) |"
     )
     print("|---|---|---|---|---|---|---|")
+    ratios: dict[tuple[str, str], list[float]] = {}
     for network in args.networks:
         for mode in args.modes:
             for repeat in range(args.repeats):
                 rows: dict[str, Any] = {}
-                for shaper, netns in (("user", False), ("kernel", True)):  # alternated, so that drift hits both
+                order = (("user", False), ("kernel", True))
+                for shaper, netns in order[:: 1 if repeat % 2 == 0 else -1]:  # alternated, so drift hits both
                     out = Path(args.out) / f"{network}-{mode}-{repeat}-{shaper}"
                     metrics = _run(rest, mode, network, out, netns)
                     rows[shaper] = {"epochs": metrics["epoch_times_s"], "uplink_mbps": _uplink_mbps(out)}
@@ -66,6 +68,12 @@ def main() -> None:
                 )
                 record = {"network": network, "mode": mode, "repeat": repeat, **rows}
                 (Path(args.out) / f"{network}-{mode}-{repeat}.json").write_text(json.dumps(record, indent=1))
+                ratios.setdefault((network, mode), []).append(kernel / user)
+    print("\n| network | mode | pairs | median kernel / user space | within 10% |")
+    print("|---|---|---|---|---|")
+    for (network, mode), values in ratios.items():
+        middle = statistics.median(values)
+        print(f"| {network} | {mode} | {len(values)} | {middle:.3f} | {'yes' if abs(middle - 1) <= 0.1 else 'no'} |")
 
 
 if __name__ == "__main__":

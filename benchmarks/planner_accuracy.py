@@ -85,7 +85,7 @@ def measured_bound(metrics: dict[str, Any]) -> float:
 
 def predicted(config: RunConfig, metrics: dict[str, Any], profile: Profile) -> float:
     """The simulator's mean epoch time for the plan a run ran, from `profile`."""
-    costs = CostModel(profile, config.batch_size, config.devices)
+    costs = CostModel.for_run(profile, config)
     samples = [d["samples"] for d in metrics["device"]]
     sim = run_simulation(config, RunPlan.from_dict(metrics["plan"]), costs, samples)
     return statistics.fmean(sim.epoch_times_s())

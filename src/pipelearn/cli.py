@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelearn import __version__, api
+from pipelearn.bench.accuracy import add_accuracy_flags
 from pipelearn.config import MODES, NETWORK_PRESETS, ConfigError, RunConfig, from_mapping, load_toml
 from pipelearn.metrics.rounds import best_accuracy
 from pipelearn.metrics.summary import summary
@@ -235,6 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a small subset: VGG5 under 4g and wifi, one epoch")
     bench.add_argument("--resume", action="store_true", help="keep the runs an interrupted bench finished")
     bench.add_argument("--modes", nargs="+", metavar="MODE", help="only these modes (default: all four)")
+    add_accuracy_flags(bench)
     report = commands.add_parser("report", help="draw the figures and tables of a recorded run or bench again")
     report.add_argument("directory", metavar="DIR", help="a run's --out directory, or a bench's")
     device.add_argument(
@@ -338,8 +340,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(path)
             return 0
         if args.command == "bench":
+            from pipelearn.bench.accuracy import WORKLOAD, accuracy_command, check_accuracy_flags
             from pipelearn.bench.runner import BenchPlan, bench, parse_modes
 
+            check_accuracy_flags(args)
+            if args.accuracy:
+                print(accuracy_command(args, _config(args, **WORKLOAD)))
+                return 0
             plan = BenchPlan.quick() if args.quick else BenchPlan()
             if args.modes:
                 plan = dataclasses.replace(plan, modes=parse_modes(args.modes))

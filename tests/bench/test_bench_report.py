@@ -72,3 +72,18 @@ def test_a_directory_without_results_gets_a_clear_error(tmp_path: Path, capsys: 
         report(tmp_path)
     assert main(["report", str(tmp_path)]) == 2
     assert "neither metrics.json" in capsys.readouterr().err
+
+
+def _png_height(png: Path) -> int:
+    return int.from_bytes(png.read_bytes()[20:24], "big")
+
+
+def test_a_run_whose_link_rate_changes_is_drawn_whole_with_the_rates_below(tmp_path: Path) -> None:
+    steady = _recorded_run(tmp_path / "steady")
+    report(steady)
+    changing = _recorded_run(tmp_path / "changing")
+    metrics = json.loads((changing / "metrics.json").read_text())
+    metrics["device"][0].update(uplink_mbps=[[0.0, 10.0], [0.3, 2.0]], downlink_mbps=[[0.0, float("inf")]])
+    (changing / "metrics.json").write_text(json.dumps(metrics))
+    report(changing)
+    assert _png_height(changing / "timeline.png") > _png_height(steady / "timeline.png") + 200  # the rate panel

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from torch import nn
 
-from pipelearn.planner.profile import Profile, Timing, block_names
+from pipelearn.planner.profile import CodecFit, Profile, Timing, block_names, state_tensors
 
 
 def tiny_model() -> nn.Sequential:
@@ -24,8 +24,10 @@ def hand_profile(
     batch: int = 8,
     step: float = 0.001,
     fixed: float = 0.0,
+    compression: dict[str, CodecFit] | None = None,
 ) -> Profile:
-    """Per-sample seconds per block (linear in the micro-batch size, plus `fixed` per message), as a profile."""
+    """Per-sample seconds per block (linear in the micro-batch size, plus `fixed` per message), as a profile;
+    `compression`: timings of codecs, on both sides."""
     blocks = len(model)
     timing = Timing(
         forward_s=[[f, f * batch] for f in forward],
@@ -37,6 +39,7 @@ def hand_profile(
         wire_s=fixed,
         wire_s_per_byte=1e-9,
         aggregate_s_per_byte=1e-9,
+        compression=compression or {},
     )
     return Profile(
         model="vgg5",
@@ -50,6 +53,7 @@ def hand_profile(
         gradient_overhead_bytes=90,
         device=timing,
         server=timing,
+        weight_tensors=state_tensors(model),
     )
 
 

@@ -45,3 +45,16 @@ def test_compact_lists():
     assert compact([2, 2, 2]) == "2"
     assert compact([2, 1, 2]) == "2,1,2"
     assert compact([2] * 6 + [1] * 4) == "2 x6, 1 x4"
+
+
+def test_plan_under_compression_predicts_a_shorter_epoch_and_keeps_the_codec_timings(tmp_path: Path, capsys):
+    flags = [*FLAGS, "--network", "4g", "--json"]  # the later --network wins
+    plain, compressed = tmp_path / "plain.json", tmp_path / "int8.json"
+    assert main(["plan", *flags, "--profile-out", str(plain)]) == 0
+    none = json.loads(capsys.readouterr().out)
+    compress = ["--compress", "int8", "--profile-in", str(plain), "--profile-out", str(compressed)]
+    assert main(["plan", *flags, *compress]) == 0
+    int8 = json.loads(capsys.readouterr().out)
+    assert int8["predicted_epoch_s"] < none["predicted_epoch_s"]
+    assert json.loads(plain.read_text())["device"]["compression"] == {}
+    assert set(json.loads(compressed.read_text())["device"]["compression"]) == {"int8"}  # measured, then saved

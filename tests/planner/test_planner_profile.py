@@ -1,20 +1,26 @@
-"""Profiling a model, the profile's JSON round trip, and its refusal of a model it was not made for."""
+"""Profiling a model, the profile's JSON round trip (codec timings optional), and its refusal of a model it was not
+made for."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from pipelearn.planner.profile import (
+    CodecFit,
     ProfileError,
+    StateTensor,
     block_names,
     load_profile,
     profile_model,
     profile_sizes,
     save_profile,
+    state_tensors,
+    with_codecs,
 )
 
 
@@ -77,3 +83,28 @@ def test_a_profile_refuses_another_model_or_input(profile, model):
         made.check("vgg5", bigger, (1, 2, 2))
     with pytest.raises(ProfileError, match="up to 8 samples"):
         made.covers(9)
+
+
+def test_a_profile_keeps_codec_timings_and_one_made_before_them_still_loads(profile, model, tmp_path: Path):
+    fit = CodecFit(compress_s=0.001, compress_s_per_byte=1e-9, decompress_s=0.002, decompress_s_per_byte=2e-9)
+    made = profile(compression={"int8": fit, "topk:0.1": fit})
+    save_profile(made, tmp_path / "p.json")
+    assert load_profile(tmp_path / "p.json") == made
+    data = json.loads((tmp_path / "p.json").read_text())
+    del data["weight_tensors"], data["device"]["compression"], data["server"]["compression"]
+    (tmp_path / "old.json").write_text(json.dumps(data))  # as profiles were before compression
+    old = load_profile(tmp_path / "old.json")
+    assert old.weight_tensors is None and old.device.compression == {}
+    assert with_codecs(old, model, ["none"]) == replace(old, weight_tensors=state_tensors(model))
+    timed = with_codecs(old, model, ["int8", "none"], repeats=1)  # measured here, for both sides
+    assert set(timed.device.compression) == set(timed.server.compression) == {"int8"}
+    fitted = timed.device.compression["int8"]
+    assert fitted.compress_s_per_byte > 0 and fitted.decompress_s_per_byte > 0
+    assert timed.weight_tensors == state_tensors(model)
+    named = [StateTensor("1.weight", [8, 4], "float32"), StateTensor("1.bias", [8], "float32")]
+    assert state_tensors(model)[1] == named  # as the runtime names them
+    assert with_codecs(timed, model, ["int8"]) is timed  # nothing left to measure
+    data["device"]["compression"] = {"int9": asdict(fit)}
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match="compression timings: unknown compression 'int9'"):
+        load_profile(tmp_path / "bad.json")

@@ -10,7 +10,7 @@ import pytest
 from pipelearn.config import ConfigError, DeviceOverride, RunConfig
 from pipelearn.plan import RunPlan, fixed_setups
 from pipelearn.planner.costs import CostModel
-from pipelearn.planner.profile import ProfileError
+from pipelearn.planner.profile import CodecFit, ProfileError
 from pipelearn.planner.search import TIE, Fleet, PlanError, _contended, estimate, minimise, plan_run, run_simulation
 
 SHAPE = (1, 2, 2)
@@ -217,3 +217,41 @@ def test_a_large_crowded_fleet_is_estimated_within_its_cores(model, profile):
         100 * (costs.device_forward[s, 8] + costs.device_backward[s, 8] + costs.server_train[s, 8]) for s in best.splits
     )
     assert best.epoch_s >= best.bound_s >= compute
+FIT = CodecFit(compress_s=0.0005, compress_s_per_byte=1e-9, decompress_s=0.0005, decompress_s_per_byte=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["fl", "sl", "sfl", "pipelearn"])
+def test_closed_form_is_the_simulation_for_one_device_under_compression(profile, mode):
+    # top-k up sends each weight stream's first message whole, so the first round costs other than the second
+    config = _config(mode=mode, epochs=2, compress_up="topk:0.1", compress_down="int8")
+    costs = CostModel.for_run(profile(fixed=0.0005, compression={"topk:0.1": FIT, "int8": FIT}), config)
+    assert costs.first_weights.up_bytes[2] != costs.weights.up_bytes[2]
+    splits = np.array([4]) if mode == "fl" else np.arange(5)
+    counts = np.array([1, 2, 4]) if mode == "pipelearn" else np.array([1])
+    est = estimate(costs, Fleet.of(config, [16]), config, splits, counts)
+    for i, split in enumerate(splits):
+        for j, count in enumerate(counts):
+            sim = run_simulation(config, RunPlan(fixed_setups(config, [int(split)], [int(count)])), costs, [16])
+            epoch, busy, _ = est.fleet(np.array([i]), np.array([j]))
+            assert epoch == pytest.approx(sum(sim.epoch_times_s()) / 2, rel=1e-9), (split, count)
+            assert busy["uplink"] == pytest.approx(sim.busy_s().get("device0/uplink", 0.0) / 2, rel=1e-9)
+
+
+def test_int8_under_4g_sends_less_and_plans_otherwise(model, profile):
+    made = profile(compression={"int8": FIT})
+    fixed = {"devices": 2, "network": "4g", "split": 2, "microbatches": "auto"}
+    plain = plan_run(_config(**fixed), model, SHAPE, made).candidates[0]
+    int8 = plan_run(_config(**fixed, compress="int8"), model, SHAPE, made).candidates[0]
+    assert int8.busy_s["uplink"] < plain.busy_s["uplink"] / 2 and int8.busy_s["downlink"] < plain.busy_s["downlink"]
+    assert int8.epoch_s < plain.epoch_s
+    # with the split free: uncompressed, 4g is too slow for the wide activations of splits 1..3, so the devices
+    # keep the whole model; compressed, they hand the server its half
+    auto = {**fixed, "split": "auto"}
+    plain = plan_run(_config(**auto), model, SHAPE, made).candidates[0]
+    compressed = _config(**auto, compress="int8")
+    int8 = plan_run(compressed, model, SHAPE, made).candidates[0]
+    assert plain.splits == (4, 4) and int8.splits[0] < 4 and int8.epoch_s < plain.epoch_s
+    costs = CostModel.for_run(made, compressed)
+    plans = [RunPlan(fixed_setups(compressed, list(c.splits), list(c.microbatches))) for c in (int8, plain)]
+    ran = [sum(run_simulation(compressed, plan, costs, [16, 16]).epoch_times_s()) for plan in plans]
+    assert ran[0] < ran[1]  # under int8, its own plan beats the uncompressed choice

@@ -1,9 +1,17 @@
-"""The simulator, on hand-made costs, gives the times worked out by hand for every mode and a shared server."""
+"""The simulator, on hand-made costs, gives the times worked out by hand for every mode and a shared server, and
+for compressed messages."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from pipelearn.config import RunConfig
+from pipelearn.plan import RunPlan, fixed_setups
+from pipelearn.planner.costs import CostModel
+from pipelearn.planner.profile import CodecFit, Timing
+from pipelearn.planner.search import run_simulation
 from pipelearn.planner.simulate import Cost, simulate
 from pipelearn.schedule import Action, DevicePlan, Key, Op, Resource, build_schedule
 
@@ -244,3 +252,38 @@ def test_without_sharing_compute_seconds_change_nothing(mode):
 def test_host_cores_must_be_positive():
     with pytest.raises(ValueError, match="host_cores must be a positive number"):
         simulate(_fl_pair(), costs(), host_cores=0)
+def test_compressed_messages_on_the_hand_worked_timeline(profile):
+    """The cost model under fp16 both ways, through the simulator: fp16 halves every float tensor and keeps the
+    header's length, so every number below is worked out by hand."""
+    timing = Timing(
+        forward_s=[[0.0, 0.0], [0.0125, 0.1], [0.0, 0.0], [0.0125, 0.1]],
+        backward_s=[[0.0, 0.0], [0.025, 0.2], [0.0, 0.0], [0.0125, 0.1]],
+        loss_s=[0.0, 0.0],
+        step_s=[0.0] * 4,
+        codec_s=0.0,
+        codec_s_per_byte=0.0,
+        wire_s=0.0,
+        wire_s_per_byte=0.0,
+        aggregate_s_per_byte=0.0,
+        compression={"fp16": CodecFit(compress_s=0.01, compress_s_per_byte=1e-4, decompress_s=0.02,
+                                      decompress_s_per_byte=0.0)},
+    )  # fmt: skip
+    made = replace(profile(output_bytes=[16, 32, 32, 12]), device=timing, server=timing)
+    config = RunConfig(
+        mode="sfl", devices=1, batch_size=8, samples_per_device=8, epochs=1, split=2, microbatches=1,
+        up_mbps=1.0, down_mbps=1.0, latency_ms=10.0, device_slowdown=1.0, compress="fp16",
+    ).validate()  # fmt: skip
+    sim = run_simulation(config, RunPlan(fixed_setups(config, [2], [1])), CostModel.for_run(made, config), [8])
+    # Split 2 holds Linear(4, 8): weights 160 bytes (2 tensors), 80 as fp16; the activation of 8 samples is 256
+    # bytes as float32, so 8 x (16 + 8 of labels) + 150 = 342 bytes on the wire, its gradient 8 x 16 + 90 = 218.
+    # Server W: 2 x (0.01 + 0.02) + 1e-4 x 160 = 0.076 (it decompresses what it sends); w down 80 B: 0.00064,
+    # delivered 10 ms later, 0.08664; device L: 2 x 0.02 = 0.04 -> 0.12664
+    assert sim.end[Key(Resource.DEVICE, 0, Op.LOAD_WEIGHTS, 0)] == pytest.approx(0.12664)
+    # F: 0.1 + 0.01 + 1e-4 x 256 = 0.1356 -> 0.26224; a: 342 B, 0.002736 -> 0.264976, delivered 0.274976
+    assert _at(sim, Resource.UPLINK, 0, Op.ACTIVATION) == pytest.approx((0.26224, 0.264976))
+    # T: 0.02 (decompress) + 0.2 + 0.0356 (compress the gradient) -> 0.530576; g: 218 B, 0.001744 -> 0.54232
+    assert _at(sim, Resource.SERVER, 0, Op.TRAIN) == pytest.approx((0.274976, 0.530576))
+    # B: 0.02 + 0.2 -> 0.76232; W: 0.076 -> 0.83832; w up: 0.00064 -> 0.84896 delivered; server L: 0.04
+    assert _at(sim, Resource.DEVICE, 0, Op.BACKWARD) == pytest.approx((0.54232, 0.76232))
+    assert sim.epoch_times_s() == pytest.approx([0.88896])
+    assert sim.busy_s()["device0/uplink"] == pytest.approx(0.002736 + 0.00064)

@@ -34,3 +34,15 @@ def test_auto_plans_then_trains_and_records_the_plan(small_config):
     for track in ("server/compute", "device0/compute", "device1/uplink", "device1/downlink"):
         assert track in table
     assert "training time: measured" in table and "predicted" in table
+
+
+def test_auto_plans_under_compression_and_records_the_prediction(small_config):
+    config = small_config(split="auto", microbatches="auto", network="4g", compress="int8")
+    metrics = run_local(config, progress=False)
+    assert metrics["failed_devices"] == []
+    plan = metrics["plan"]
+    assert plan["predicted_epoch_s"] > 0 and 0 < plan["bound_s"] <= plan["predicted_epoch_s"]
+    assert metrics["split"] == [d["split"] for d in plan["devices"]]
+    assert metrics["compression"]["up"]["codec"] == "int8"
+    table = plan_command(config, compare=config.out)  # the prediction again, from the run's own config
+    assert "training time: measured" in table and "device1/uplink" in table

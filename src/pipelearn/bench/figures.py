@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +57,28 @@ def track_order(tracks: Sequence[str]) -> list[str]:
     return sorted(set(tracks), key=key)
 
 
-def draw_timeline(events: Sequence[Event], path: Path, title: str, window: tuple[float, float] | None = None) -> Path:
-    """A Gantt chart: one row per resource, one bar per action, coloured by what it does; `window` crops it."""
+def draw_timeline(
+    events: Sequence[Event],
+    path: Path,
+    title: str,
+    window: tuple[float, float] | None = None,
+    rates: Mapping[str, Sequence[Sequence[float]]] | None = None,
+) -> Path:
+    """A Gantt chart: one row per resource, one bar per action, coloured by what it does; `window` crops it.
+
+    `rates` (a link track's [seconds, Mbit/s] steps) that change during the run are drawn in a panel below."""
     lo, hi = window if window else (min(e.start for e in events), max(e.end for e in events))
     shown = [e for e in events if e.end > lo and e.start < hi]
     tracks = track_order([e.track for e in events])
-    fig, ax = plt.subplots(figsize=(12, 0.4 * len(tracks) + 1.4))
+    changing = {track: steps for track, steps in (rates or {}).items() if len(steps) > 1}
+    height = 0.4 * len(tracks) + 1.4
+    if changing:
+        fig, (ax, below) = plt.subplots(
+            2, 1, figsize=(12, height + 2.2), sharex=True, gridspec_kw={"height_ratios": [height, 2.2]}
+        )
+        _draw_rates(below, changing, lo, hi)
+    else:
+        fig, ax = plt.subplots(figsize=(12, height))
     used: dict[str, str] = {}
     for e in shown:
         op = _op(e.name)
@@ -72,7 +89,7 @@ def draw_timeline(events: Sequence[Event], path: Path, title: str, window: tuple
         ax.barh(row, width, left=e.start - lo, height=0.7, color=colour, edgecolor="white", linewidth=0.4)
     ax.set_yticks(range(len(tracks)), list(reversed(tracks)), fontsize=8)
     ax.set_xlim(0, hi - lo)
-    ax.set_xlabel("time (s)")
+    (below if changing else ax).set_xlabel("time (s)")
     ax.set_title(title, fontsize=10)
     handles = [plt.Rectangle((0, 0), 1, 1, color=OP_COLOURS[op][0]) for op in used if op in OP_COLOURS]
     labels = [OP_COLOURS[op][1] for op in used if op in OP_COLOURS]
@@ -81,6 +98,19 @@ def draw_timeline(events: Sequence[Event], path: Path, title: str, window: tuple
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _draw_rates(ax: Any, rates: Mapping[str, Sequence[Sequence[float]]], lo: float, hi: float) -> None:
+    """Each link's rate over the window as steps (an unlimited step is left out)."""
+    for track in track_order(list(rates)):
+        steps = [(float(t), float(r)) for t, r in rates[track]]
+        xs = [max(t, lo) - lo for t, _ in steps if t < hi] + [hi - lo]
+        ys = [r if math.isfinite(r) else math.nan for t, r in steps if t < hi]
+        if any(math.isfinite(y) for y in ys):
+            ax.step(xs, [*ys, ys[-1]], where="post", label=track)
+    ax.set_ylabel("link rate (Mbit/s)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
 
 
 def draw_grouped_bars(

@@ -11,15 +11,25 @@ from pipelearn.metrics.trace import read_trace
 
 
 def report(directory: str | Path) -> list[Path]:
-    """Draw what a run directory (metrics.json, trace.json) or a bench directory (bench.json) holds; return files."""
+    """Draw what a run directory (metrics.json, trace.json) or a bench directory (bench.json, accuracy.json) holds;
+    return the files."""
     root = Path(directory)
+    drawn: list[Path] = []
+    if (root / "accuracy.json").exists():
+        from pipelearn.bench.accuracy_table import redraw_accuracy_report
+
+        drawn += redraw_accuracy_report(root)
     if (root / "bench.json").exists():
         from pipelearn.bench.tables import write_bench_report
 
-        return write_bench_report(root, json.loads((root / "bench.json").read_text()))
+        return drawn + write_bench_report(root, json.loads((root / "bench.json").read_text()))
     if (root / "metrics.json").exists():
         return report_run(root)
-    raise ValueError(f"{root} holds neither metrics.json (a run) nor bench.json (a bench); give a run's --out")
+    if drawn:
+        return drawn
+    raise ValueError(
+        f"{root} holds neither metrics.json (a run) nor bench.json or accuracy.json (a bench); give a run's --out"
+    )
 
 
 def report_run(root: Path) -> list[Path]:
@@ -33,11 +43,14 @@ def report_run(root: Path) -> list[Path]:
         f"{metrics['mode']}, {metrics['model']} on {metrics['dataset']}, network {metrics['network']}: "
         f"iteration {iteration}"
     )
+    rates = link_rates(metrics)
     try:
-        window = iteration_window(events, iteration)
+        if any(len(steps) > 1 for steps in rates.values()):
+            raise ValueError("a link's rate changes: draw the whole run")
+        window: tuple[float, float] | None = iteration_window(events, iteration)
     except ValueError:
         window, title = None, title.rsplit(":", 1)[0] + ": the whole run"
-    drawn = [draw_timeline(events, root / "timeline.png", title, window)]
+    drawn = [draw_timeline(events, root / "timeline.png", title, window, rates)]
     if metrics.get("rounds"):
         from pipelearn.metrics.figures import plot_accuracy_over_time
 
@@ -50,3 +63,13 @@ def steady_iteration(metrics: dict[str, Any]) -> int:
     samples = min(d["samples"] for d in metrics["device"])
     per_epoch = max(1, -(-samples // metrics["batch_size"]))
     return (metrics["epochs"] - 1) * per_epoch + per_epoch // 2
+
+
+def link_rates(metrics: dict[str, Any]) -> dict[str, list[list[float]]]:
+    """Each device link's rate steps ([seconds since training start, Mbit/s]) as metrics.json records them."""
+    return {
+        f"device{d}/{kind}": device[f"{kind}_mbps"]
+        for d, device in enumerate(metrics["device"])
+        for kind in ("uplink", "downlink")
+        if f"{kind}_mbps" in device
+    }

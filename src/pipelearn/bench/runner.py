@@ -85,30 +85,23 @@ def row_of(metrics: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 def bench(base: RunConfig, plan: BenchPlan, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run every (model, network, mode) of the plan, keep each finished run, write bench.json and the report."""
     from pipelearn.bench.report import report
-    from pipelearn.runtime.launch import run_local
 
     out.mkdir(parents=True, exist_ok=True)
     cells = [(m, n, mode) for m in plan.models for n in plan.networks for mode in plan.modes]
     rows = []
     for i, (model, network, mode) in enumerate(cells, 1):
         run_dir = out / "runs" / f"{model}-{network}-{mode}"
-        done = run_dir / "metrics.json"
-        if resume and done.exists():
-            metrics = json.loads(done.read_text())
-            _say(progress, f"[{i}/{len(cells)}] {model} {network} {mode}: kept from an earlier bench")
-        else:
-            _say(progress, f"[{i}/{len(cells)}] {model} {network} {mode}: training ...")
-            began = time.monotonic()
-            metrics = run_local(run_config(base, model, network, mode, plan, run_dir), progress=False)
-            _say(
+        label = f"[{i}/{len(cells)}] {model} {network} {mode}"
+        metrics, wall_s = run_or_keep(run_config(base, model, network, mode, plan, run_dir), resume, label, progress)
+        if wall_s is not None:
+            say(
                 progress,
-                f"    {sum(metrics['epoch_times_s']) / plan.epochs:.1f} s per epoch "
-                f"({time.monotonic() - began:.0f} s with start-up)",
+                f"    {sum(metrics['epoch_times_s']) / plan.epochs:.1f} s per epoch ({wall_s:.0f} s with start-up)",
             )
         rows.append(row_of(metrics, run_dir))
         result = {"settings": _settings(base, plan), "runs": rows}
         (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
-    _say(progress, "predicting the speed-up map from a profile of the model ...")
+    say(progress, "predicting the speed-up map from a profile of the model ...")
     model = plan.models[0]
     result["map"] = speedup_map(
         dataclasses.replace(base, model=model, samples_per_device=plan.samples_per_device.get(model)),
@@ -117,6 +110,52 @@ def bench(base: RunConfig, plan: BenchPlan, out: Path, resume: bool = False, pro
     (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
     report(out)
     return result
+
+
+WALL_FILE = "bench_wall.json"
+"""Written into a bench's run directory beside metrics.json: the run's wall time, start-up and evaluation included."""
+_NOT_RESULTS = ("out", "timeout_s", "heartbeat_s", "liveness_s", "data_dir", "download", "threads")
+"""Settings a kept run may differ in: where it wrote, how patient it was and where its data lay."""
+
+
+def run_or_keep(
+    config: RunConfig, resume: bool, label: str, progress: bool = True
+) -> tuple[dict[str, Any], float | None]:
+    """One run of a bench into `config.out`, or with `resume` the run an earlier bench finished there (its
+    metrics.json, made with the same settings); its metrics, and its wall time where it ran now (None if kept)."""
+    from pipelearn.runtime.launch import run_local
+
+    run_dir = Path(config.out)
+    done = run_dir / "metrics.json"
+    if resume and done.exists():
+        metrics: dict[str, Any] = json.loads(done.read_text())
+        check_same_settings(metrics.get("config") or {}, config, run_dir)
+        say(progress, f"{label}: kept from an earlier bench")
+        return metrics, None
+    say(progress, f"{label}: training ...")
+    began = time.monotonic()
+    metrics = run_local(config, progress=False)
+    wall_s = time.monotonic() - began
+    (run_dir / WALL_FILE).write_text(json.dumps({"wall_s": wall_s}) + "\n")
+    return metrics, wall_s
+
+
+def recorded_wall_s(run_dir: Path) -> float | None:
+    """The wall time a bench recorded for the run in `run_dir`, or None where it recorded none."""
+    path = run_dir / WALL_FILE
+    return float(json.loads(path.read_text())["wall_s"]) if path.exists() else None
+
+
+def check_same_settings(recorded: dict[str, Any], config: RunConfig, run_dir: Path) -> None:
+    """Refuse to keep a finished run whose settings differ from what the bench would run now."""
+    wanted = json.loads(config.to_json())
+    differ = sorted(k for k in wanted if k not in _NOT_RESULTS and recorded.get(k) != wanted[k])
+    if differ:
+        shown = ", ".join(f"{k} {recorded.get(k)!r} (now {wanted[k]!r})" for k in differ[:3])
+        raise ValueError(
+            f"--resume: the run in {run_dir} was made with other settings: {shown}; use another --out, or drop "
+            "--resume to run it again"
+        )
 
 
 def measured_points(rows: list[dict[str, Any]], model: str, slowdown: float) -> list[dict[str, Any]]:
@@ -151,7 +190,8 @@ def _settings(base: RunConfig, plan: BenchPlan) -> dict[str, Any]:
     }
 
 
-def _say(progress: bool, text: str) -> None:
+def say(progress: bool, text: str) -> None:
+    """Print a line of progress to stderr, where `progress` asks for it."""
     if progress:
         print(text, file=sys.stderr, flush=True)
 

@@ -16,7 +16,7 @@ from pipelearn.config import ConfigError, RunConfig, from_mapping
 from pipelearn.models import canonical_model_name
 from pipelearn.plan import RunPlan, host_cores
 from pipelearn.planner.costs import CostModel
-from pipelearn.planner.profile import Profile, load_profile, profile_model, save_profile
+from pipelearn.planner.profile import Profile, load_profile, profile_model, save_profile, with_codecs
 from pipelearn.planner.search import Planned, busy_by_kind, plan_run, run_simulation
 from pipelearn.runtime.work import data_shape, make_model
 
@@ -53,12 +53,13 @@ def _profile(config: RunConfig, profile_in: str | None) -> tuple[Profile, str]:
     shape, classes = data_shape(config)
     model = make_model(config, shape, classes)
     name = canonical_model_name(config.model)
+    codecs = (config.codec("up"), config.codec("down"))
     if profile_in is not None:
         profile = load_profile(profile_in)
         profile.check(name, model, shape, source=profile_in)
-        return profile, f"profile: {profile_in}"
+        return with_codecs(profile, model, codecs), f"profile: {profile_in}"
     started = time.perf_counter()
-    profile = profile_model(name, model, shape, config.batch_size)
+    profile = profile_model(name, model, shape, config.batch_size, codecs=codecs)
     took = time.perf_counter() - started
     return profile, (
         f"profile: {name}, {len(profile.blocks)} blocks, inputs {'x'.join(map(str, shape))}, micro-batches of "
@@ -157,7 +158,7 @@ def _finished_run(run_dir: Path) -> tuple[RunConfig, RunPlan, dict[str, Any]]:
 def compare_table(config: RunConfig, plan: RunPlan, measured: dict[str, Any], profile: Profile) -> str:
     """A finished run's measured busy and idle seconds per resource beside the simulator's for the same plan."""
     samples = [int(d["samples"]) for d in measured["device"]]
-    costs = CostModel(profile, config.batch_size, config.devices)
+    costs = CostModel.for_run(profile, config)
     sim = run_simulation(config, plan, costs, samples)
     wall, span = float(measured["train_time_s"]), sim.makespan_s
     busy = sim.busy_s()

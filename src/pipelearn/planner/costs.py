@@ -1,4 +1,5 @@
-"""What each action of a schedule costs, from a profile: seconds of compute, bytes on the wire.
+"""What each action of a schedule costs, from a profile: seconds of compute, bytes on the wire, under the run's
+compression.
 
 Tables are indexed [split point, micro-batch size] (or [split point]) so the simulator can look up one action and
 the search can read whole rows at once. Compute seconds are the profiled machine's, before a device's slowdown.
@@ -6,64 +7,99 @@ the search can read whole rows at once. Compute seconds are the profiled machine
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from pipelearn.config import Link
+from pipelearn.config import Link, RunConfig
 from pipelearn.plan import DeviceSetup
-from pipelearn.planner.profile import Profile, Timing
+from pipelearn.planner.profile import Profile, ProfileError, Timing
 from pipelearn.planner.simulate import Cost
-from pipelearn.schedule import Action, Op, Resource, Schedule
+from pipelearn.schedule import Action, Key, Op, Resource, Schedule
+from pipelearn.transport.channel import weight_codec
+from pipelearn.transport.codec import TensorSpec
+from pipelearn.transport.compress import Codec, payload_bytes, wire_forms
 
 Table = np.ndarray
 """float64 seconds or bytes, [split] or [split, micro-batch size]."""
 
 
 class CostModel:
-    """Seconds and bytes of every kind of action, by split point and micro-batch size (0..batch_size)."""
+    """Seconds and bytes of every kind of action, by split point and micro-batch size (0..batch_size).
 
-    def __init__(self, profile: Profile, batch_size: int, devices: int) -> None:
+    `up` and `down` are the run's compression codecs (RunConfig.codec), as the runtime's channels apply them: up
+    to what devices send (activations and labels, weights), down to what the server sends (gradients, weights).
+    Bytes are those on the wire; a codec's seconds to compress and decompress are added to the compute of the
+    side that does them.
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        batch_size: int,
+        devices: int,
+        *,
+        up: Codec | str = "none",
+        down: Codec | str = "none",
+    ) -> None:
         profile.covers(batch_size)
+        self.up, self.down = Codec.parse(up), Codec.parse(down)
         self.blocks = len(profile.blocks)
         self.batch_size = batch_size
         sizes = np.arange(batch_size + 1)
         per_sample = np.array([profile.input_bytes, *profile.output_bytes], dtype=np.float64)
+        floats: Table = np.outer(per_sample, sizes)  # the activation (and its gradient) as float32
         self.activation_bytes: Table = (
-            np.outer(per_sample + 8, sizes) + profile.activation_overhead_bytes
+            floats + 8 * sizes + profile.activation_overhead_bytes + _compressed(self.up, "activation", floats)
         )  # activation and int64 labels
-        self.gradient_bytes: Table = np.outer(per_sample, sizes) + profile.gradient_overhead_bytes
+        self.gradient_bytes: Table = (
+            floats + profile.gradient_overhead_bytes + _compressed(self.down, "gradient", floats)
+        )
         self.weight_bytes: Table = _prefix(np.array(profile.weight_bytes, dtype=np.float64))
+        """The device part's state uncompressed (safetensors), as the server holds it."""
         dev, srv = profile.device, profile.server
         forward, backward = (
             _prefix(_curves(dev.forward_s, profile.sizes, sizes)),
             _prefix(_curves(dev.backward_s, profile.sizes, sizes)),
         )
-        self.device_forward: Table = forward + _codec(dev, self.activation_bytes)
-        """Forward of blocks 1..p, then the activation encoded."""
-        self.device_backward: Table = backward + _codec(dev, self.gradient_bytes)
-        """The gradient decoded, then backward of blocks 1..p."""
+        self.device_forward: Table = forward + _coding(dev, self.up, floats, self.activation_bytes)[0]
+        """Forward of blocks 1..p, then the activation compressed and encoded."""
+        self.device_backward: Table = backward + _coding(dev, self.down, floats, self.gradient_bytes)[1]
+        """The gradient decoded and decompressed, then backward of blocks 1..p."""
         self.device_train: np.ndarray = forward[-1] + backward[-1] + _curve(dev.loss_s, profile.sizes, sizes)
         """fl: forward, loss and backward of the whole model, by micro-batch size."""
         self.device_step: Table = _prefix(np.array(dev.step_s))
-        self.device_weights: Table = _codec(dev, self.weight_bytes)
-        """Encoding (or decoding) the device part's weights."""
         server_work = _suffix(
             _curves(srv.forward_s, profile.sizes, sizes) + _curves(srv.backward_s, profile.sizes, sizes)
         )
         self.server_train: Table = (
-            _codec(srv, self.activation_bytes)
+            _coding(srv, self.up, floats, self.activation_bytes)[1]
             + server_work
             + _curve(srv.loss_s, profile.sizes, sizes)
-            + _codec(srv, self.gradient_bytes)
+            + _coding(srv, self.down, floats, self.gradient_bytes)[0]
         )
         """The activation decoded, forward, loss and backward of blocks p+1..L, the gradient encoded."""
         self.server_step: Table = _suffix(np.array(srv.step_s))
-        self.server_weights: Table = _codec(srv, self.weight_bytes)
+        self.weights = _weight_costs(profile, self.up, self.down)
+        """A round's weights, both ways (after the first round)."""
+        self.first_weights = _weight_costs(profile, weight_codec(self.up, True), weight_codec(self.down, True))
+        """The first round's weights (which top-k sends whole)."""
         model_bytes = float(self.weight_bytes[-1])
         self.aggregate_s = float(devices * model_bytes * srv.aggregate_s_per_byte + _codec(srv, model_bytes))
         """FedAvg over every device's model, then loading the replicas."""
         self._wire = (srv.wire_s, srv.wire_s_per_byte)
+
+    @classmethod
+    def for_run(cls, profile: Profile, config: RunConfig) -> CostModel:
+        """The cost model of a run: its batch size, devices and compression."""
+        return cls(profile, config.batch_size, config.devices, up=config.codec("up"), down=config.codec("down"))
+
+    def round_weights(self, round_: int) -> WeightCosts:
+        """The weights of one round."""
+        return self.first_weights if round_ == 0 else self.weights
 
     def wire_s(self, nbytes: np.ndarray | float) -> np.ndarray:
         """Seconds a message of nbytes spends being serialised and parsed, beyond its link."""
@@ -73,6 +109,105 @@ class CostModel:
         """A message's cost on a link: busy for its bytes at the rate, delivered one latency (and parsing) later."""
         busy = float(transmit_s(nbytes, mbps))
         return Cost(busy, busy + latency_ms / 1e3 + float(self.wire_s(nbytes)))
+
+
+@dataclass(frozen=True)
+class WeightCosts:
+    """One round's weights, by split: bytes each way, and seconds of each side's part in sending and loading them."""
+
+    up_bytes: Table
+    """The device part's state as a device sends it."""
+    down_bytes: Table
+    """The device part's state as the server sends it."""
+    device_send: Table
+    """Compressing and encoding it (and rebuilding the reference, for error feedback)."""
+    device_load: Table
+    """Decoding and decompressing it, then copying it into the model."""
+    server_send: Table
+    server_load: Table
+
+
+def _weight_costs(profile: Profile, up: Codec, down: Codec) -> WeightCosts:
+    """What weights cost under these codecs; under one that compresses, the profile's state tensors give the sizes."""
+    dev, srv = profile.device, profile.server
+    raw = _prefix(np.array(profile.weight_bytes, dtype=np.float64))
+    compressing = [c for c in (up, down) if c.name != "none"]
+    blocks = range(len(profile.blocks))
+    states = [_state_specs(profile, compressing[0], b) if compressing else {} for b in blocks]
+    floating = [[math.prod(s) for s, d in state.values() if d.is_floating_point] for state in states]
+    floats = _prefix(np.array([4 * sum(f) for f in floating], dtype=np.float64))  # what codecs compress, as float32
+    tensors = _prefix(np.array([len(f) for f in floating], dtype=np.float64))
+
+    def sized(codec: Codec) -> Table:
+        if codec.name == "none":
+            return raw
+        extra = [
+            payload_bytes(wire_forms(dict.fromkeys(state, codec), state)) - payload_bytes(state) if state else 0
+            for state in states
+        ]
+        return raw + _prefix(np.array(extra, dtype=np.float64))
+
+    def send(timing: Timing, codec: Codec) -> Table:  # with error feedback, the sender decompresses what it sent
+        encode, decode = _coding(timing, codec, floats, raw, tensors)
+        return encode if codec.name == "none" else encode + decode
+
+    return WeightCosts(
+        up_bytes=sized(up),
+        down_bytes=sized(down),
+        device_send=send(dev, up),
+        device_load=_coding(dev, down, floats, raw, tensors)[1] + _codec(dev, raw),
+        server_send=send(srv, down),
+        server_load=_coding(srv, up, floats, raw, tensors)[1],
+    )
+
+
+def _state_specs(profile: Profile, codec: Codec, block: int) -> dict[str, TensorSpec]:
+    if profile.weight_tensors is None:
+        raise ProfileError(
+            f"the profile lists no weight tensors, which compression ({codec}) needs: make it again with "
+            "`pipelearn plan --profile-out FILE`"
+        )
+    return {t.name: (tuple(t.shape), _dtype(t.dtype)) for t in profile.weight_tensors[block]}
+
+
+def _dtype(name: str) -> torch.dtype:
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ProfileError(f"the profile names a weight tensor's dtype {name!r}, which torch does not have")
+    return dtype
+
+
+def _compressed(codec: Codec, name: str, floats: Table) -> Table:
+    """Bytes a codec adds to (or, negative, takes from) the safetensors of a float32 tensor `name` of `floats`
+    bytes per [split, micro-batch size] (a message's labels, if any, go as they are): data and header."""
+    out = np.zeros_like(floats)
+    if codec.name == "none":
+        return out
+    for (split, n), nbytes in np.ndenumerate(floats):
+        if n:
+            specs = {name: ((n, int(nbytes) // 4 // n), torch.float32)}
+            out[split, n] = payload_bytes(wire_forms({name: codec}, specs)) - payload_bytes(specs)
+    return out
+
+
+def _coding(
+    timing: Timing, codec: Codec, floats: Table, wire: Table, tensors: Table | float = 1.0
+) -> tuple[Table, Table]:
+    """Seconds to send (compress, encode) and to receive (decode, decompress) tensors of `floats` float32 bytes
+    in all (`tensors` of them), whose message is `wire` bytes uncompressed."""
+    if codec.name == "none":
+        seconds = _codec(timing, wire)
+        return seconds, seconds
+    fit = timing.compression.get(str(codec))
+    if fit is None:
+        raise ProfileError(
+            f"the profile has no timings of compression {codec}: profile with it (`pipelearn plan --compress "
+            f"{codec} --profile-out FILE`), or plan with the model at hand, which measures it"
+        )
+    return (
+        fit.compress_s * tensors + fit.compress_s_per_byte * floats,
+        fit.decompress_s * tensors + fit.decompress_s_per_byte * floats,
+    )
 
 
 def transmit_s(nbytes: np.ndarray | float, mbps: np.ndarray | float) -> np.ndarray:
@@ -118,13 +253,13 @@ def action_costs(model: CostModel, schedule: Schedule, setups: Sequence[DeviceSe
     def cost(action: Action) -> Cost:
         key = action.key
         if key.resource is Resource.SERVER:
-            seconds = _server_seconds(model, key.op, setups[key.device].split if key.device >= 0 else 0, size(action))
+            seconds = _server_seconds(model, key, setups[key.device].split if key.device >= 0 else 0, size(action))
             return Cost(seconds, seconds, seconds)
         setup = setups[key.device]
         if key.resource is Resource.DEVICE:
-            seconds = _device_seconds(model, key.op, setup.split, size(action))
+            seconds = _device_seconds(model, key, setup.split, size(action))
             return Cost(seconds * setup.slowdown, seconds, seconds)
-        nbytes = _bytes(model, key.op, setup.split, size(action))
+        nbytes = _bytes(model, key, setup.split, size(action))
         return model.transfer(nbytes, *_direction(setup.link, key.resource))
 
     def size(action: Action) -> int:
@@ -134,8 +269,8 @@ def action_costs(model: CostModel, schedule: Schedule, setups: Sequence[DeviceSe
     return cost
 
 
-def _device_seconds(model: CostModel, op: Op, split: int, n: int) -> float:
-    match op:
+def _device_seconds(model: CostModel, key: Key, split: int, n: int) -> float:
+    match key.op:
         case Op.FORWARD:
             return float(model.device_forward[split, n])
         case Op.BACKWARD:
@@ -145,31 +280,34 @@ def _device_seconds(model: CostModel, op: Op, split: int, n: int) -> float:
         case Op.STEP:
             return float(model.device_step[split])
         case Op.SEND_WEIGHTS:
-            return float(model.device_weights[split])
+            return float(model.round_weights(key.round).device_send[split])
         case Op.LOAD_WEIGHTS:
-            return float(2 * model.device_weights[split])  # decoded, then copied into the model
-    raise ValueError(f"a device does not {op!r}")
+            return float(model.round_weights(key.round).device_load[split])
+    raise ValueError(f"a device does not {key.op!r}")
 
 
-def _server_seconds(model: CostModel, op: Op, split: int, n: int) -> float:
-    match op:
+def _server_seconds(model: CostModel, key: Key, split: int, n: int) -> float:
+    match key.op:
         case Op.TRAIN:
             return float(model.server_train[split, n])
         case Op.STEP:
             return float(model.server_step[split])
-        case Op.SEND_WEIGHTS | Op.LOAD_WEIGHTS:
-            return float(model.server_weights[split])
+        case Op.SEND_WEIGHTS:
+            return float(model.round_weights(key.round).server_send[split])
+        case Op.LOAD_WEIGHTS:
+            return float(model.round_weights(key.round).server_load[split])
         case Op.AGGREGATE:
             return model.aggregate_s
-    raise ValueError(f"the server does not {op!r}")
+    raise ValueError(f"the server does not {key.op!r}")
 
 
-def _bytes(model: CostModel, op: Op, split: int, n: int) -> float:
-    if op is Op.ACTIVATION:
+def _bytes(model: CostModel, key: Key, split: int, n: int) -> float:
+    if key.op is Op.ACTIVATION:
         return float(model.activation_bytes[split, n])
-    if op is Op.GRADIENT:
+    if key.op is Op.GRADIENT:
         return float(model.gradient_bytes[split, n])
-    return float(model.weight_bytes[split])
+    weights = model.round_weights(key.round)
+    return float((weights.up_bytes if key.resource is Resource.UPLINK else weights.down_bytes)[split])
 
 
 def _direction(link: Link, resource: Resource) -> tuple[float, float]:

@@ -1,9 +1,13 @@
 """Profile a model: per block, forward and backward seconds at several micro-batch sizes, output and weight bytes;
-optimizer steps, the codec, FedAvg and the bytes every message adds. Saved and loaded as JSON.
+optimizer steps, the codec, FedAvg and the bytes every message adds; the compression codecs a run asks for.
+Saved and loaded as JSON.
 
 Seconds are measured on this machine, once, and serve both sides: device costs are these times the device's
 slowdown (as the runtime emulates it). A profile made elsewhere can give the device and the server different
 timings (`device` and `server` in the JSON).
+
+Compression is optional: each side's `compression` holds timings per codec (keyed by its setting, e.g. 'int8'),
+measured for the codecs a run asks for (`with_codecs` adds those a loaded profile lacks, on this machine).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import functools
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ from pipelearn.runtime.work import scaled_loss
 from pipelearn.schedule import Key, Op, Resource
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import decode, encode
+from pipelearn.transport.compress import Codec, time_codec
 from pipelearn.transport.service import transfer
 
 PROFILE_FORMAT = 1
@@ -34,6 +39,27 @@ PROFILE_FORMAT = 1
 
 class ProfileError(ConfigError):
     """A profile does not fit the run (another model, input shape or batch size) or is malformed."""
+
+
+@dataclass(frozen=True)
+class CodecFit:
+    """Seconds to compress and to decompress one float tensor under a codec, safetensors and checks included:
+    fixed per tensor, and per byte of the tensor's float32 form."""
+
+    compress_s: float
+    compress_s_per_byte: float
+    decompress_s: float
+    decompress_s_per_byte: float
+
+
+@dataclass(frozen=True)
+class StateTensor:
+    """One tensor of a block's state, named as the runtime sends it (block index first, e.g. '1.weight')."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    """The torch dtype's name, e.g. 'float32'."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +84,8 @@ class Timing:
     """Seconds per byte of that."""
     aggregate_s_per_byte: float
     """FedAvg seconds per byte of one device's model."""
+    compression: dict[str, CodecFit] = field(default_factory=dict)
+    """Per compression codec other than none, by its setting ('int8', 'topk:0.1'): its fitted seconds."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +116,9 @@ class Profile:
     """Seconds on the server."""
     format: int = PROFILE_FORMAT
     """The JSON layout's version."""
+    weight_tensors: list[list[StateTensor]] | None = None
+    """Per block, the tensors of its state: what compressed weight sizes are computed from. None in a profile made
+    before compression was planned for; `with_codecs` fills it in from the model."""
 
     def check(self, model_name: str, model: nn.Sequential, input_shape: Sequence[int], source: str = "") -> None:
         """Raise ProfileError unless this profile was made for this model (blocks, names) and input shape."""
@@ -139,10 +170,11 @@ def profile_model(
     input_shape: tuple[int, int, int],
     batch_size: int,
     *,
+    codecs: Sequence[Codec | str] = (),
     repeats: int = 5,
     budget_s: float = 0.3,
 ) -> Profile:
-    """Measure a copy of `model` in training mode (the model itself is left untouched).
+    """Measure a copy of `model` in training mode (the model itself is left untouched), and the `codecs`.
 
     Every time is the least of a few runs (at most `repeats`, fewer once a size has taken `budget_s`), measured
     in CPU seconds with one torch thread (see _clock): other processes can only ever add to a measurement.
@@ -183,7 +215,7 @@ def profile_model(
     per_sample = [4 * _numel(s) for s in outputs]
     first = per_sample[0] if per_sample else 4 * _numel(input_shape)
     first_shape = outputs[0] if outputs else tuple(input_shape)
-    return Profile(
+    profile = Profile(
         model=model_name,
         blocks=block_names(model),
         input_shape=list(input_shape),
@@ -199,6 +231,37 @@ def profile_model(
         - batch_size * first,
         device=timing,
         server=timing,
+        weight_tensors=state_tensors(model),
+    )
+    return with_codecs(profile, model, codecs, repeats=repeats)
+
+
+def state_tensors(model: nn.Sequential) -> list[list[StateTensor]]:
+    """Per block, the tensors of its state as the runtime names them."""
+    return [
+        [
+            StateTensor(f"{i}.{name}", list(t.shape), str(t.dtype).removeprefix("torch."))
+            for name, t in b.state_dict().items()
+        ]
+        for i, b in enumerate(model)
+    ]
+
+
+def with_codecs(profile: Profile, model: nn.Sequential, codecs: Sequence[Codec | str], *, repeats: int = 5) -> Profile:
+    """The profile with what compression under `codecs` needs: the model's state tensors, and each codec's
+    timings, measured on this machine (for both sides) where the profile lacks them."""
+    missing = sorted(
+        {str(c) for c in map(Codec.parse, codecs) if c.name != "none"}
+        - (profile.device.compression.keys() & profile.server.compression.keys())
+    )
+    if not missing and profile.weight_tensors is not None:
+        return profile
+    fits = {name: _codec_fit(Codec.parse(name), repeats) for name in missing}
+    return replace(
+        profile,
+        weight_tensors=profile.weight_tensors if profile.weight_tensors is not None else state_tensors(model),
+        device=replace(profile.device, compression={**fits, **profile.device.compression}),
+        server=replace(profile.server, compression={**fits, **profile.server.compression}),
     )
 
 
@@ -299,14 +362,30 @@ def _wire_seconds(nbytes: int) -> float:
     return _time(lambda: pb.Envelope.FromString(message.SerializeToString()))
 
 
+_SMALL, _LARGE = 1 << 10, 4 << 20
+"""The message sizes, in bytes, that fitted lines go through."""
+
+
 def _fit(measure: Callable[[int], float], repeats: int) -> tuple[float, float]:
     """A straight line (fixed seconds, seconds per byte) through the least of a few runs at 1 kB and 4 MB."""
-    small, large = 1 << 10, 4 << 20
-    measure(large)  # warm-up
-    a = min(measure(small) for _ in range(repeats))
-    b = min(measure(large) for _ in range(repeats))
-    per_byte = max(b - a, 0.0) / (large - small)
-    return max(a - small * per_byte, 0.0), per_byte
+    measure(_LARGE)  # warm-up
+    a = min(measure(_SMALL) for _ in range(repeats))
+    b = min(measure(_LARGE) for _ in range(repeats))
+    return _line(a, b)
+
+
+def _line(small_s: float, large_s: float) -> tuple[float, float]:
+    per_byte = max(large_s - small_s, 0.0) / (_LARGE - _SMALL)
+    return max(small_s - _SMALL * per_byte, 0.0), per_byte
+
+
+def _codec_fit(codec: Codec, repeats: int) -> CodecFit:
+    """Straight lines through a codec's median times on float32 tensors of 1 kB and 4 MB."""
+    time_codec(codec, (_LARGE // 4,), repeats=1, clock=_clock)  # warm-up
+    small, large = (time_codec(codec, (n // 4,), repeats=repeats, clock=_clock) for n in (_SMALL, _LARGE))
+    compress = _line(small.compress_s, large.compress_s)
+    decompress = _line(small.decompress_s, large.decompress_s)
+    return CodecFit(*compress, *decompress)
 
 
 def _message_bytes(tensors: dict[str, torch.Tensor]) -> int:
@@ -331,13 +410,18 @@ def load_profile(path: str | Path) -> Profile:
         got = data.get("format") if isinstance(data, dict) else None
         raise ProfileError(f"profile file {path} has format {got!r}; this version reads format {PROFILE_FORMAT}")
     try:
-        values = {f.name: data[f.name] for f in fields(Profile)}
-        values["device"] = Timing(**data["device"])
-        values["server"] = Timing(**data["server"])
+        values = {f.name: data[f.name] for f in fields(Profile) if f.name in data or f.default is MISSING}
+        values["device"], values["server"] = _timing(data["device"]), _timing(data["server"])
+        if values.get("weight_tensors") is not None:
+            values["weight_tensors"] = [[StateTensor(**t) for t in block] for block in values["weight_tensors"]]
         profile = Profile(**values)
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ProfileError(f"profile file {path} is malformed: {exc!r}") from exc
+    except ValueError as exc:
+        raise ProfileError(f"profile file {path} is malformed: its compression timings: {exc}") from exc
     n, sizes = len(profile.blocks), len(profile.sizes)
+    if profile.weight_tensors is not None and len(profile.weight_tensors) != n:
+        raise ProfileError(f"profile file {path} is malformed: its weight_tensors are not {n} blocks")
     for side in (profile.device, profile.server):
         if not (
             len(profile.output_bytes) == len(profile.weight_bytes) == len(side.step_s) == n
@@ -346,3 +430,10 @@ def load_profile(path: str | Path) -> Profile:
         ):
             raise ProfileError(f"profile file {path} is malformed: its tables are not all {n} blocks x {sizes} sizes")
     return profile
+
+
+def _timing(data: dict[str, Any]) -> Timing:
+    """A side's timings from JSON; a codec's key must be a setting that parses (ValueError if not)."""
+    compression = data.get("compression", {})
+    fits = {str(Codec.parse(k)): CodecFit(**v) for k, v in compression.items()}
+    return Timing(**{**data, "compression": fits})

@@ -28,8 +28,8 @@ from torch import nn
 from pipelearn.config import ConfigError, RunConfig
 from pipelearn.models import canonical_model_name
 from pipelearn.plan import RunPlan, fixed_setups, host_cores, requested
-from pipelearn.planner.costs import CostModel, action_costs, transmit_s
-from pipelearn.planner.profile import Profile, profile_model
+from pipelearn.planner.costs import CostModel, WeightCosts, action_costs, transmit_s
+from pipelearn.planner.profile import Profile, profile_model, with_codecs
 from pipelearn.planner.simulate import Simulation, simulate
 from pipelearn.runtime.work import load_data, schedule_for
 
@@ -188,8 +188,10 @@ def estimate(
     for b, per_device in sizes.items():
         for k, v in _iteration(costs, fleet, config.mode, b, splits, counts, f).items():
             total[k] += per_device[:, None, None] * v
-    for k, v in _round(costs, fleet, splits, f).items():
-        total[k] = total[k] * epochs + rounds * v
+    first = _round(costs, fleet, splits, costs.first_weights, f)
+    later = _round(costs, fleet, splits, costs.weights, f)
+    for k, v in later.items():
+        total[k] = total[k] * epochs + first[k] + (rounds - 1) * v
     per_epoch = {k: v / epochs for k, v in total.items()}
     aggregate = 0.0 if config.mode == "sl" else rounds * costs.aggregate_s / epochs
     return Estimate(
@@ -259,24 +261,26 @@ def _iteration(
     }
 
 
-def _round(m: CostModel, fleet: Fleet, splits: np.ndarray, f: Stretch = (1.0, 1.0)) -> dict[str, np.ndarray]:
+def _round(
+    m: CostModel, fleet: Fleet, splits: np.ndarray, w: WeightCosts, f: Stretch = (1.0, 1.0)
+) -> dict[str, np.ndarray]:
     """A round's weights: down to the device at its start, up to the server at its end."""
     k = np.maximum(fleet.slowdown[:, None, None], f[0])
     up, down = fleet.up_mbps[:, None, None], fleet.down_mbps[:, None, None]
     latency = fleet.latency_s[:, None, None]
-    nbytes = m.weight_bytes[splits][None, :, None]
-    server = 2 * m.server_weights[splits][None, :, None]
-    encode = m.device_weights[splits][None, :, None]
-    to_device, to_server = transmit_s(nbytes, down), transmit_s(nbytes, up)
-    delay = 2 * (latency + m.wire_s(nbytes))
-    time = f[1] * server + to_device + to_server + delay + 2 * k * encode + f[0] * encode
+    up_bytes, down_bytes = w.up_bytes[splits][None, :, None], w.down_bytes[splits][None, :, None]
+    server = (w.server_send + w.server_load)[splits][None, :, None]
+    send, load = w.device_send[splits][None, :, None], w.device_load[splits][None, :, None]
+    to_device, to_server = transmit_s(down_bytes, down), transmit_s(up_bytes, up)
+    delay = 2 * latency + m.wire_s(down_bytes) + m.wire_s(up_bytes)
+    time = f[1] * server + to_device + to_server + delay + k * load + f[0] * send
     return {
         "time": time,
         "server": f[1] * server,
-        "device": 3 * k * encode,
+        "device": k * (load + send),
         "uplink": to_server,
         "downlink": to_device,
-        "device_cpu": 3 * encode * np.ones_like(k),
+        "device_cpu": (load + send) * np.ones_like(k),
         "server_cpu": server * np.ones_like(k),
     }
 
@@ -330,10 +334,12 @@ def plan_run(
     """Profile (unless given a profile), search and choose the run's plan; every `auto` gets a value."""
     asked = requested(config, len(model))
     name = canonical_model_name(config.model)
+    codecs = (config.codec("up"), config.codec("down"))
     if profile is None:
-        profile = profile_model(name, model, input_shape, config.batch_size)
+        profile = profile_model(name, model, input_shape, config.batch_size, codecs=codecs)
     profile.check(name, model, input_shape)
-    costs = CostModel(profile, config.batch_size, config.devices)
+    profile = with_codecs(profile, model, codecs)
+    costs = CostModel.for_run(profile, config)
     samples = list(samples) if samples is not None else expected_samples(config)
     if min(samples) < 1:
         raise PlanError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import resource
 import time
 
 import torch
@@ -76,7 +77,8 @@ class DeviceWorker:
                 return
             start, cpu = now(), time.thread_time()
             args = self.execute(action, received)
-            time.sleep(slowdown_wait_s(time.thread_time() - cpu, now() - start, self.slowdown))
+            work = (time.thread_time() - cpu) * user_share()
+            time.sleep(slowdown_wait_s(work, now() - start, self.slowdown))
             self.recorder.record(track, str(action.key), start, now(), epoch=action.epoch, **args)
             self.outbox.progress.advance()
 
@@ -241,3 +243,10 @@ def _drain(inbox: Inbox, wait_s: float = 5.0) -> None:
 def slowdown_wait_s(cpu_s: float, wall_s: float, slowdown: float) -> float:
     """How long a device waits after an action whose work took cpu_s of CPU in wall_s, to take slowdown x cpu_s."""
     return max(0.0, cpu_s * slowdown - wall_s)
+
+
+def user_share() -> float:
+    """The share of this thread's CPU time spent in user space so far (the rest the kernel charged to it)."""
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    total = usage.ru_utime + usage.ru_stime
+    return usage.ru_utime / total if total > 0 else 1.0

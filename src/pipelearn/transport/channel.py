@@ -92,12 +92,10 @@ class Stream:
         return {"codec": str(self.codec), "raw_bytes": self.raw_bytes, "wire_bytes": self.wire_bytes}
 
     def _codecs(self, specs: Mapping[str, TensorSpec], feedback: bool) -> dict[str, Codec]:
-        """Each tensor's codec: the stream's, except a weight's first message under top-k, which goes whole."""
-        whole_first = feedback and self.codec.name == "topk"
-        return {
-            name: _WHOLE if whole_first and self._reference(name, spec) is None else self.codec
-            for name, spec in specs.items()
-        }
+        """Each tensor's codec: the stream's, or for weights (feedback) `weight_codec`'s."""
+        if not feedback:
+            return dict.fromkeys(specs, self.codec)
+        return {name: weight_codec(self.codec, self._reference(name, spec) is None) for name, spec in specs.items()}
 
     def _reference(self, name: str, spec: TensorSpec) -> torch.Tensor | None:
         ref = self.references.get(name)
@@ -121,6 +119,11 @@ class Stream:
     def _count(self, raw: int, wire: int) -> None:
         self.raw_bytes += raw
         self.wire_bytes += wire
+
+
+def weight_codec(codec: Codec, first: bool) -> Codec:
+    """The codec of a weight tensor: the stream's, except in its first message under top-k, which goes whole."""
+    return _WHOLE if first and codec.name == "topk" else codec
 
 
 class Channel:

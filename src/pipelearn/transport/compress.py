@@ -25,7 +25,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -183,7 +183,11 @@ class CodecTiming:
 
 
 def time_codec(
-    codec: Codec | str, shape: Sequence[int], dtype: torch.dtype = torch.float32, repeats: int = 5
+    codec: Codec | str,
+    shape: Sequence[int],
+    dtype: torch.dtype = torch.float32,
+    repeats: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> CodecTiming:
     """Time compressing and decompressing a random tensor of this shape on this machine (for the profile)."""
     c = Codec.parse(codec)
@@ -191,12 +195,12 @@ def time_codec(
     expected = {"x": (tuple(shape), dtype)}
     up, down = [], []
     for _ in range(max(1, repeats)):
-        start = time.perf_counter()
+        start = clock()
         data = encode(compress(c, "x", x))
-        middle = time.perf_counter()
+        middle = clock()
         decompress(c, "x", decode(data, wire_form(c, "x", shape, dtype)), *expected["x"])
         up.append(middle - start)
-        down.append(time.perf_counter() - middle)
+        down.append(clock() - middle)
     return CodecTiming(statistics.median(up), statistics.median(down))
 
 
