@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +46,26 @@ def test_a_local_run_is_mutual_tls_with_throw_away_credentials(small_config, mon
     ]
     directory = seen["devices"][0][1].parent
     assert not directory.exists()  # removed when the run ended
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_an_interrupted_local_run_stops_its_device_processes(signum: int, tmp_path: Path) -> None:
+    flags = "--dataset synthetic --no-batchnorm --devices 2 --epochs 200 --samples-per-device 40 --batch-size 20"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pipelearn", "run", *flags.split(), "--up-mbps", "1", "--out", str(tmp_path)],
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal, not a background job
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    devices: list[str] = []
+    deadline = time.time() + 90
+    while time.time() < deadline and len(devices) < 2:  # wait for both device processes to be training
+        time.sleep(0.2)
+        children = Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()
+        devices = [pid for pid in children if b"device" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    time.sleep(3)  # past start-up
+    assert len(devices) == 2, "the run did not start its devices in time"
+    run.send_signal(signum)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode != 0
+    assert not [pid for pid in devices if Path(f"/proc/{pid}").exists()], err  # stopped with it, not orphaned

@@ -65,10 +65,12 @@ def run_local(config: RunConfig, progress: bool = True, resume: Checkpoint | Non
             subprocess.Popen(device_command(f"127.0.0.1:{port}", d, config, credentials), env=environment)
             for d in range(config.devices)
         ]
+        metrics = None
         try:
-            metrics = server.run()
+            with _exit_on_terminate():
+                metrics = server.run()
         finally:
-            _stop(devices, config.timeout_s, kill=False)
+            _stop(devices, config.timeout_s, kill=metrics is None)  # interrupted or failed: stop them now
     return metrics
 
 
