@@ -503,7 +503,8 @@ class _Search:
         splits, counts = np.unravel_index(np.array(current), self.shape)
         devices = len(current)
         out = []
-        for who in [np.arange(devices), *(np.array([d]) for d in range(devices))][: devices + (devices > 1)]:
+        alone = [] if self.est.sequential else [np.array([d]) for d in range(devices)]  # sl: one split for all
+        for who in [np.arange(devices), *alone][: devices + (devices > 1)]:
             for ds, dc in ((0, 1), (0, -1), (1, 0), (-1, 0)):
                 s, c = splits.copy(), counts.copy()
                 s[who] += ds
