@@ -7,6 +7,7 @@ read the plan, never the configuration's per-device values.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -148,6 +149,13 @@ def resolve_plan(
     from pipelearn.planner.search import plan_run  # the planner (and its profiler) loads only when needed
 
     return plan_run(config, model, input_shape, profile).plan
+
+
+def at_best_plan(config: RunConfig, mode: str, **changes: Any) -> RunConfig:
+    """`config` in `mode` with `changes`, at that mode's own best plan: the planner chooses the split, and in
+    pipelearn the micro-batch count (the other modes send whole mini-batches)."""
+    auto = {"split": "auto", "microbatches": "auto" if mode == "pipelearn" else 1}
+    return dataclasses.replace(config, mode=mode, **{**auto, **changes}).validate()  # type: ignore[arg-type]
 
 
 def host_cores(config: RunConfig) -> float | None:

@@ -24,6 +24,7 @@ from typing import Any
 from pipelearn.config import ConfigError, DeviceOverride, RunConfig
 from pipelearn.data.registry import canonical_name
 from pipelearn.models import canonical_model_name
+from pipelearn.plan import at_best_plan
 
 ACCURACY_MODES = ("fl", "sfl", "pipelearn")
 """The techniques of Table 1."""
@@ -97,15 +98,7 @@ def _union(whole: tuple[str, ...], names: Sequence[str] | None, canonical: Any, 
 
 def plan_config(base: RunConfig, dataset: str, model: str, network: str, mode: str) -> RunConfig:
     """The configuration the planner is asked for: the workload under `network`, every choice left to it."""
-    return dataclasses.replace(
-        base,
-        dataset=dataset,
-        model=model,
-        network=network,
-        mode=mode,  # type: ignore[arg-type]
-        split="auto",
-        microbatches="auto" if mode == "pipelearn" else 1,
-    ).validate()
+    return at_best_plan(base, mode, dataset=dataset, model=model, network=network)
 
 
 def make_plans(base: RunConfig, dataset: str, model: str, cache: dict[Any, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from pipelearn.bench.speedup_map import speedup_map
 from pipelearn.config import NETWORK_PRESETS, RunConfig
+from pipelearn.plan import at_best_plan
 
 BENCH_MODES = ("fl", "sl", "sfl", "pipelearn")
 
@@ -41,19 +42,15 @@ class BenchPlan:
 
 def run_config(base: RunConfig, model: str, network: str, mode: str, plan: BenchPlan, out: Path) -> RunConfig:
     """One run of the bench: the base workload with this model, network and mode, at the mode's own best plan."""
-    values = dataclasses.asdict(base)
-    values["device_overrides"] = base.device_overrides
-    values.update(
+    return at_best_plan(
+        base,
+        mode,
         model=model,
         network=network,
-        mode=mode,
-        split="auto",
-        microbatches="auto" if mode == "pipelearn" else 1,
         samples_per_device=plan.samples_per_device.get(model, base.samples_per_device),
         epochs=plan.epochs,
         out=str(out),
     )
-    return RunConfig(**values).validate()
 
 
 def row_of(metrics: dict[str, Any], run_dir: Path) -> dict[str, Any]:

@@ -6,7 +6,6 @@ every point of the grid; the bench marks its measured runs on the map beside the
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +13,7 @@ from torch import nn
 
 from pipelearn.config import RunConfig
 from pipelearn.models import canonical_model_name
+from pipelearn.plan import at_best_plan
 from pipelearn.planner.profile import profile_model
 from pipelearn.planner.search import plan_run
 from pipelearn.runtime.work import data_shape, make_model
@@ -29,16 +29,9 @@ def predicted_epoch_s(
 ) -> float:
     """The predicted epoch time of `mode` at its best plan, with every device at this slowdown and uplink."""
     shape, _ = data_shape(config)
-    point = dataclasses.replace(
-        config,
-        mode=mode,  # type: ignore[arg-type]
-        device_slowdown=slowdown,
-        up_mbps=up_mbps,
-        down_mbps=2.5 * up_mbps,
-        split="auto",
-        microbatches="auto" if mode == "pipelearn" else 1,
-        device_overrides={},
-    ).validate()
+    point = at_best_plan(
+        config, mode, device_slowdown=slowdown, up_mbps=up_mbps, down_mbps=2.5 * up_mbps, device_overrides={}
+    )
     planned = plan_run(point, model, shape, profile)
     epoch = planned.plan.predicted_epoch_s
     assert epoch is not None
