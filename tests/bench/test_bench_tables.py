@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from pipelearn.bench.report import report
 from pipelearn.bench.runner import measured_points
@@ -35,7 +38,7 @@ def _row(network: str, mode: str, epoch: float, idle: float) -> dict[str, object
 
 
 ROWS = [_row("4g", "fl", 6.0, 10.0), _row("4g", "sfl", 9.0, 8.0), _row("4g", "pipelearn", 3.0, 2.0)]
-BENCH = {
+BENCH: dict[str, Any] = {
     "settings": {
         "devices": 2,
         "dataset": "mnist",
@@ -82,9 +85,57 @@ def test_report_draws_a_recorded_bench_without_training(tmp_path: Path) -> None:
         "bench.md",
         "fig2_epoch_time_vgg5.png",
         "fig3_idle_vgg5.png",
-        "map_speedup_over_fl.png",
-        "map_speedup_over_sfl.png",
+        "map_speedup_over_fl_vgg5.png",
+        "map_speedup_over_sfl_vgg5.png",
     }
     for name in drawn - {"bench.md"}:
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     assert "speed-up per epoch" in (tmp_path / "bench.md").read_text()
+
+
+def test_maps_are_drawn_per_model_and_failed_runs_are_listed(tmp_path: Path) -> None:
+    grid = BENCH["map"]
+    bench = {k: v for k, v in BENCH.items() if k != "map"} | {
+        "maps": {"vgg5": grid, "resnet18": {**grid, "model": "resnet18"}},
+        "failed": [{"model": "resnet18", "network": "4g", "mode": "sl", "run_dir": "r", "error": "device 1 died"}],
+    }
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    drawn = {p.name for p in report(tmp_path)}
+    assert {f"map_speedup_over_{m}_{model}.png" for m in ("fl", "sfl") for model in ("vgg5", "resnet18")} <= drawn
+    assert "| resnet18 | 4g | sl | failed: device 1 died |" in (tmp_path / "bench.md").read_text()
+
+
+def test_a_failed_run_is_recorded_and_the_bench_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelearn.bench import runner
+    from pipelearn.config import RunConfig
+
+    def one_run(config: RunConfig, resume: bool, label: str, progress: bool) -> tuple[dict[str, object], float]:
+        if config.mode == "sfl":
+            raise RuntimeError("device 1 exited with status 1")
+        row = _row(config.network, config.mode, 3.0, 1.0)
+        metrics = {
+            **row,
+            "epoch_times_s": [3.0],
+            "device": [{"idle_s": 0.5}],
+            "server": {"idle_s": 1.0},
+            "bottleneck": {"busy_s": 3.0, "resource": "server"},
+            "plan": None,
+        }
+        return metrics, 4.0
+
+    monkeypatch.setattr(runner, "run_or_keep", one_run)
+    monkeypatch.setattr(runner, "speedup_map", lambda config, points: {**BENCH["map"], "points": list(points)})
+    plan = runner.BenchPlan(models=("vgg5",), networks=("4g",), modes=("fl", "sfl", "pipelearn"), epochs=1)
+    result = runner.bench(RunConfig(devices=2).validate(), plan, tmp_path, progress=False)
+    assert [r["mode"] for r in result["runs"]] == ["fl", "pipelearn"]
+    assert result["failed"] == [
+        {
+            "model": "vgg5",
+            "network": "4g",
+            "mode": "sfl",
+            "run_dir": "vgg5-4g-sfl",
+            "error": "device 1 exited with status 1",
+        }
+    ]
+    assert json.loads((tmp_path / "bench.json").read_text())["failed"] == result["failed"]
+    assert "failed: device 1 exited" in (tmp_path / "bench.md").read_text()

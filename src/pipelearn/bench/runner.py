@@ -80,31 +80,44 @@ def row_of(metrics: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def bench(base: RunConfig, plan: BenchPlan, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run every (model, network, mode) of the plan, keep each finished run, write bench.json and the report."""
+    """Run every (model, network, mode) of the plan, keep each finished run, write bench.json and the report.
+
+    A run that fails is listed under "failed" and the bench goes on; its speed-up map is drawn per model."""
     from pipelearn.bench.report import report
 
     out.mkdir(parents=True, exist_ok=True)
     cells = [(m, n, mode) for m in plan.models for n in plan.networks for mode in plan.modes]
-    rows = []
+    rows: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    result: dict[str, Any] = {"settings": _settings(base, plan), "runs": rows, "failed": failed}
     for i, (model, network, mode) in enumerate(cells, 1):
         run_dir = out / "runs" / f"{model}-{network}-{mode}"
         label = f"[{i}/{len(cells)}] {model} {network} {mode}"
-        metrics, wall_s = run_or_keep(run_config(base, model, network, mode, plan, run_dir), resume, label, progress)
-        if wall_s is not None:
-            say(
-                progress,
-                f"    {sum(metrics['epoch_times_s']) / plan.epochs:.1f} s per epoch ({wall_s:.0f} s with start-up)",
+        try:
+            metrics, wall_s = run_or_keep(
+                run_config(base, model, network, mode, plan, run_dir), resume, label, progress
             )
-        rows.append(row_of(metrics, run_dir))
-        result = {"settings": _settings(base, plan), "runs": rows}
+        except RuntimeError as exc:  # a failed run is recorded and the bench goes on; --resume runs it again
+            failed.append(
+                {"model": model, "network": network, "mode": mode, "run_dir": run_dir.name, "error": str(exc)}
+            )
+            say(progress, f"    failed: {exc}")
+        else:
+            if wall_s is not None:
+                say(
+                    progress,
+                    f"    {sum(metrics['epoch_times_s']) / plan.epochs:.1f} s per epoch ({wall_s:.0f} s with start-up)",
+                )
+            rows.append(row_of(metrics, run_dir))
         (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
-    say(progress, "predicting the speed-up map from a profile of the model ...")
-    model = plan.models[0]
-    result["map"] = speedup_map(
-        dataclasses.replace(base, model=model, samples_per_device=plan.samples_per_device.get(model)),
-        measured_points(rows, model, base.device_slowdown),
-    )
-    (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+    result["maps"] = {}
+    for model in plan.models:
+        say(progress, f"predicting the speed-up map of {model} from a profile of the model ...")
+        result["maps"][model] = speedup_map(
+            dataclasses.replace(base, model=model, samples_per_device=plan.samples_per_device.get(model)),
+            measured_points(rows, model, base.device_slowdown),
+        )
+        (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
     report(out)
     return result
 

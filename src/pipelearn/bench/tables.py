@@ -61,6 +61,8 @@ def bench_markdown(bench: dict[str, Any]) -> str:
             f"| {r['bytes_up'] / 1e6:.1f} | {r['bytes_down'] / 1e6:.1f} | {r['bound_s']:.1f} "
             f"| {r['measured_over_bound']:.2f} | {r['test_accuracy']:.4f} |"
         )
+    for f in bench.get("failed", []):
+        lines.append(f"| {f['model']} | {f['network']} | {f['mode']} | failed: {f['error']} |")
     gains = speedups(rows)
     if gains:
         lines += [
@@ -124,12 +126,19 @@ def write_bench_report(root: Path, bench: dict[str, Any]) -> list[Path]:
                 path = root / f"fig4_accuracy_{model}_{network}.png"
                 title = f"{model}, {network}: test accuracy of the global model against training time"
                 written.append(plot_accuracy_over_time(recorded, path, title=title))
-    if "map" in bench:
-        written += draw_speedup_maps(bench["map"], root)
+    for model, grid in speedup_maps(bench).items():
+        written += draw_speedup_maps(grid, root, model)
     return written
 
 
-def draw_speedup_maps(grid: dict[str, Any], root: Path) -> list[Path]:
+def speedup_maps(bench: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The bench's speed-up maps by model; a bench.json written before maps were per model holds one, "map"."""
+    if "map" in bench:
+        return {bench["map"]["model"]: bench["map"]}
+    return dict(bench.get("maps", {}))
+
+
+def draw_speedup_maps(grid: dict[str, Any], root: Path, model: str) -> list[Path]:
     """The two heat maps of pipelearn's predicted speed-up, over fl and over sfl, with the measured points."""
     drawn = []
     for mode in ("fl", "sfl"):
@@ -147,7 +156,7 @@ def draw_speedup_maps(grid: dict[str, Any], root: Path) -> list[Path]:
                  f"predicted speed-up of pipelearn over {mode} (x)"),
                 f"{grid['model']} on {grid['dataset']}, {grid['devices']} devices: where pipelearn beats {mode} "
                 "(black line: 1x)",
-                root / f"map_speedup_over_{mode}.png",
+                root / f"map_speedup_over_{mode}_{model}.png",
                 marks,
             )
         )
