@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
+from pipelearn.bench.figures import plot_accuracy_over_time
 from pipelearn.cli import _config, _parser
-from pipelearn.metrics.figures import plot_accuracy_over_time
 from pipelearn.metrics.rounds import time_to_accuracy_table
 from pipelearn.runtime.launch import run_local
 

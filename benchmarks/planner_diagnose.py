@@ -67,24 +67,30 @@ def diagnose(run_dir: Path, profile: Profile, cores: float | None, actions: bool
     costs = action_costs(CostModel(profile, config.batch_size, config.devices), schedule, plan.devices)
     measured = statistics.fmean(metrics["epoch_times_s"])
     alone = statistics.fmean(simulate(schedule, costs).epoch_times_s())
-    shared = statistics.fmean(simulate(schedule, costs, plan.host_cores).epoch_times_s())
+    sharing = simulate(schedule, costs, plan.host_cores)
+    shared = statistics.fmean(sharing.epoch_times_s())
     replay = statistics.fmean(
         simulate(schedule, lambda a: replayed(costs(a), a, durations.get(str(a.key)))).epoch_times_s()
     )
     if actions:
-        kinds: dict[tuple[str, str], tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+        kinds: dict[tuple[str, str], tuple[list[float], list[float], list[float]]] = defaultdict(lambda: ([], [], []))
         for action in schedule.actions():
             if str(action.key) in durations:
-                got, want = kinds[(str(action.key.resource), str(action.key.op))]
+                got, want, simulated = kinds[(str(action.key.resource), str(action.key.op))]
                 got.append(durations[str(action.key)])
                 want.append(costs(action).busy_s)
+                simulated.append(sharing.end[action.key] - sharing.start[action.key])
         print(f"\n{run_dir}: split {plan.splits}, micro-batches {plan.microbatches}")
-        print("| resource | action | count | measured median (ms) | measured mean (ms) | predicted median (ms) |")
-        print("|---|---|---|---|---|---|")
-        for (resource, op), (got, want) in sorted(kinds.items()):
+        print(
+            "| resource | action | count | measured median (ms) | measured mean (ms) | predicted median (ms) | "
+            "simulated sharing cores, median (ms) |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for (resource, op), (got, want, simulated) in sorted(kinds.items()):
             print(
                 f"| {resource} | {op} | {len(got)} | {1e3 * statistics.median(got):.2f} | "
-                f"{1e3 * statistics.fmean(got):.2f} | {1e3 * statistics.median(want):.2f} |"
+                f"{1e3 * statistics.fmean(got):.2f} | {1e3 * statistics.median(want):.2f} | "
+                f"{1e3 * statistics.median(simulated):.2f} |"
             )
     return {
         "run": str(run_dir),

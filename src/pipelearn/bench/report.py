@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelearn.bench.figures import draw_timeline, iteration_window
+from pipelearn.bench.figures import draw_timeline, iteration_window, plot_accuracy_over_time
 from pipelearn.metrics.trace import read_trace
 
 
@@ -52,8 +52,6 @@ def report_run(root: Path) -> list[Path]:
         window, title = None, title.rsplit(":", 1)[0] + ": the whole run"
     drawn = [draw_timeline(events, root / "timeline.png", title, window, rates)]
     if metrics.get("rounds"):
-        from pipelearn.metrics.figures import plot_accuracy_over_time
-
         drawn.append(plot_accuracy_over_time([metrics], root / "accuracy.png", target=metrics.get("target_accuracy")))
     return drawn
 

@@ -6,7 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelearn.bench.figures import draw_grouped_bars, draw_heat_map, draw_timeline, iteration_window
+from pipelearn.bench.figures import (
+    draw_grouped_bars,
+    draw_heat_map,
+    draw_timeline,
+    iteration_window,
+    plot_accuracy_over_time,
+)
 from pipelearn.metrics.trace import read_trace
 
 
@@ -121,8 +127,6 @@ def write_bench_report(root: Path, bench: dict[str, Any]) -> list[Path]:
             runs = [root / "runs" / r["run_dir"] / "metrics.json" for r in mine if r["network"] == network]
             recorded = [json.loads(p.read_text()) for p in runs if p.exists()]
             if any(m.get("rounds") for m in recorded):
-                from pipelearn.metrics.figures import plot_accuracy_over_time
-
                 path = root / f"fig4_accuracy_{model}_{network}.png"
                 title = f"{model}, {network}: test accuracy of the global model against training time"
                 written.append(plot_accuracy_over_time(recorded, path, title=title))
@@ -152,8 +156,11 @@ def draw_speedup_maps(grid: dict[str, Any], root: Path, model: str) -> list[Path
                 grid[f"over_{mode}"],
                 grid["slowdowns"],
                 grid["uplinks_mbps"],
-                ("device slowdown (device compute time / server compute time)", "uplink rate (Mbit/s)",
-                 f"predicted speed-up of pipelearn over {mode} (x)"),
+                (
+                    "device slowdown (device compute time / server compute time)",
+                    "uplink rate (Mbit/s)",
+                    f"predicted speed-up of pipelearn over {mode} (x)",
+                ),
                 f"{grid['model']} on {grid['dataset']}, {grid['devices']} devices: where pipelearn beats {mode} "
                 "(black line: 1x)",
                 root / f"map_speedup_over_{mode}_{model}.png",

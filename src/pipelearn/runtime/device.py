@@ -79,7 +79,7 @@ class DeviceWorker:
             args = self.execute(action, received)
             work = (time.thread_time() - cpu) * user_share()
             time.sleep(slowdown_wait_s(work, now() - start, self.slowdown))
-            self.recorder.record(track, str(action.key), start, now(), epoch=action.epoch, **args)
+            self.recorder.record(track, str(action.key), start, now(), epoch=action.epoch, cpu_s=work, **args)
             self.outbox.progress.advance()
 
     def execute(self, action: Action, received: list[pb.Envelope]) -> dict[str, float]:

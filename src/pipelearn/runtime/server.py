@@ -7,6 +7,7 @@ import json
 import math
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -356,7 +357,7 @@ class Server:
                 if self.stopping.is_set() or not self.membership.takes_part(lane, action.key.round):
                     break
                 with self.compute:
-                    start = now()
+                    start, cpu = now(), time.thread_time()
                     args = self.execute(action, received)
                     self.recorder.record(
                         compute_track(None),
@@ -365,6 +366,7 @@ class Server:
                         now(),
                         epoch=action.epoch,
                         device=action.key.device,
+                        cpu_s=time.thread_time() - cpu,
                         **args,
                     )
                 self.membership.done(action.key)

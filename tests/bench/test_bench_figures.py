@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelearn.metrics.figures import accuracy_figure, accuracy_points, plot_accuracy_over_time
+from pipelearn.bench.figures import accuracy_figure, accuracy_points, plot_accuracy_over_time
 
 PIPELEARN = {
     "mode": "pipelearn",
