@@ -27,6 +27,11 @@ class BenchPlan:
     modes: tuple[str, ...] = BENCH_MODES
     samples_per_device: dict[str, int] = field(default_factory=lambda: {"vgg5": 500, "resnet18": 200})
     epochs: int = 2
+    test_samples: dict[str, int] = field(default_factory=lambda: {"resnet18": 1000})
+    """Per model, test samples for the final accuracy (others: the run's setting, the whole test set by default)."""
+    eval_every: dict[str, int] = field(default_factory=lambda: {"resnet18": 0})
+    """Per model, rounds between evaluations during training (0: the final model only). ResNet18's evaluation takes
+    minutes on a CPU and would share the cores with the training it times."""
 
     @classmethod
     def quick(cls) -> BenchPlan:
@@ -49,6 +54,8 @@ def run_config(base: RunConfig, model: str, network: str, mode: str, plan: Bench
         network=network,
         samples_per_device=plan.samples_per_device.get(model, base.samples_per_device),
         epochs=plan.epochs,
+        test_samples=plan.test_samples.get(model, base.test_samples),
+        eval_every=plan.eval_every.get(model, base.eval_every),
         out=str(out),
     )
 
@@ -195,6 +202,8 @@ def _settings(base: RunConfig, plan: BenchPlan) -> dict[str, Any]:
         "seed": base.seed,
         "epochs": plan.epochs,
         "samples_per_device": plan.samples_per_device,
+        "test_samples": plan.test_samples,
+        "eval_every": plan.eval_every,
         "plans": "each split mode at its own best plan from the planner (pipelearn: split and micro-batches; "
         "sl and sfl: split; fl: the whole model on the device)",
     }

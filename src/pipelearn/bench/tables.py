@@ -54,7 +54,10 @@ def bench_markdown(bench: dict[str, Any]) -> str:
         f"{settings['devices']} devices, data set {settings['dataset']}, "
         f"device slowdown {settings['device_slowdown']}, "
         f"batch {settings['batch_size']}, {settings['epochs']} epoch(s), samples per device "
-        f"{settings['samples_per_device']}, seed {settings['seed']}. Plans: {settings['plans']}.",
+        f"{settings['samples_per_device']}, seed {settings['seed']}"
+        + (f", test samples {settings['test_samples']}" if settings.get("test_samples") else "")
+        + (f", rounds between evaluations {settings['eval_every']}" if settings.get("eval_every") else "")
+        + f". Plans: {settings['plans']}.",
         "",
         "| model | network | mode | split | micro-batches | epoch time (s) | server idle (s) | mean device idle (s) "
         "| MB up | MB down | bound (s) | measured / bound | test accuracy |",
