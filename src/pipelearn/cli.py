@@ -342,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             from pipelearn.bench.accuracy import WORKLOAD, accuracy_command, check_accuracy_flags
             from pipelearn.bench.runner import BenchPlan, bench, parse_modes
+            from pipelearn.models import canonical_model_name
 
             check_accuracy_flags(args)
             if args.accuracy:
@@ -350,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             plan = BenchPlan.quick() if args.quick else BenchPlan()
             if args.modes:
                 plan = dataclasses.replace(plan, modes=parse_modes(args.modes))
+            if args.models:
+                plan = dataclasses.replace(plan, models=tuple(canonical_model_name(m) for m in args.models))
             out = Path(args.out or "runs/bench")
             bench(_config(args), plan, out, resume=args.resume, progress=not args.quiet)
             print(f"bench: table in {out}/bench.md, results in {out}/bench.json, figures in {out}/*.png")

@@ -164,7 +164,8 @@ def test_resume_refuses_a_finished_run_made_with_other_settings(
 @pytest.mark.parametrize(
     ("flags", "words"),
     [
-        (["--models", "vgg5"], "--models chooses cells of the accuracy table: add --accuracy"),
+        (["--datasets", "mnist"], "--datasets chooses cells of the accuracy table: add --accuracy"),
+        (["--models", "vgg6"], "unknown model 'vgg6'"),
         (["--accuracy", "--modes", "sl"], "unknown mode 'sl' for the accuracy table; expected some of fl, sfl"),
         (["--accuracy", "--models", "vgg6"], "unknown model 'vgg6'"),
         (["--accuracy", "--datasets", "imagenet"], "unknown data set 'imagenet'"),

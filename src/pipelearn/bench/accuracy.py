@@ -291,7 +291,7 @@ def add_accuracy_flags(bench: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Table 1: test accuracy of fl, sfl and pipelearn per data set and model (writes accuracy.json, .md)",
     )
-    bench.add_argument("--models", nargs="+", metavar="MODEL", help="with --accuracy: only these models")
+    bench.add_argument("--models", nargs="+", metavar="MODEL", help="only these models (of the bench or the table)")
     bench.add_argument("--datasets", nargs="+", metavar="DATASET", help="with --accuracy: only these data sets")
 
 
@@ -314,6 +314,6 @@ def accuracy_command(args: argparse.Namespace, base: RunConfig) -> str:
 
 def check_accuracy_flags(args: argparse.Namespace) -> None:
     """Refuse the accuracy table's own flags on the timing bench."""
-    for flag in ("models", "datasets"):
+    for flag in ("datasets",):
         if getattr(args, flag, None) is not None and not args.accuracy:
             raise ConfigError(f"--{flag} chooses cells of the accuracy table: add --accuracy, or leave it out")
