@@ -42,6 +42,7 @@ def test_profile_measures_every_block_without_touching_the_model(model):
         assert all(len(row) == 3 and min(row) >= 0 for row in [*side.forward_s, *side.backward_s, side.loss_s])
         assert side.step_s[0] == 0.0 and side.step_s[1] > 0  # a block without parameters takes no step
         assert side.codec_s_per_byte > 0 and side.aggregate_s_per_byte > 0
+        assert side.load_s_per_byte is not None and side.load_s_per_byte > 0
     # an activation message of 8 samples: 8 x (32 bytes of activation + 8 of label) plus the envelope and header
     assert 50 < profile.activation_overhead_bytes < 400 and 30 < profile.gradient_overhead_bytes < 300
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

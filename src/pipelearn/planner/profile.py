@@ -29,7 +29,7 @@ from pipelearn.runtime.aggregate import fedavg
 from pipelearn.runtime.work import scaled_loss
 from pipelearn.schedule import Key, Op, Resource
 from pipelearn.transport import pipelearn_pb2 as pb
-from pipelearn.transport.codec import decode, encode
+from pipelearn.transport.codec import check_finite, decode, encode
 from pipelearn.transport.compress import Codec, time_codec
 from pipelearn.transport.service import transfer
 
@@ -83,9 +83,12 @@ class Timing:
     wire_s_per_byte: float
     """Seconds per byte of that."""
     aggregate_s_per_byte: float
-    """FedAvg seconds per byte of one device's model."""
+    """FedAvg seconds per byte of one device's model, its check for non-finite values included."""
     compression: dict[str, CodecFit] = field(default_factory=dict)
     """Per compression codec other than none, by its setting ('int8', 'topk:0.1'): its fitted seconds."""
+    load_s_per_byte: float | None = None
+    """Seconds per byte of loading weights into a model (load_state_dict); None in a profile made before it was
+    measured, where the codec's per-byte seconds stand in."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,7 @@ def profile_model(
     wire = _fit(lambda nbytes: _wire_seconds(nbytes), repeats)
     state = model.state_dict()
     model_bytes = len(encode(state))
-    aggregate = min(_time(lambda: fedavg([state, state], [1.0, 1.0])) for _ in range(repeats))
+    aggregate, load = _aggregate_seconds(model, repeats)
     timing = Timing(
         forward_s=forward,
         backward_s=backward,
@@ -211,6 +214,7 @@ def profile_model(
         wire_s=wire[0],
         wire_s_per_byte=wire[1],
         aggregate_s_per_byte=aggregate / (2 * model_bytes),
+        load_s_per_byte=load / model_bytes,
     )
     per_sample = [4 * _numel(s) for s in outputs]
     first = per_sample[0] if per_sample else 4 * _numel(input_shape)
@@ -337,16 +341,36 @@ def _time(run: Callable[[], Any]) -> float:
 
 
 def _step_seconds(block: nn.Module, repeats: int) -> float:
+    """An SGD (momentum) step over the block's parameters and the gradients' release, as the runtime takes it."""
     params = [p for p in block.parameters() if p.requires_grad]
     if not params:
         return 0.0
-    for p in params:
-        p.grad = torch.zeros_like(p)
     optimizer = torch.optim.SGD(params, lr=1e-9, momentum=0.9)
-    optimizer.step()  # the first step makes the momentum buffers
-    seconds = min(_time(optimizer.step) for _ in range(repeats))
-    block.zero_grad(set_to_none=True)
-    return seconds
+
+    def step() -> float:
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        return _time(lambda: (optimizer.step(), optimizer.zero_grad(set_to_none=True)))
+
+    step()  # the first step makes the momentum buffers
+    return min(step() for _ in range(repeats))
+
+
+def _aggregate_seconds(model: nn.Module, repeats: int) -> tuple[float, float]:
+    """Seconds of the server's FedAvg of two copies of the model as the runtime does it (each checked for
+    non-finite values, then averaged), and of loading the result into the model."""
+    states = [{k: v.clone() for k, v in model.state_dict().items()} for _ in range(2)]
+
+    def average() -> dict[str, torch.Tensor]:
+        for state in states:
+            check_finite(state, "a device's model")
+        return fedavg(states, [1.0, 1.0])
+
+    average()  # warm-up
+    aggregate = min(_time(average) for _ in range(repeats))
+    averaged = average()
+    load = min(_time(lambda: model.load_state_dict(averaged)) for _ in range(repeats))
+    return aggregate, load
 
 
 def _codec_seconds(nbytes: int) -> float:
