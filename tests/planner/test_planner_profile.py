@@ -109,27 +109,3 @@ def test_a_profile_keeps_codec_timings_and_one_made_before_them_still_loads(prof
     (tmp_path / "bad.json").write_text(json.dumps(data))
     with pytest.raises(ProfileError, match="compression timings: unknown compression 'int9'"):
         load_profile(tmp_path / "bad.json")
-
-
-def test_a_devices_compute_is_profiled_in_user_space_cpu_time(model, monkeypatch):
-    """The runtime's slowdown scales a device's user-space CPU time, so that is what its side of a profile holds;
-    the server's side holds CPU time (kernel time too)."""
-    import resource
-    import time
-
-    real = resource.getrusage
-
-    def half_user(who: int) -> object:  # this thread spends half its CPU time in the kernel
-        usage = real(who)
-        return type("Usage", (), {"ru_utime": time.thread_time() / 2, "ru_stime": usage.ru_stime})()
-
-    monkeypatch.setattr("pipelearn.planner.profile.resource.getrusage", half_user)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as every process of a run computes (with more, the profile reads wall time)
-    try:
-        profile = profile_model("vgg5", model, (1, 2, 2), 8, repeats=2)
-    finally:
-        torch.set_num_threads(threads)
-    device = [*profile.device.forward_s, *profile.device.backward_s, profile.device.loss_s]
-    server = [*profile.server.forward_s, *profile.server.backward_s, profile.server.loss_s]
-    assert sum(map(sum, device)) == pytest.approx(sum(map(sum, server)) / 2, rel=0.15)

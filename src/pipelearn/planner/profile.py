@@ -2,10 +2,9 @@
 optimizer steps, the codec, FedAvg and the bytes every message adds; the compression codecs a run asks for.
 Saved and loaded as JSON.
 
-Seconds are measured on this machine, once, for both sides. The server's are CPU seconds. A device's forward,
-backward and loss are user-space CPU seconds, which its slowdown multiplies as the runtime emulates it (the
-kernel's share, mostly page faults of large fresh tensors, is left out there and here). A profile made elsewhere
-can give the device and the server timings of their own (`device` and `server` in the JSON).
+Seconds are measured on this machine, once, and serve both sides: device costs are these times the device's
+slowdown (as the runtime emulates it). A profile made elsewhere can give the device and the server different
+timings (`device` and `server` in the JSON).
 
 Compression is optional: each side's `compression` holds timings per codec (keyed by its setting, e.g. 'int8'),
 measured for the codecs a run asks for (`with_codecs` adds those a loaded profile lacks, on this machine).
@@ -16,7 +15,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
@@ -192,26 +190,24 @@ def profile_model(
     classes = outputs[-1][0] if outputs else 1
     for _ in range(2):  # warm-up: first calls allocate, pick kernels and build lazily made state
         _pass(blocks, input_shape, classes, min(2, batch_size))
-    # per side (0: the server, in CPU seconds; 1: a device, in user-space CPU seconds, which its slowdown scales)
-    forward: list[list[list[float]]] = [[[] for _ in blocks] for _ in range(2)]
-    backward: list[list[list[float]]] = [[[] for _ in blocks] for _ in range(2)]
-    loss: list[list[float]] = [[], []]
+    forward: list[list[float]] = [[] for _ in blocks]
+    backward: list[list[float]] = [[] for _ in blocks]
+    loss: list[float] = []
     for n in sizes:
         runs = _repeat(functools.partial(_pass, blocks, input_shape, classes, n), repeats, budget_s)
-        for side in range(2):
-            for i in range(len(blocks)):
-                forward[side][i].append(min(r[0][i][side] for r in runs))
-                backward[side][i].append(min(r[1][i][side] for r in runs))
-            loss[side].append(min(r[2][side] for r in runs))
+        for i in range(len(blocks)):
+            forward[i].append(min(r[0][i] for r in runs))
+            backward[i].append(min(r[1][i] for r in runs))
+        loss.append(min(r[2] for r in runs))
     codec = _fit(lambda nbytes: _codec_seconds(nbytes), repeats)
     wire = _fit(lambda nbytes: _wire_seconds(nbytes), repeats)
     state = model.state_dict()
     model_bytes = len(encode(state))
     aggregate, load = _aggregate_seconds(model, repeats)
-    server = Timing(
-        forward_s=forward[0],
-        backward_s=backward[0],
-        loss_s=loss[0],
+    timing = Timing(
+        forward_s=forward,
+        backward_s=backward,
+        loss_s=loss,
         step_s=[_step_seconds(b, repeats) for b in blocks],
         codec_s=codec[0],
         codec_s_per_byte=codec[1],
@@ -237,8 +233,8 @@ def profile_model(
         - batch_size * (first + 8),
         gradient_overhead_bytes=_message_bytes({"gradient": torch.zeros(batch_size, *first_shape)})
         - batch_size * first,
-        device=replace(server, forward_s=forward[1], backward_s=backward[1], loss_s=loss[1]),
-        server=server,
+        device=timing,
+        server=timing,
         weight_tensors=state_tensors(model),
     )
     return with_codecs(profile, model, codecs, repeats=repeats)
@@ -291,31 +287,30 @@ def _output_shapes(blocks: list[nn.Module], input_shape: tuple[int, ...]) -> lis
 
 def _pass(
     blocks: list[nn.Module], input_shape: tuple[int, ...], classes: int, n: int
-) -> tuple[list[tuple[float, float]], list[tuple[float, float]], tuple[float, float]]:
-    """One training pass, block by block: each block's forward and backward seconds, and the loss's, each as
-    (CPU seconds, user-space CPU seconds)."""
+) -> tuple[list[float], list[float], float]:
+    """One training pass, block by block: each block's forward and backward seconds, and the loss's."""
     x = torch.randn(n, *input_shape)
     y = torch.randint(0, classes, (n,))
     inputs, outputs, forward = [], [], []
     h = x
     for i, block in enumerate(blocks):
         inp = h.detach().requires_grad_(i > 0)  # a device's input needs no gradient; every later one does
-        start = _clocks()
+        start = _clock()
         h = block(inp)
-        forward.append(_since(start))
+        forward.append(_clock() - start)
         inputs.append(inp)
         outputs.append(h)
     logits = h.detach().requires_grad_()
-    start = _clocks()
+    start = _clock()
     scaled_loss(logits, y, n).backward()
-    loss = _since(start)
+    loss = _clock() - start
     gradient = logits.grad
-    backward = [(0.0, 0.0)] * len(blocks)
+    backward = [0.0] * len(blocks)
     for i in reversed(range(len(blocks))):
-        start = _clocks()
+        start = _clock()
         if outputs[i].requires_grad:
             outputs[i].backward(gradient)
-        backward[i] = _since(start)
+        backward[i] = _clock() - start
         gradient = inputs[i].grad if inputs[i].grad is not None else torch.zeros_like(inputs[i])
     for block in blocks:
         block.zero_grad(set_to_none=True)
@@ -328,23 +323,6 @@ def _clock() -> float:
     CPU time leaves out the time other processes hold the cores, which on a busy machine swamps small timings.
     """
     return time.thread_time() if torch.get_num_threads() == 1 else time.perf_counter()
-
-
-def _clocks() -> tuple[float, float]:
-    """_clock's reading and this thread's user-space CPU seconds (wall seconds where torch uses more threads).
-
-    A device's emulated slowdown scales only the user-space part of its work (runtime/device.py), so its compute
-    is profiled in that: the kernel's share (page faults of large fresh tensors) varies from run to run.
-    """
-    if torch.get_num_threads() != 1:
-        wall = time.perf_counter()
-        return wall, wall
-    return time.thread_time(), resource.getrusage(resource.RUSAGE_THREAD).ru_utime
-
-
-def _since(start: tuple[float, float]) -> tuple[float, float]:
-    now = _clocks()
-    return now[0] - start[0], now[1] - start[1]
 
 
 def _repeat(run: Callable[[], Any], repeats: int, budget_s: float) -> list[Any]:
