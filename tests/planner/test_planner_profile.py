@@ -109,3 +109,27 @@ def test_a_profile_keeps_codec_timings_and_one_made_before_them_still_loads(prof
     (tmp_path / "bad.json").write_text(json.dumps(data))
     with pytest.raises(ProfileError, match="compression timings: unknown compression 'int9'"):
         load_profile(tmp_path / "bad.json")
+
+
+def test_a_devices_compute_counts_its_user_space_share(model, monkeypatch):
+    """The runtime's slowdown multiplies the user-space share of a device's CPU time, so a device's side of a
+    profile holds that share; the server's side holds CPU time (the kernel's too)."""
+    import time
+
+    def half_in_the_kernel(who: int) -> object:
+        spent = time.thread_time()
+        return type("Usage", (), {"ru_utime": spent / 2, "ru_stime": spent / 2})()
+
+    monkeypatch.setattr("pipelearn.planner.profile.resource.getrusage", half_in_the_kernel)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as every process of a run computes (with more, the profile reads wall time)
+    try:
+        profile = profile_model("vgg5", model, (1, 2, 2), 8, repeats=2)
+    finally:
+        torch.set_num_threads(threads)
+    device, server = profile.device, profile.server
+    mine_all, theirs_all = [*device.forward_s, *device.backward_s], [*server.forward_s, *server.backward_s]
+    for mine, theirs in zip(mine_all, theirs_all, strict=True):
+        assert mine == pytest.approx([t / 2 for t in theirs], rel=0.02)
+    assert device.loss_s == pytest.approx([t / 2 for t in server.loss_s], rel=0.02)
+    assert device.step_s == server.step_s  # what the share leaves alone

@@ -2,9 +2,10 @@
 optimizer steps, the codec, FedAvg and the bytes every message adds; the compression codecs a run asks for.
 Saved and loaded as JSON.
 
-Seconds are measured on this machine, once, and serve both sides: device costs are these times the device's
-slowdown (as the runtime emulates it). A profile made elsewhere can give the device and the server different
-timings (`device` and `server` in the JSON).
+Seconds are measured on this machine, once, for both sides, in CPU seconds. A device's forward, backward and loss
+count only their user-space share, which its slowdown multiplies as the runtime emulates it (the kernel's share,
+mostly page faults of large fresh tensors, is not slowed there). A profile made elsewhere can give the device and
+the server timings of their own (`device` and `server` in the JSON).
 
 Compression is optional: each side's `compression` holds timings per codec (keyed by its setting, e.g. 'int8'),
 measured for the codecs a run asks for (`with_codecs` adds those a loaded profile lacks, on this machine).
@@ -15,6 +16,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
@@ -193,8 +195,11 @@ def profile_model(
     forward: list[list[float]] = [[] for _ in blocks]
     backward: list[list[float]] = [[] for _ in blocks]
     loss: list[float] = []
+    user: list[float] = []
     for n in sizes:
+        before = _user_and_system()
         runs = _repeat(functools.partial(_pass, blocks, input_shape, classes, n), repeats, budget_s)
+        user.append(_user_share(before, _user_and_system()))
         for i in range(len(blocks)):
             forward[i].append(min(r[0][i] for r in runs))
             backward[i].append(min(r[1][i] for r in runs))
@@ -233,7 +238,12 @@ def profile_model(
         - batch_size * (first + 8),
         gradient_overhead_bytes=_message_bytes({"gradient": torch.zeros(batch_size, *first_shape)})
         - batch_size * first,
-        device=timing,
+        device=replace(
+            timing,
+            forward_s=[[t * u for t, u in zip(row, user, strict=True)] for row in forward],
+            backward_s=[[t * u for t, u in zip(row, user, strict=True)] for row in backward],
+            loss_s=[t * u for t, u in zip(loss, user, strict=True)],
+        ),
         server=timing,
         weight_tensors=state_tensors(model),
     )
@@ -323,6 +333,25 @@ def _clock() -> float:
     CPU time leaves out the time other processes hold the cores, which on a busy machine swamps small timings.
     """
     return time.thread_time() if torch.get_num_threads() == 1 else time.perf_counter()
+
+
+def _user_and_system() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return usage.ru_utime, usage.ru_stime
+
+
+def _user_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """The share of this thread's CPU time between two readings spent in user space (1 where torch uses more
+    threads, or none was spent).
+
+    A device's emulated slowdown multiplies its work's CPU time by such a share (runtime/device.py): the kernel's
+    part, mostly page faults of large fresh tensors, is not slowed. The kernel splits a thread's time into user and
+    system at its clock ticks, so the share is read over all the passes of one size rather than per block.
+    """
+    user, system = after[0] - before[0], after[1] - before[1]
+    if torch.get_num_threads() != 1 or user + system <= 0:
+        return 1.0
+    return user / (user + system)
 
 
 def _repeat(run: Callable[[], Any], repeats: int, budget_s: float) -> list[Any]:
