@@ -6,7 +6,9 @@ Usage:
   python benchmarks/planner_accuracy.py --workloads vgg5-mnist --networks wifi --fleets homogeneous \\
       --grid-splits 2 --grid-microbatches 2 --samples-per-device 40 --epochs 1        # a smoke test
 
-Workloads: vgg5 on MNIST and resnet18 on CIFAR-shaped (3x32x32) synthetic data, 4 devices, device slowdown 4.
+Workloads: vgg5 on MNIST and resnet18 on CIFAR-shaped (3x32x32) synthetic data, 4 devices, device slowdown 4. The
+global model is evaluated only at the end (eval_every 0): the planner times training, and an evaluation during it
+would share the cores with what is timed.
 Fleets: homogeneous, and heterogeneous (device slowdowns 4, 8, 2, 4; device 3 at half the preset's uplink rate).
 Every grid point runs the same (split, micro-batches) on every device; its prediction is the simulator's for that
 plan from a profile measured once per workload by this script. Rows and a summary go to stdout as markdown, each
@@ -41,6 +43,7 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         "batch_size": 100,
         "epochs": 2,
         "test_samples": 1000,
+        "eval_every": 0,
     },
     "resnet18-cifar": {
         "model": "resnet18",
@@ -50,6 +53,7 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         "batch_size": 50,
         "epochs": 1,
         "test_samples": 200,
+        "eval_every": 0,
     },
 }
 GRIDS = {"vgg5-mnist": ([1, 2, 3], [1, 4, 8]), "resnet18-cifar": ([2, 5, 8], [1, 2, 4])}

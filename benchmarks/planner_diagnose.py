@@ -44,6 +44,12 @@ def load_run(run_dir: Path) -> tuple[RunConfig, RunPlan, dict[str, Any], dict[st
     return config, plan, metrics, durations
 
 
+def load_cpu(run_dir: Path) -> dict[str, float]:
+    """Each compute action's CPU seconds, by action name, where the run recorded them (cpu_s)."""
+    trace = json.loads((run_dir / "trace.json").read_text())["traceEvents"]
+    return {e["name"]: e["args"]["cpu_s"] for e in trace if e.get("ph") == "X" and "cpu_s" in e.get("args", {})}
+
+
 def replayed(cost: Cost, action: Action, measured: float | None) -> Cost:
     """The action's cost with its measured duration: a device hands its message over at the same fraction of it as
     predicted, a transfer keeps its predicted latency and parsing after its measured time on the link."""
@@ -73,24 +79,29 @@ def diagnose(run_dir: Path, profile: Profile, cores: float | None, actions: bool
         simulate(schedule, lambda a: replayed(costs(a), a, durations.get(str(a.key)))).epoch_times_s()
     )
     if actions:
-        kinds: dict[tuple[str, str], tuple[list[float], list[float], list[float]]] = defaultdict(lambda: ([], [], []))
+        cpu = load_cpu(run_dir)
+        kinds: dict[tuple[str, str], tuple[list[float], ...]] = defaultdict(lambda: ([], [], [], [], []))
         for action in schedule.actions():
             if str(action.key) in durations:
-                got, want, simulated = kinds[(str(action.key.resource), str(action.key.op))]
+                got, want, simulated, got_cpu, want_cpu = kinds[(str(action.key.resource), str(action.key.op))]
                 got.append(durations[str(action.key)])
                 want.append(costs(action).busy_s)
                 simulated.append(sharing.end[action.key] - sharing.start[action.key])
+                if str(action.key) in cpu:
+                    got_cpu.append(cpu[str(action.key)])
+                    want_cpu.append(costs(action).cpu_s)
         print(f"\n{run_dir}: split {plan.splits}, micro-batches {plan.microbatches}")
         print(
             "| resource | action | count | measured median (ms) | measured mean (ms) | predicted median (ms) | "
-            "simulated sharing cores, median (ms) |"
+            "simulated sharing cores, median (ms) | measured CPU median (ms) | predicted CPU median (ms) |"
         )
-        print("|---|---|---|---|---|---|---|")
-        for (resource, op), (got, want, simulated) in sorted(kinds.items()):
+        print("|---|---|---|---|---|---|---|---|---|")
+        for (resource, op), (got, want, simulated, got_cpu, want_cpu) in sorted(kinds.items()):
+            cpus = [f"{1e3 * statistics.median(v):.2f}" if v else "-" for v in (got_cpu, want_cpu)]
             print(
                 f"| {resource} | {op} | {len(got)} | {1e3 * statistics.median(got):.2f} | "
                 f"{1e3 * statistics.fmean(got):.2f} | {1e3 * statistics.median(want):.2f} | "
-                f"{1e3 * statistics.median(simulated):.2f} |"
+                f"{1e3 * statistics.median(simulated):.2f} | {' | '.join(cpus)} |"
             )
     return {
         "run": str(run_dir),

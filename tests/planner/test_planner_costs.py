@@ -143,3 +143,21 @@ def test_each_side_spends_its_codec_time(profile):
 def test_a_codec_the_profile_has_not_timed_is_named(profile):
     with pytest.raises(ProfileError, match=r"no timings of compression topk:0\.1"):
         CostModel(profile(), batch_size=8, devices=1, down="topk:0.1")
+
+
+def test_fedavg_and_loading_weights_cost_what_the_profile_measured(profile):
+    made = profile()
+    timing = replace(made.server, aggregate_s_per_byte=2e-9, load_s_per_byte=5e-10)
+    costs = CostModel(replace(made, device=timing, server=timing), batch_size=8, devices=3)
+    model_bytes = 160 + 108
+    assert costs.aggregate_s == pytest.approx(3 * model_bytes * (2e-9 + 5e-10))  # each device's model averaged, loaded
+    codec = 1e-9  # decoding the weights, then loading them
+    assert costs.weights.device_load[4] == pytest.approx(model_bytes * (codec + 5e-10))
+
+
+def test_sending_weights_pays_safetensors_fixed_cost_per_tensor(profile):
+    costs = CostModel(profile(fixed=1e-4), batch_size=8, devices=2)
+    model_bytes = 160 + 108
+    assert costs.weights.device_send[4] == pytest.approx(4 * 1e-4 + model_bytes * 1e-9)  # two Linears: 4 tensors
+    assert costs.weights.device_send[2] == pytest.approx(2 * 1e-4 + 160 * 1e-9)
+    assert costs.weights.device_send[0] == 0.0

@@ -42,6 +42,7 @@ def test_profile_measures_every_block_without_touching_the_model(model):
         assert all(len(row) == 3 and min(row) >= 0 for row in [*side.forward_s, *side.backward_s, side.loss_s])
         assert side.step_s[0] == 0.0 and side.step_s[1] > 0  # a block without parameters takes no step
         assert side.codec_s_per_byte > 0 and side.aggregate_s_per_byte > 0
+        assert side.load_s_per_byte is not None and side.load_s_per_byte > 0
     # an activation message of 8 samples: 8 x (32 bytes of activation + 8 of label) plus the envelope and header
     assert 50 < profile.activation_overhead_bytes < 400 and 30 < profile.gradient_overhead_bytes < 300
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
@@ -108,3 +109,27 @@ def test_a_profile_keeps_codec_timings_and_one_made_before_them_still_loads(prof
     (tmp_path / "bad.json").write_text(json.dumps(data))
     with pytest.raises(ProfileError, match="compression timings: unknown compression 'int9'"):
         load_profile(tmp_path / "bad.json")
+
+
+def test_a_devices_compute_counts_its_user_space_share(model, monkeypatch):
+    """The runtime's slowdown multiplies the user-space share of a device's CPU time, so a device's side of a
+    profile holds that share; the server's side holds CPU time (the kernel's too)."""
+    import time
+
+    def half_in_the_kernel(who: int) -> object:
+        spent = time.thread_time()
+        return type("Usage", (), {"ru_utime": spent / 2, "ru_stime": spent / 2})()
+
+    monkeypatch.setattr("pipelearn.planner.profile.resource.getrusage", half_in_the_kernel)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as every process of a run computes (with more, the profile reads wall time)
+    try:
+        profile = profile_model("vgg5", model, (1, 2, 2), 8, repeats=2)
+    finally:
+        torch.set_num_threads(threads)
+    device, server = profile.device, profile.server
+    mine_all, theirs_all = [*device.forward_s, *device.backward_s], [*server.forward_s, *server.backward_s]
+    for mine, theirs in zip(mine_all, theirs_all, strict=True):
+        assert mine == pytest.approx([t / 2 for t in theirs], rel=0.02)
+    assert device.loss_s == pytest.approx([t / 2 for t in server.loss_s], rel=0.02)
+    assert device.step_s == server.step_s  # what the share leaves alone

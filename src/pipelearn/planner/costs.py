@@ -88,8 +88,8 @@ class CostModel:
         self.first_weights = _weight_costs(profile, weight_codec(self.up, True), weight_codec(self.down, True))
         """The first round's weights (which top-k sends whole)."""
         model_bytes = float(self.weight_bytes[-1])
-        self.aggregate_s = float(devices * model_bytes * srv.aggregate_s_per_byte + _codec(srv, model_bytes))
-        """FedAvg over every device's model, then loading the replicas."""
+        self.aggregate_s = float(devices * (model_bytes * srv.aggregate_s_per_byte + _load(srv, model_bytes)))
+        """FedAvg over every device's model, then loading each device's server replica (at most the whole model)."""
         self._wire = (srv.wire_s, srv.wire_s_per_byte)
 
     @classmethod
@@ -137,6 +137,9 @@ def _weight_costs(profile: Profile, up: Codec, down: Codec) -> WeightCosts:
     floating = [[math.prod(s) for s, d in state.values() if d.is_floating_point] for state in states]
     floats = _prefix(np.array([4 * sum(f) for f in floating], dtype=np.float64))  # what codecs compress, as float32
     tensors = _prefix(np.array([len(f) for f in floating], dtype=np.float64))
+    every = profile.weight_tensors or [[]] * len(blocks)  # a profile too old to list them: one fixed cost a message
+    messages = np.maximum(_prefix(np.array([len(b) for b in every], dtype=np.float64)), 1.0)
+    messages[0] = 0.0  # at split 0 a device sends no weights
 
     def sized(codec: Codec) -> Table:
         if codec.name == "none":
@@ -147,17 +150,20 @@ def _weight_costs(profile: Profile, up: Codec, down: Codec) -> WeightCosts:
         ]
         return raw + _prefix(np.array(extra, dtype=np.float64))
 
+    def coding(timing: Timing, codec: Codec) -> tuple[Table, Table]:  # safetensors' fixed cost is per tensor
+        return _coding(timing, codec, floats, raw, tensors if codec.name != "none" else messages)
+
     def send(timing: Timing, codec: Codec) -> Table:  # with error feedback, the sender decompresses what it sent
-        encode, decode = _coding(timing, codec, floats, raw, tensors)
+        encode, decode = coding(timing, codec)
         return encode if codec.name == "none" else encode + decode
 
     return WeightCosts(
         up_bytes=sized(up),
         down_bytes=sized(down),
         device_send=send(dev, up),
-        device_load=_coding(dev, down, floats, raw, tensors)[1] + _codec(dev, raw),
+        device_load=coding(dev, down)[1] + _load(dev, raw),
         server_send=send(srv, down),
-        server_load=_coding(srv, up, floats, raw, tensors)[1],
+        server_load=coding(srv, up)[1],
     )
 
 
@@ -196,7 +202,7 @@ def _coding(
     """Seconds to send (compress, encode) and to receive (decode, decompress) tensors of `floats` float32 bytes
     in all (`tensors` of them), whose message is `wire` bytes uncompressed."""
     if codec.name == "none":
-        seconds = _codec(timing, wire)
+        seconds = _codec(timing, wire, tensors)
         return seconds, seconds
     fit = timing.compression.get(str(codec))
     if fit is None:
@@ -238,8 +244,15 @@ def _suffix(per_block: np.ndarray) -> np.ndarray:
     return total[-1] - total
 
 
-def _codec(timing: Timing, nbytes: np.ndarray | float) -> np.ndarray:
-    return timing.codec_s + timing.codec_s_per_byte * np.asarray(nbytes, dtype=np.float64)
+def _load(timing: Timing, nbytes: np.ndarray | float) -> np.ndarray:
+    """Seconds to load weights of nbytes into a model (a profile too old to have measured it: the codec's)."""
+    if timing.load_s_per_byte is None:
+        return _codec(timing, nbytes)
+    return timing.load_s_per_byte * np.asarray(nbytes, dtype=np.float64)
+
+
+def _codec(timing: Timing, nbytes: np.ndarray | float, tensors: np.ndarray | float = 1.0) -> np.ndarray:
+    return timing.codec_s * np.asarray(tensors) + timing.codec_s_per_byte * np.asarray(nbytes, dtype=np.float64)
 
 
 def action_costs(model: CostModel, schedule: Schedule, setups: Sequence[DeviceSetup]) -> Callable[[Action], Cost]:

@@ -2,9 +2,10 @@
 optimizer steps, the codec, FedAvg and the bytes every message adds; the compression codecs a run asks for.
 Saved and loaded as JSON.
 
-Seconds are measured on this machine, once, and serve both sides: device costs are these times the device's
-slowdown (as the runtime emulates it). A profile made elsewhere can give the device and the server different
-timings (`device` and `server` in the JSON).
+Seconds are measured on this machine, once, for both sides, in CPU seconds. A device's forward, backward and loss
+count only their user-space share, which its slowdown multiplies as the runtime emulates it (the kernel's share,
+mostly page faults of large fresh tensors, is not slowed there). A profile made elsewhere can give the device and
+the server timings of their own (`device` and `server` in the JSON).
 
 Compression is optional: each side's `compression` holds timings per codec (keyed by its setting, e.g. 'int8'),
 measured for the codecs a run asks for (`with_codecs` adds those a loaded profile lacks, on this machine).
@@ -15,6 +16,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
@@ -29,7 +31,7 @@ from pipelearn.runtime.aggregate import fedavg
 from pipelearn.runtime.work import scaled_loss
 from pipelearn.schedule import Key, Op, Resource
 from pipelearn.transport import pipelearn_pb2 as pb
-from pipelearn.transport.codec import decode, encode
+from pipelearn.transport.codec import check_finite, decode, encode
 from pipelearn.transport.compress import Codec, time_codec
 from pipelearn.transport.service import transfer
 
@@ -83,9 +85,12 @@ class Timing:
     wire_s_per_byte: float
     """Seconds per byte of that."""
     aggregate_s_per_byte: float
-    """FedAvg seconds per byte of one device's model."""
+    """FedAvg seconds per byte of one device's model, its check for non-finite values included."""
     compression: dict[str, CodecFit] = field(default_factory=dict)
     """Per compression codec other than none, by its setting ('int8', 'topk:0.1'): its fitted seconds."""
+    load_s_per_byte: float | None = None
+    """Seconds per byte of loading weights into a model (load_state_dict); None in a profile made before it was
+    measured, where the codec's per-byte seconds stand in."""
 
 
 @dataclass(frozen=True)
@@ -190,8 +195,11 @@ def profile_model(
     forward: list[list[float]] = [[] for _ in blocks]
     backward: list[list[float]] = [[] for _ in blocks]
     loss: list[float] = []
+    user: list[float] = []
     for n in sizes:
+        before = _user_and_system()
         runs = _repeat(functools.partial(_pass, blocks, input_shape, classes, n), repeats, budget_s)
+        user.append(_user_share(before, _user_and_system()))
         for i in range(len(blocks)):
             forward[i].append(min(r[0][i] for r in runs))
             backward[i].append(min(r[1][i] for r in runs))
@@ -200,7 +208,7 @@ def profile_model(
     wire = _fit(lambda nbytes: _wire_seconds(nbytes), repeats)
     state = model.state_dict()
     model_bytes = len(encode(state))
-    aggregate = min(_time(lambda: fedavg([state, state], [1.0, 1.0])) for _ in range(repeats))
+    aggregate, load = _aggregate_seconds(model, repeats)
     timing = Timing(
         forward_s=forward,
         backward_s=backward,
@@ -211,6 +219,7 @@ def profile_model(
         wire_s=wire[0],
         wire_s_per_byte=wire[1],
         aggregate_s_per_byte=aggregate / (2 * model_bytes),
+        load_s_per_byte=load / model_bytes,
     )
     per_sample = [4 * _numel(s) for s in outputs]
     first = per_sample[0] if per_sample else 4 * _numel(input_shape)
@@ -229,7 +238,12 @@ def profile_model(
         - batch_size * (first + 8),
         gradient_overhead_bytes=_message_bytes({"gradient": torch.zeros(batch_size, *first_shape)})
         - batch_size * first,
-        device=timing,
+        device=replace(
+            timing,
+            forward_s=[[t * u for t, u in zip(row, user, strict=True)] for row in forward],
+            backward_s=[[t * u for t, u in zip(row, user, strict=True)] for row in backward],
+            loss_s=[t * u for t, u in zip(loss, user, strict=True)],
+        ),
         server=timing,
         weight_tensors=state_tensors(model),
     )
@@ -321,6 +335,25 @@ def _clock() -> float:
     return time.thread_time() if torch.get_num_threads() == 1 else time.perf_counter()
 
 
+def _user_and_system() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return usage.ru_utime, usage.ru_stime
+
+
+def _user_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """The share of this thread's CPU time between two readings spent in user space (1 where torch uses more
+    threads, or none was spent).
+
+    A device's emulated slowdown multiplies its work's CPU time by such a share (runtime/device.py): the kernel's
+    part, mostly page faults of large fresh tensors, is not slowed. The kernel splits a thread's time into user and
+    system at its clock ticks, so the share is read over all the passes of one size rather than per block.
+    """
+    user, system = after[0] - before[0], after[1] - before[1]
+    if torch.get_num_threads() != 1 or user + system <= 0:
+        return 1.0
+    return user / (user + system)
+
+
 def _repeat(run: Callable[[], Any], repeats: int, budget_s: float) -> list[Any]:
     """At most `repeats` runs, fewer once `budget_s` is spent (always one)."""
     results: list[Any] = []
@@ -337,16 +370,36 @@ def _time(run: Callable[[], Any]) -> float:
 
 
 def _step_seconds(block: nn.Module, repeats: int) -> float:
+    """An SGD (momentum) step over the block's parameters and the gradients' release, as the runtime takes it."""
     params = [p for p in block.parameters() if p.requires_grad]
     if not params:
         return 0.0
-    for p in params:
-        p.grad = torch.zeros_like(p)
     optimizer = torch.optim.SGD(params, lr=1e-9, momentum=0.9)
-    optimizer.step()  # the first step makes the momentum buffers
-    seconds = min(_time(optimizer.step) for _ in range(repeats))
-    block.zero_grad(set_to_none=True)
-    return seconds
+
+    def step() -> float:
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        return _time(lambda: (optimizer.step(), optimizer.zero_grad(set_to_none=True)))
+
+    step()  # the first step makes the momentum buffers
+    return min(step() for _ in range(repeats))
+
+
+def _aggregate_seconds(model: nn.Module, repeats: int) -> tuple[float, float]:
+    """Seconds of the server's FedAvg of two copies of the model as the runtime does it (each checked for
+    non-finite values, then averaged), and of loading the result into the model."""
+    states = [{k: v.clone() for k, v in model.state_dict().items()} for _ in range(2)]
+
+    def average() -> dict[str, torch.Tensor]:
+        for state in states:
+            check_finite(state, "a device's model")
+        return fedavg(states, [1.0, 1.0])
+
+    average()  # warm-up
+    aggregate = min(_time(average) for _ in range(repeats))
+    averaged = average()
+    load = min(_time(lambda: model.load_state_dict(averaged)) for _ in range(repeats))
+    return aggregate, load
 
 
 def _codec_seconds(nbytes: int) -> float:
