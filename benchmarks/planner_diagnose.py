@@ -5,6 +5,7 @@ only the costs are wrong?).
 
 Usage:
   python benchmarks/planner_diagnose.py RUN_DIR [RUN_DIR ...] [--profile-in FILE] [--host-cores N] [--actions]
+      [--compute-factor F]
 
 Each RUN_DIR holds a run's metrics.json and trace.json (as `pipelearn run` writes them). The profile is measured
 once here unless given (it must be of the runs' model, input shape and batch size). The cores shared are the run's
@@ -63,17 +64,23 @@ def replayed(cost: Cost, action: Action, measured: float | None) -> Cost:
     return Cost(measured, measured + cost.ready_after_s - cost.busy_s)
 
 
-def diagnose(run_dir: Path, profile: Profile, cores: float | None, actions: bool) -> dict[str, Any]:
-    """One run's predictions beside its measurement; prints the per-action table if `actions`."""
+def diagnose(
+    run_dir: Path, profile: Profile, cores: float | None, actions: bool, compute_factor: float = 1.0
+) -> dict[str, Any]:
+    """One run's predictions beside its measurement; prints the per-action table if `actions`. Sharing cores,
+    compute is costed at `compute_factor` times its profiled seconds."""
     config, plan, metrics, durations = load_run(run_dir)
     if cores is not None:
         plan = dataclasses.replace(plan, host_cores=cores)
     samples = [int(d["samples"]) for d in metrics["device"]]
     schedule = schedule_for(config, plan, samples)
     costs = action_costs(CostModel(profile, config.batch_size, config.devices), schedule, plan.devices)
+    factor = compute_factor if plan.host_cores else 1.0
+    model = CostModel(profile, config.batch_size, config.devices, compute_factor=factor)
+    shared_costs = action_costs(model, schedule, plan.devices)
     measured = statistics.fmean(metrics["epoch_times_s"])
     alone = statistics.fmean(simulate(schedule, costs).epoch_times_s())
-    sharing = simulate(schedule, costs, plan.host_cores)
+    sharing = simulate(schedule, shared_costs, plan.host_cores)
     shared = statistics.fmean(sharing.epoch_times_s())
     replay = statistics.fmean(
         simulate(schedule, lambda a: replayed(costs(a), a, durations.get(str(a.key)))).epoch_times_s()
@@ -85,11 +92,11 @@ def diagnose(run_dir: Path, profile: Profile, cores: float | None, actions: bool
             if str(action.key) in durations:
                 got, want, simulated, got_cpu, want_cpu = kinds[(str(action.key.resource), str(action.key.op))]
                 got.append(durations[str(action.key)])
-                want.append(costs(action).busy_s)
+                want.append(shared_costs(action).busy_s)
                 simulated.append(sharing.end[action.key] - sharing.start[action.key])
                 if str(action.key) in cpu:
                     got_cpu.append(cpu[str(action.key)])
-                    want_cpu.append(costs(action).cpu_s)
+                    want_cpu.append(shared_costs(action).cpu_s)
         print(f"\n{run_dir}: split {plan.splits}, micro-batches {plan.microbatches}")
         print(
             "| resource | action | count | measured median (ms) | measured mean (ms) | predicted median (ms) | "
@@ -120,6 +127,12 @@ def main() -> None:
     parser.add_argument("--profile-in", metavar="FILE", help="a saved profile (default: measure one here)")
     parser.add_argument("--host-cores", type=float, help="cores shared in the prediction (default: the run's)")
     parser.add_argument("--actions", action="store_true", help="also each kind of action's durations")
+    parser.add_argument(
+        "--compute-factor",
+        type=float,
+        default=1.0,
+        help="sharing cores, cost compute this many times its profiled seconds (what contention would explain)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = load_run(args.runs[0])[0]
@@ -128,7 +141,7 @@ def main() -> None:
     name = canonical_model_name(config.model)
     profile = load_profile(args.profile_in) if args.profile_in else profile_model(name, model, shape, config.batch_size)
     profile.check(name, model, shape)
-    rows = [diagnose(run, profile, args.host_cores, args.actions) for run in args.runs]
+    rows = [diagnose(run, profile, args.host_cores, args.actions, args.compute_factor) for run in args.runs]
     print("\n| run | measured epoch (s) | predicted, alone (s) | error | predicted, sharing cores (s) | error | "
           "replayed from measured durations (s) | error |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")

@@ -161,3 +161,15 @@ def test_sending_weights_pays_safetensors_fixed_cost_per_tensor(profile):
     assert costs.weights.device_send[4] == pytest.approx(4 * 1e-4 + model_bytes * 1e-9)  # two Linears: 4 tensors
     assert costs.weights.device_send[2] == pytest.approx(2 * 1e-4 + 160 * 1e-9)
     assert costs.weights.device_send[0] == 0.0
+
+
+def test_a_compute_factor_scales_every_computation_and_no_byte(profile):
+    made = profile(fixed=1e-4)
+    alone = CostModel(made, batch_size=8, devices=2)
+    slower = CostModel(made, batch_size=8, devices=2, compute_factor=1.5)
+    for table in ("device_forward", "device_backward", "device_train", "device_step", "server_train", "server_step"):
+        assert getattr(slower, table) == pytest.approx(1.5 * getattr(alone, table))
+    assert slower.weights.device_send == pytest.approx(1.5 * alone.weights.device_send)
+    assert slower.aggregate_s == pytest.approx(1.5 * alone.aggregate_s)
+    assert np.array_equal(slower.activation_bytes, alone.activation_bytes)  # bytes are bytes
+    assert slower.wire_s(1000) == alone.wire_s(1000)

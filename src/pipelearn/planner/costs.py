@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ class CostModel:
         *,
         up: Codec | str = "none",
         down: Codec | str = "none",
+        compute_factor: float = 1.0,
     ) -> None:
         profile.covers(batch_size)
         self.up, self.down = Codec.parse(up), Codec.parse(down)
@@ -91,6 +92,18 @@ class CostModel:
         self.aggregate_s = float(devices * (model_bytes * srv.aggregate_s_per_byte + _load(srv, model_bytes)))
         """FedAvg over every device's model, then loading each device's server replica (at most the whole model)."""
         self._wire = (srv.wire_s, srv.wire_s_per_byte)
+        self.compute_factor = compute_factor
+        """How many times its profiled seconds every computation takes: 1 for the plans; planner_diagnose sets it to
+        test how much of a run's error contention for caches and memory explains."""
+        if compute_factor != 1.0:
+            for name in ("device_forward", "device_backward", "device_train", "device_step"):
+                setattr(self, name, getattr(self, name) * compute_factor)
+            self.server_train, self.server_step = self.server_train * compute_factor, self.server_step * compute_factor
+            self.weights, self.first_weights = (
+                self.weights.scaled(compute_factor),
+                self.first_weights.scaled(compute_factor),
+            )
+            self.aggregate_s *= compute_factor
 
     @classmethod
     def for_run(cls, profile: Profile, config: RunConfig) -> CostModel:
@@ -125,6 +138,11 @@ class WeightCosts:
     """Decoding and decompressing it, then copying it into the model."""
     server_send: Table
     server_load: Table
+
+    def scaled(self, factor: float) -> WeightCosts:
+        """The same bytes, every side's seconds `factor` times as long."""
+        seconds = ("device_send", "device_load", "server_send", "server_load")
+        return replace(self, **{name: getattr(self, name) * factor for name in seconds})
 
 
 def _weight_costs(profile: Profile, up: Codec, down: Codec) -> WeightCosts:
