@@ -27,7 +27,7 @@ import torch
 from pipelearn.config import RunConfig, from_mapping
 from pipelearn.models import canonical_model_name
 from pipelearn.plan import RunPlan, host_cores
-from pipelearn.planner.costs import CostModel, action_costs
+from pipelearn.planner.costs import CostModel, action_costs, scaled_compute
 from pipelearn.planner.profile import Profile, load_profile, profile_model
 from pipelearn.planner.simulate import Cost, simulate
 from pipelearn.runtime.work import data_shape, make_model, schedule_for
@@ -75,9 +75,7 @@ def diagnose(
     samples = [int(d["samples"]) for d in metrics["device"]]
     schedule = schedule_for(config, plan, samples)
     costs = action_costs(CostModel(profile, config.batch_size, config.devices), schedule, plan.devices)
-    factor = compute_factor if plan.host_cores else 1.0
-    model = CostModel(profile, config.batch_size, config.devices, compute_factor=factor)
-    shared_costs = action_costs(model, schedule, plan.devices)
+    shared_costs = scaled_compute(costs, compute_factor) if plan.host_cores else costs
     measured = statistics.fmean(metrics["epoch_times_s"])
     alone = statistics.fmean(simulate(schedule, costs).epoch_times_s())
     sharing = simulate(schedule, shared_costs, plan.host_cores)

@@ -13,7 +13,7 @@ from torch import nn
 from pipelearn.config import DeviceOverride, RunConfig
 from pipelearn.models.splitting import split
 from pipelearn.plan import fixed_setups
-from pipelearn.planner.costs import CostModel, action_costs, transmit_s
+from pipelearn.planner.costs import CostModel, action_costs, scaled_compute, transmit_s
 from pipelearn.planner.profile import CodecFit, Profile, ProfileError, profile_model
 from pipelearn.schedule import DevicePlan, Key, Op, Resource, build_schedule
 from pipelearn.transport.channel import Channel
@@ -163,13 +163,17 @@ def test_sending_weights_pays_safetensors_fixed_cost_per_tensor(profile):
     assert costs.weights.device_send[0] == 0.0
 
 
-def test_a_compute_factor_scales_every_computation_and_no_byte(profile):
-    made = profile(fixed=1e-4)
-    alone = CostModel(made, batch_size=8, devices=2)
-    slower = CostModel(made, batch_size=8, devices=2, compute_factor=1.5)
-    for table in ("device_forward", "device_backward", "device_train", "device_step", "server_train", "server_step"):
-        assert getattr(slower, table) == pytest.approx(1.5 * getattr(alone, table))
-    assert slower.weights.device_send == pytest.approx(1.5 * alone.weights.device_send)
-    assert slower.aggregate_s == pytest.approx(1.5 * alone.aggregate_s)
-    assert np.array_equal(slower.activation_bytes, alone.activation_bytes)  # bytes are bytes
-    assert slower.wire_s(1000) == alone.wire_s(1000)
+def test_a_compute_factor_scales_every_computation_and_no_transfer(profile):
+    config = RunConfig(devices=2, network="4g", batch_size=8, device_overrides={1: DeviceOverride(slowdown=3.0)})
+    setups = fixed_setups(config.validate(), [2, 2], [2, 2])
+    schedule = build_schedule("pipelearn", [DevicePlan(8, 2, 2)] * 2, batch_size=8, epochs=1)
+    alone = action_costs(CostModel(profile(fixed=1e-4), batch_size=8, devices=2), schedule, setups)
+    slower = scaled_compute(alone, 1.5)
+    for action in schedule.actions():
+        before, after = alone(action), slower(action)
+        if action.key.resource in (Resource.DEVICE, Resource.SERVER):
+            assert after.busy_s == pytest.approx(1.5 * before.busy_s)
+            assert after.cpu_s == pytest.approx(1.5 * before.cpu_s)
+            assert after.ready_after_s == pytest.approx(1.5 * before.ready_after_s)
+        else:
+            assert after == before  # bytes are bytes

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -44,7 +44,6 @@ class CostModel:
         *,
         up: Codec | str = "none",
         down: Codec | str = "none",
-        compute_factor: float = 1.0,
     ) -> None:
         profile.covers(batch_size)
         self.up, self.down = Codec.parse(up), Codec.parse(down)
@@ -92,19 +91,6 @@ class CostModel:
         self.aggregate_s = float(devices * (model_bytes * srv.aggregate_s_per_byte + _load(srv, model_bytes)))
         """FedAvg over every device's model, then loading each device's server replica (at most the whole model)."""
         self._wire = (srv.wire_s, srv.wire_s_per_byte)
-        self.compute_factor = compute_factor
-        """How many times its profiled seconds every computation takes: 1 for the plans; planner_diagnose sets it to
-        test how much of a run's error contention for caches and memory explains."""
-        if compute_factor != 1.0:
-            for name in ("device_forward", "device_backward", "device_train", "device_step"):
-                setattr(self, name, getattr(self, name) * compute_factor)
-            self.server_train, self.server_step = self.server_train * compute_factor, self.server_step * compute_factor
-            self.weights, self.first_weights = (
-                self.weights.scaled(compute_factor),
-                self.first_weights.scaled(compute_factor),
-            )
-            self.aggregate_s *= compute_factor
-
     @classmethod
     def for_run(cls, profile: Profile, config: RunConfig) -> CostModel:
         """The cost model of a run: its batch size, devices and compression."""
@@ -138,11 +124,6 @@ class WeightCosts:
     """Decoding and decompressing it, then copying it into the model."""
     server_send: Table
     server_load: Table
-
-    def scaled(self, factor: float) -> WeightCosts:
-        """The same bytes, every side's seconds `factor` times as long."""
-        seconds = ("device_send", "device_load", "server_send", "server_load")
-        return replace(self, **{name: getattr(self, name) * factor for name in seconds})
 
 
 def _weight_costs(profile: Profile, up: Codec, down: Codec) -> WeightCosts:
@@ -298,6 +279,19 @@ def action_costs(model: CostModel, schedule: Schedule, setups: Sequence[DeviceSe
         return schedule.microbatch_sizes(key.device, key.iteration)[key.microbatch] if key.iteration >= 0 else 0
 
     return cost
+
+
+def scaled_compute(cost: Callable[[Action], Cost], factor: float) -> Callable[[Action], Cost]:
+    """`cost` with every device and server computation `factor` times as long and every transfer as it was: what
+    planner_diagnose tries, to see how much of a run's error contention for caches and memory would explain."""
+
+    def scaled(action: Action) -> Cost:
+        c = cost(action)
+        if action.key.resource in (Resource.DEVICE, Resource.SERVER):
+            return Cost(c.busy_s * factor, c.ready_after_s * factor, c.cpu_s * factor)
+        return c
+
+    return scaled
 
 
 def _device_seconds(model: CostModel, key: Key, split: int, n: int) -> float:
