@@ -2,13 +2,17 @@
 bound, and the auto plan against the best of a small measured grid of (split, micro-batches).
 
 Usage:
-  python benchmarks/planner_accuracy.py                       # everything (about 20 minutes on a quiet machine)
+  python benchmarks/planner_accuracy.py                       # everything (about 35 minutes on a quiet machine)
   python benchmarks/planner_accuracy.py --workloads vgg5-mnist --networks wifi --fleets homogeneous \\
       --grid-splits 2 --grid-microbatches 2 --samples-per-device 40 --epochs 1        # a smoke test
 
 Workloads: vgg5 on MNIST and resnet18 on CIFAR-shaped (3x32x32) synthetic data, 4 devices, device slowdown 4. The
 global model is evaluated only at the end (eval_every 0): the planner times training, and an evaluation during it
 would share the cores with what is timed.
+Calibration: per workload, the profile is measured once, then calibrated by two runs (CALIBRATION) on a link that
+no measured row uses (30/30 Mbit/s, 10 ms), as `pipelearn plan --calibrate` does; the auto runs plan from that
+profile (profile_in), and every prediction is from it. Each row also keeps the prediction of the profile as
+measured, before calibration.
 Fleets: homogeneous, and heterogeneous (device slowdowns 4, 8, 2, 4; device 3 at half the preset's uplink rate).
 Every grid point runs the same (split, micro-batches) on every device; its prediction is the simulator's for that
 plan from a profile measured once per workload by this script. Rows and a summary go to stdout as markdown, each
@@ -28,9 +32,10 @@ import torch
 from pipelearn.config import NETWORK_PRESETS, DeviceOverride, RunConfig
 from pipelearn.models import canonical_model_name
 from pipelearn.plan import RunPlan
+from pipelearn.planner.calibrate import RecordedRun, calibrate, describe
 from pipelearn.planner.command import compact
 from pipelearn.planner.costs import CostModel
-from pipelearn.planner.profile import Profile, profile_model
+from pipelearn.planner.profile import Profile, profile_model, save_profile
 from pipelearn.planner.search import run_simulation
 from pipelearn.runtime.launch import run_local
 from pipelearn.runtime.work import data_shape, make_model
@@ -58,6 +63,9 @@ WORKLOADS: dict[str, dict[str, Any]] = {
 }
 GRIDS = {"vgg5-mnist": ([1, 2, 3], [1, 4, 8]), "resnet18-cifar": ([2, 5, 8], [1, 2, 4])}
 """Per workload: the splits and micro-batch counts of the measured grid."""
+CALIBRATION = {"vgg5-mnist": [(2, 1), (2, 8)], "resnet18-cifar": [(5, 1), (5, 4)]}
+"""Per workload: the (split, micro-batches) of the runs that calibrate its profile, on CALIBRATION_LINK."""
+CALIBRATION_LINK: dict[str, Any] = {"up_mbps": 30.0, "down_mbps": 30.0, "latency_ms": 10.0}
 
 
 def fleet(kind: str, network: str, devices: int) -> dict[int, DeviceOverride]:
@@ -124,9 +132,18 @@ def main() -> None:
             values["epochs"] = args.epochs
         base = RunConfig(**values).validate()
         shape, classes = data_shape(base)
-        profile = profile_model(
+        measured = profile_model(
             canonical_model_name(base.model), make_model(base, shape, classes), shape, base.batch_size
         )
+        calibration_runs = []
+        for s, n in CALIBRATION[name]:
+            where = Path(args.out) / name / "calibration" / f"p{s}-n{n}"
+            measure(RunConfig(**values, **CALIBRATION_LINK, split=s, microbatches=n, out=str(where)).validate())
+            calibration_runs.append(RecordedRun.load(where))
+        profile = calibrate(measured, calibration_runs)
+        profile_file = Path(args.out) / name / "profile.json"
+        save_profile(profile, profile_file)
+        print(f"{name}: {describe(profile)}", flush=True)
         splits, counts = GRIDS[name]
         splits = args.grid_splits or splits
         counts = args.grid_microbatches or counts
@@ -134,7 +151,9 @@ def main() -> None:
             for kind in args.fleets:
                 out = Path(args.out) / name / network / kind
                 common = {**values, "network": network, "device_overrides": fleet(kind, network, args.devices)}
-                auto_config = RunConfig(**common, split="auto", microbatches="auto", out=str(out / "auto")).validate()
+                auto_config = RunConfig(
+                    **common, split="auto", microbatches="auto", profile_in=str(profile_file), out=str(out / "auto")
+                ).validate()
                 auto = measure(auto_config)
                 row: dict[str, Any] = {
                     "workload": name,
@@ -143,7 +162,7 @@ def main() -> None:
                     "split": auto["split"],
                     "microbatches": auto["microbatches"],
                     "predicted_s": auto["plan"]["predicted_epoch_s"],
-                    "predicted_by_this_profile_s": predicted(auto_config, auto, profile),
+                    "predicted_uncalibrated_s": predicted(auto_config, auto, measured),
                     "measured_s": mean_epoch(auto),
                     "bound_s": measured_bound(auto),
                     "grid": [],
@@ -159,6 +178,7 @@ def main() -> None:
                                     "microbatches": n,
                                     "measured_s": mean_epoch(metrics),
                                     "predicted_s": predicted(config, metrics, profile),
+                                    "predicted_uncalibrated_s": predicted(config, metrics, measured),
                                 }
                             )
                 rows.append(row)
@@ -170,7 +190,7 @@ def main() -> None:
 
 def _row(row: dict[str, Any]) -> str:
     error = row["predicted_s"] / row["measured_s"] - 1
-    grid = "" if not row["grid"] else min(row["grid"], key=lambda g: g["measured_s"])
+    grid = min(row["grid"], key=lambda g: g["measured_s"]) if row["grid"] else None
     best = f"{grid['split']}, {grid['microbatches']}, {grid['measured_s']:.2f}" if grid else "-"
     ratio = f"{row['measured_s'] / grid['measured_s']:.3f}" if grid else "-"
     return (
@@ -182,11 +202,13 @@ def _row(row: dict[str, Any]) -> str:
 
 def _summary(rows: list[dict[str, Any]]) -> str:
     """Median and largest prediction error over every measured run (auto and grid), and auto against the grid."""
-    errors = [abs(r["predicted_s"] / r["measured_s"] - 1) for r in rows]
-    errors += [abs(g["predicted_s"] / g["measured_s"] - 1) for r in rows for g in r["grid"]]
-    lines = [
-        f"prediction error over {len(errors)} runs: median {statistics.median(errors):.1%}, largest {max(errors):.1%}"
-    ]
+    lines = []
+    for key, what in (("predicted_s", "prediction error"), ("predicted_uncalibrated_s", "before calibration")):
+        errors = [abs(r[key] / r["measured_s"] - 1) for r in rows]
+        errors += [abs(g[key] / g["measured_s"] - 1) for r in rows for g in r["grid"]]
+        lines.append(
+            f"{what} over {len(errors)} runs: median {statistics.median(errors):.1%}, largest {max(errors):.1%}"
+        )
     versus = [r["measured_s"] / min(g["measured_s"] for g in r["grid"]) for r in rows if r["grid"]]
     if versus:
         lines.append(

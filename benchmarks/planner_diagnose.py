@@ -5,18 +5,18 @@ only the costs are wrong?).
 
 Usage:
   python benchmarks/planner_diagnose.py RUN_DIR [RUN_DIR ...] [--profile-in FILE] [--host-cores N] [--actions]
-      [--compute-factor F]
 
 Each RUN_DIR holds a run's metrics.json and trace.json (as `pipelearn run` writes them). The profile is measured
-once here unless given (it must be of the runs' model, input shape and batch size). The cores shared are the run's
-own (its plan's host_cores, or this machine's for a run recorded before plans said) unless --host-cores is given.
+once here unless given (it must be of the runs' model, input shape and batch size; a calibrated one, from
+`pipelearn plan --calibrate RUN_DIR ... --profile-out FILE`, predicts as the planner would from it). The cores
+shared are the run's own (its plan's host_cores, or this machine's for a run recorded before plans said) unless
+--host-cores is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -24,31 +24,13 @@ from typing import Any
 
 import torch
 
-from pipelearn.config import RunConfig, from_mapping
 from pipelearn.models import canonical_model_name
-from pipelearn.plan import RunPlan, host_cores
-from pipelearn.planner.costs import CostModel, action_costs, scaled_compute
+from pipelearn.planner.calibrate import RecordedRun
+from pipelearn.planner.costs import CostModel, action_costs
 from pipelearn.planner.profile import Profile, load_profile, profile_model
 from pipelearn.planner.simulate import Cost, simulate
 from pipelearn.runtime.work import data_shape, make_model, schedule_for
 from pipelearn.schedule import Action, Resource
-
-
-def load_run(run_dir: Path) -> tuple[RunConfig, RunPlan, dict[str, Any], dict[str, float]]:
-    """A finished run's config, plan, metrics and each action's measured duration (seconds, by action name)."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    trace = json.loads((run_dir / "trace.json").read_text())["traceEvents"]
-    config, plan = from_mapping(metrics["config"]), RunPlan.from_dict(metrics["plan"])
-    if "host_cores" not in metrics["plan"]:
-        plan = dataclasses.replace(plan, host_cores=host_cores(config))
-    durations = {e["name"]: e["dur"] / 1e6 for e in trace if e.get("ph") == "X"}
-    return config, plan, metrics, durations
-
-
-def load_cpu(run_dir: Path) -> dict[str, float]:
-    """Each compute action's CPU seconds, by action name, where the run recorded them (cpu_s)."""
-    trace = json.loads((run_dir / "trace.json").read_text())["traceEvents"]
-    return {e["name"]: e["args"]["cpu_s"] for e in trace if e.get("ph") == "X" and "cpu_s" in e.get("args", {})}
 
 
 def replayed(cost: Cost, action: Action, measured: float | None) -> Cost:
@@ -64,37 +46,33 @@ def replayed(cost: Cost, action: Action, measured: float | None) -> Cost:
     return Cost(measured, measured + cost.ready_after_s - cost.busy_s)
 
 
-def diagnose(
-    run_dir: Path, profile: Profile, cores: float | None, actions: bool, compute_factor: float = 1.0
-) -> dict[str, Any]:
-    """One run's predictions beside its measurement; prints the per-action table if `actions`. Sharing cores,
-    compute is costed at `compute_factor` times its profiled seconds."""
-    config, plan, metrics, durations = load_run(run_dir)
+def diagnose(run_dir: Path, profile: Profile, cores: float | None, actions: bool) -> dict[str, Any]:
+    """One run's predictions beside its measurement; prints the per-action table if `actions`."""
+    run = RecordedRun.load(run_dir)
+    config, plan, metrics, durations = run.config, run.plan, run.metrics, run.durations
     if cores is not None:
         plan = dataclasses.replace(plan, host_cores=cores)
-    samples = [int(d["samples"]) for d in metrics["device"]]
-    schedule = schedule_for(config, plan, samples)
+    schedule = schedule_for(config, plan, run.samples)
     costs = action_costs(CostModel(profile, config.batch_size, config.devices), schedule, plan.devices)
-    shared_costs = scaled_compute(costs, compute_factor) if plan.host_cores else costs
     measured = statistics.fmean(metrics["epoch_times_s"])
     alone = statistics.fmean(simulate(schedule, costs).epoch_times_s())
-    sharing = simulate(schedule, shared_costs, plan.host_cores)
+    sharing = simulate(schedule, costs, plan.host_cores)
     shared = statistics.fmean(sharing.epoch_times_s())
     replay = statistics.fmean(
         simulate(schedule, lambda a: replayed(costs(a), a, durations.get(str(a.key)))).epoch_times_s()
     )
     if actions:
-        cpu = load_cpu(run_dir)
+        cpu = run.cpu
         kinds: dict[tuple[str, str], tuple[list[float], ...]] = defaultdict(lambda: ([], [], [], [], []))
         for action in schedule.actions():
             if str(action.key) in durations:
                 got, want, simulated, got_cpu, want_cpu = kinds[(str(action.key.resource), str(action.key.op))]
                 got.append(durations[str(action.key)])
-                want.append(shared_costs(action).busy_s)
+                want.append(costs(action).busy_s)
                 simulated.append(sharing.end[action.key] - sharing.start[action.key])
                 if str(action.key) in cpu:
                     got_cpu.append(cpu[str(action.key)])
-                    want_cpu.append(shared_costs(action).cpu_s)
+                    want_cpu.append(costs(action).cpu_s)
         print(f"\n{run_dir}: split {plan.splits}, micro-batches {plan.microbatches}")
         print(
             "| resource | action | count | measured median (ms) | measured mean (ms) | predicted median (ms) | "
@@ -125,21 +103,15 @@ def main() -> None:
     parser.add_argument("--profile-in", metavar="FILE", help="a saved profile (default: measure one here)")
     parser.add_argument("--host-cores", type=float, help="cores shared in the prediction (default: the run's)")
     parser.add_argument("--actions", action="store_true", help="also each kind of action's durations")
-    parser.add_argument(
-        "--compute-factor",
-        type=float,
-        default=1.0,
-        help="sharing cores, cost compute this many times its profiled seconds (what contention would explain)",
-    )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = load_run(args.runs[0])[0]
+    config = RecordedRun.load(args.runs[0]).config
     shape, classes = data_shape(config)
     model = make_model(config, shape, classes)
     name = canonical_model_name(config.model)
     profile = load_profile(args.profile_in) if args.profile_in else profile_model(name, model, shape, config.batch_size)
     profile.check(name, model, shape)
-    rows = [diagnose(run, profile, args.host_cores, args.actions, args.compute_factor) for run in args.runs]
+    rows = [diagnose(run, profile, args.host_cores, args.actions) for run in args.runs]
     print("\n| run | measured epoch (s) | predicted, alone (s) | error | predicted, sharing cores (s) | error | "
           "replayed from measured durations (s) | error |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")

@@ -95,6 +95,7 @@ _RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--stop-at-target", "stop_at_target", {"action": "store_true"}),
     ("--threads", "threads", {"type": int}),
     ("--host-cores", "host_cores", {"type": _cores, "metavar": "N|auto|off"}),
+    ("--profile-in", "profile_in", {"metavar": "FILE"}),
     ("--timeout", "timeout_s", {"type": _float, "metavar": "SECONDS"}),
     ("--compress", "compress", {"metavar": "none|fp16|bf16|int8|topk:R"}),
     ("--compress-up", "compress_up", {"metavar": "CODEC"}),
@@ -202,7 +203,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_config_flags(plan)
     plan.add_argument("--profile-out", metavar="FILE", help="save the profile as JSON")
-    plan.add_argument("--profile-in", metavar="FILE", help="plan from a saved profile instead of measuring one")
+    plan.add_argument(
+        "--calibrate",
+        nargs="+",
+        default=(),
+        metavar="RUN_DIR",
+        help="calibrate the profile by finished runs on this host (their actions' CPU seconds), then plan",
+    )
     plan.add_argument(
         "--compare", metavar="RUN_DIR", help="a finished run's measured busy and idle times beside the prediction"
     )
@@ -391,9 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 plan_command(
                     config,
                     as_json=args.json,
-                    profile_in=args.profile_in,
+                    profile_in=config.profile_in,
                     profile_out=args.profile_out,
                     compare=args.compare,
+                    calibrate_from=args.calibrate,
                 )
             )
             return 0

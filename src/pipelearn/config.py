@@ -149,6 +149,9 @@ class RunConfig:
     """CPU cores that the server and every device share, for the planner's predictions: what compute at once
     shares them. 'auto': this machine's usable cores, as `pipelearn run` starts every process here ('off' for
     `pipelearn server`, whose devices are elsewhere); 'off': each on hardware of its own; or a number of cores."""
+    profile_in: str | None = None
+    """A saved profile (`pipelearn plan --profile-out FILE`, calibrated or not) that the planner chooses every
+    `auto` from, instead of profiling the model as the run starts."""
     timeout_s: float = 120.0
     """Least time a device gets to show progress towards its next scheduled message, and the limit for joining and
     loading data. Its deadline is longer where the plan and its pace so far expect longer (see
@@ -379,6 +382,7 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "stop_at_target": (lambda v: isinstance(v, bool), "true or false"),
     "threads": (_at_least(1), "a whole number of at least 1"),
     "host_cores": (_cores, "auto, off or a number of cores above 0"),
+    "profile_in": (_optional(_string), "a profile's JSON file"),
     "timeout_s": (_rate, "a number above 0"),
     "compress": (_codec, _CODEC_CHOICES),
     "compress_up": (_optional(_codec), _CODEC_CHOICES),

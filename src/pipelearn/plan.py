@@ -140,14 +140,21 @@ def resolve_plan(
     input_shape: tuple[int, int, int],
     profile: Profile | None = None,
 ) -> RunPlan:
-    """The run's plan: the configuration's values, with every `auto` chosen by the planner (profiling if needed)."""
+    """The run's plan: the configuration's values, with every `auto` chosen by the planner from `profile`, else the
+    configuration's saved profile (profile_in), else one measured now."""
     asked = requested(config, len(model))
     fixed = [(s, n) for s, n in asked if s is not None and n is not None]
     if len(fixed) == len(asked):
         setups = fixed_setups(config, [s for s, _ in fixed], [n for _, n in fixed])
         return RunPlan(setups, host_cores=host_cores(config))
-    from pipelearn.planner.search import plan_run  # the planner (and its profiler) loads only when needed
+    from pipelearn.planner.profile import load_profile  # the planner (and its profiler) loads only when needed
+    from pipelearn.planner.search import plan_run
 
+    if profile is None and config.profile_in is not None:
+        from pipelearn.models import canonical_model_name
+
+        profile = load_profile(config.profile_in)
+        profile.check(canonical_model_name(config.model), model, input_shape, source=config.profile_in)
     return plan_run(config, model, input_shape, profile).plan
 
 

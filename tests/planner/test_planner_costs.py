@@ -13,8 +13,8 @@ from torch import nn
 from pipelearn.config import DeviceOverride, RunConfig
 from pipelearn.models.splitting import split
 from pipelearn.plan import fixed_setups
-from pipelearn.planner.costs import CostModel, action_costs, scaled_compute, transmit_s
-from pipelearn.planner.profile import CodecFit, Profile, ProfileError, profile_model
+from pipelearn.planner.costs import CostModel, action_costs, transmit_s
+from pipelearn.planner.profile import Calibration, CodecFit, Profile, ProfileError, profile_model
 from pipelearn.schedule import DevicePlan, Key, Op, Resource, build_schedule
 from pipelearn.transport.channel import Channel
 from pipelearn.transport.service import transfer
@@ -163,17 +163,27 @@ def test_sending_weights_pays_safetensors_fixed_cost_per_tensor(profile):
     assert costs.weights.device_send[0] == 0.0
 
 
-def test_a_compute_factor_scales_every_computation_and_no_transfer(profile):
+def test_a_calibration_turns_every_computation_into_its_line_and_leaves_transfers(profile):
     config = RunConfig(devices=2, network="4g", batch_size=8, device_overrides={1: DeviceOverride(slowdown=3.0)})
     setups = fixed_setups(config.validate(), [2, 2], [2, 2])
     schedule = build_schedule("pipelearn", [DevicePlan(8, 2, 2)] * 2, batch_size=8, epochs=1)
-    alone = action_costs(CostModel(profile(fixed=1e-4), batch_size=8, devices=2), schedule, setups)
-    slower = scaled_compute(alone, 1.5)
+    measured = profile(fixed=1e-4)
+    calibration = {"device": Calibration(1.5, 1e-3, 10), "server": Calibration(2.0, 2e-3, 10)}
+    calibrated = replace(
+        measured,
+        device=replace(measured.device, calibration=calibration["device"]),
+        server=replace(measured.server, calibration=calibration["server"]),
+    )
+    alone = action_costs(CostModel(measured, batch_size=8, devices=2), schedule, setups)
+    runs = action_costs(CostModel(calibrated, batch_size=8, devices=2), schedule, setups)
+    kinds = set()
     for action in schedule.actions():
-        before, after = alone(action), slower(action)
+        before, after = alone(action), runs(action)
         if action.key.resource in (Resource.DEVICE, Resource.SERVER):
-            assert after.busy_s == pytest.approx(1.5 * before.busy_s)
-            assert after.cpu_s == pytest.approx(1.5 * before.cpu_s)
-            assert after.ready_after_s == pytest.approx(1.5 * before.ready_after_s)
+            line = calibration[str(action.key.resource)]
+            assert after.cpu_s == pytest.approx(line.factor * before.cpu_s + line.overhead_s)
+            assert after.busy_s == pytest.approx(after.cpu_s * before.busy_s / before.cpu_s)  # the slowdown stays
+            kinds.add((action.key.resource, action.key.op))
         else:
             assert after == before  # bytes are bytes
+    assert len(kinds) >= 8  # forward, backward, steps, weights, FedAvg: every kind of computation was seen

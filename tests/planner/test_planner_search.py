@@ -220,6 +220,8 @@ def test_a_large_crowded_fleet_is_estimated_within_its_cores(model, profile):
         100 * (costs.device_forward[s, 8] + costs.device_backward[s, 8] + costs.server_train[s, 8]) for s in best.splits
     )
     assert best.epoch_s >= best.bound_s >= compute
+
+
 FIT = CodecFit(compress_s=0.0005, compress_s_per_byte=1e-9, decompress_s=0.0005, decompress_s_per_byte=1e-9)
 
 

@@ -252,6 +252,8 @@ def test_without_sharing_compute_seconds_change_nothing(mode):
 def test_host_cores_must_be_positive():
     with pytest.raises(ValueError, match="host_cores must be a positive number"):
         simulate(_fl_pair(), costs(), host_cores=0)
+
+
 def test_compressed_messages_on_the_hand_worked_timeline(profile):
     """The cost model under fp16 both ways, through the simulator: fp16 halves every float tensor and keeps the
     header's length, so every number below is worked out by hand."""

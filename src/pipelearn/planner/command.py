@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from pipelearn.config import ConfigError, RunConfig, from_mapping
+from pipelearn.config import RunConfig
 from pipelearn.models import canonical_model_name
-from pipelearn.plan import RunPlan, host_cores
+from pipelearn.plan import RunPlan
+from pipelearn.planner.calibrate import RecordedRun, calibrate, describe
 from pipelearn.planner.costs import CostModel
 from pipelearn.planner.profile import Profile, load_profile, profile_model, save_profile, with_codecs
 from pipelearn.planner.search import Planned, busy_by_kind, plan_run, run_simulation
@@ -30,18 +29,24 @@ def plan_command(
     profile_in: str | None = None,
     profile_out: str | None = None,
     compare: str | None = None,
+    calibrate_from: Sequence[str] = (),
 ) -> str:
-    """What `pipelearn plan` prints: the best candidates and the choice, or a run beside its prediction."""
+    """What `pipelearn plan` prints: the best candidates and the choice, or a run beside its prediction; with
+    `calibrate_from` (finished runs' directories), from the profile calibrated by those runs."""
     torch.set_num_threads(config.threads)  # profile as the run's processes compute
-    run = _finished_run(Path(compare)) if compare is not None else None
+    run = RecordedRun.load(compare) if compare is not None else None
     if run is not None:
-        config = run[0]
+        config = run.config
     profile, note = _profile(config, profile_in)
+    if calibrate_from:
+        profile = calibrate(profile, [RecordedRun.load(d) for d in calibrate_from])
+    if profile.device.calibration or profile.server.calibration:
+        note += f"; {describe(profile)}"
     if profile_out is not None:
         save_profile(profile, profile_out)
         note += f"; saved to {profile_out}"
     if run is not None:
-        return f"{note}\n{compare_table(*run, profile)}"
+        return f"{note}\n{compare_table(run.config, run.plan, run.metrics, profile)}"
     shape, classes = data_shape(config)
     planned = plan_run(config, make_model(config, shape, classes), shape, profile)
     if as_json:
@@ -139,20 +144,6 @@ def _sharing(cores: float | None) -> str:
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-
-
-def _finished_run(run_dir: Path) -> tuple[RunConfig, RunPlan, dict[str, Any]]:
-    path = run_dir / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path} does not exist: --compare needs the directory of a finished run") from exc
-    if "plan" not in metrics or "config" not in metrics:
-        raise ConfigError(f"{path} holds no run plan (it predates plans): run it again to compare")
-    config, plan = from_mapping(metrics["config"]), RunPlan.from_dict(metrics["plan"])
-    if "host_cores" not in metrics["plan"]:  # recorded before plans said: its config's, as a run made here
-        plan = dataclasses.replace(plan, host_cores=host_cores(config))
-    return config, plan, metrics
 
 
 def compare_table(config: RunConfig, plan: RunPlan, measured: dict[str, Any], profile: Profile) -> str:

@@ -33,7 +33,8 @@ class CostModel:
     `up` and `down` are the run's compression codecs (RunConfig.codec), as the runtime's channels apply them: up
     to what devices send (activations and labels, weights), down to what the server sends (gradients, weights).
     Bytes are those on the wire; a codec's seconds to compress and decompress are added to the compute of the
-    side that does them.
+    side that does them. Each compute table holds one action's seconds per entry, as a side's calibration (if
+    its profile has one) says the runs take them.
     """
 
     def __init__(
@@ -61,36 +62,40 @@ class CostModel:
         self.weight_bytes: Table = _prefix(np.array(profile.weight_bytes, dtype=np.float64))
         """The device part's state uncompressed (safetensors), as the server holds it."""
         dev, srv = profile.device, profile.server
+        on_device, on_server = _calibrated(dev), _calibrated(srv)
         forward, backward = (
             _prefix(_curves(dev.forward_s, profile.sizes, sizes)),
             _prefix(_curves(dev.backward_s, profile.sizes, sizes)),
         )
-        self.device_forward: Table = forward + _coding(dev, self.up, floats, self.activation_bytes)[0]
+        self.device_forward: Table = on_device(forward + _coding(dev, self.up, floats, self.activation_bytes)[0])
         """Forward of blocks 1..p, then the activation compressed and encoded."""
-        self.device_backward: Table = backward + _coding(dev, self.down, floats, self.gradient_bytes)[1]
+        self.device_backward: Table = on_device(backward + _coding(dev, self.down, floats, self.gradient_bytes)[1])
         """The gradient decoded and decompressed, then backward of blocks 1..p."""
-        self.device_train: np.ndarray = forward[-1] + backward[-1] + _curve(dev.loss_s, profile.sizes, sizes)
+        self.device_train: np.ndarray = on_device(forward[-1] + backward[-1] + _curve(dev.loss_s, profile.sizes, sizes))
         """fl: forward, loss and backward of the whole model, by micro-batch size."""
-        self.device_step: Table = _prefix(np.array(dev.step_s))
+        self.device_step: Table = on_device(_prefix(np.array(dev.step_s)))
         server_work = _suffix(
             _curves(srv.forward_s, profile.sizes, sizes) + _curves(srv.backward_s, profile.sizes, sizes)
         )
-        self.server_train: Table = (
+        self.server_train: Table = on_server(
             _coding(srv, self.up, floats, self.activation_bytes)[1]
             + server_work
             + _curve(srv.loss_s, profile.sizes, sizes)
             + _coding(srv, self.down, floats, self.gradient_bytes)[0]
         )
         """The activation decoded, forward, loss and backward of blocks p+1..L, the gradient encoded."""
-        self.server_step: Table = _suffix(np.array(srv.step_s))
+        self.server_step: Table = on_server(_suffix(np.array(srv.step_s)))
         self.weights = _weight_costs(profile, self.up, self.down)
         """A round's weights, both ways (after the first round)."""
         self.first_weights = _weight_costs(profile, weight_codec(self.up, True), weight_codec(self.down, True))
         """The first round's weights (which top-k sends whole)."""
         model_bytes = float(self.weight_bytes[-1])
-        self.aggregate_s = float(devices * (model_bytes * srv.aggregate_s_per_byte + _load(srv, model_bytes)))
+        self.aggregate_s = float(
+            on_server(devices * (model_bytes * srv.aggregate_s_per_byte + _load(srv, model_bytes)))
+        )
         """FedAvg over every device's model, then loading each device's server replica (at most the whole model)."""
         self._wire = (srv.wire_s, srv.wire_s_per_byte)
+
     @classmethod
     def for_run(cls, profile: Profile, config: RunConfig) -> CostModel:
         """The cost model of a run: its batch size, devices and compression."""
@@ -156,14 +161,22 @@ def _weight_costs(profile: Profile, up: Codec, down: Codec) -> WeightCosts:
         encode, decode = coding(timing, codec)
         return encode if codec.name == "none" else encode + decode
 
+    on_device, on_server = _calibrated(dev), _calibrated(srv)
     return WeightCosts(
         up_bytes=sized(up),
         down_bytes=sized(down),
-        device_send=send(dev, up),
-        device_load=coding(dev, down)[1] + _load(dev, raw),
-        server_send=send(srv, down),
-        server_load=coding(srv, up)[1],
+        device_send=on_device(send(dev, up)),
+        device_load=on_device(coding(dev, down)[1] + _load(dev, raw)),
+        server_send=on_server(send(srv, down)),
+        server_load=on_server(coding(srv, up)[1]),
     )
+
+
+def _calibrated(timing: Timing) -> Callable[[np.ndarray | float], np.ndarray]:
+    """Seconds of actions on a side as its calibration says runs take them (as profiled where it has none)."""
+    if timing.calibration is None:
+        return lambda seconds: np.asarray(seconds, dtype=np.float64)
+    return timing.calibration.apply
 
 
 def _state_specs(profile: Profile, codec: Codec, block: int) -> dict[str, TensorSpec]:
@@ -279,19 +292,6 @@ def action_costs(model: CostModel, schedule: Schedule, setups: Sequence[DeviceSe
         return schedule.microbatch_sizes(key.device, key.iteration)[key.microbatch] if key.iteration >= 0 else 0
 
     return cost
-
-
-def scaled_compute(cost: Callable[[Action], Cost], factor: float) -> Callable[[Action], Cost]:
-    """`cost` with every device and server computation `factor` times as long and every transfer as it was: what
-    planner_diagnose tries, to see how much of a run's error contention for caches and memory would explain."""
-
-    def scaled(action: Action) -> Cost:
-        c = cost(action)
-        if action.key.resource in (Resource.DEVICE, Resource.SERVER):
-            return Cost(c.busy_s * factor, c.ready_after_s * factor, c.cpu_s * factor)
-        return c
-
-    return scaled
 
 
 def _device_seconds(model: CostModel, key: Key, split: int, n: int) -> float:

@@ -23,6 +23,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -65,6 +66,23 @@ class StateTensor:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """What a side's compute actions cost in recorded runs against what the profile predicts, fitted as a line:
+    an action the profile times at x CPU seconds took factor * x + overhead_s (planner/calibrate.py)."""
+
+    factor: float
+    overhead_s: float
+    """Fixed CPU seconds of every action beyond its work: the runtime's bookkeeping, its threads' hand-overs."""
+    actions: int
+    """How many recorded actions it was fitted to."""
+
+    def apply(self, seconds: np.ndarray | float) -> np.ndarray:
+        """Seconds of actions as the runs would take them (an action of no seconds is none, and stays 0)."""
+        seconds = np.asarray(seconds, dtype=np.float64)
+        return np.where(seconds > 0, self.factor * seconds + self.overhead_s, 0.0)
+
+
+@dataclass(frozen=True)
 class Timing:
     """Seconds of work on one machine; per-size lists follow Profile.sizes."""
 
@@ -91,6 +109,9 @@ class Timing:
     load_s_per_byte: float | None = None
     """Seconds per byte of loading weights into a model (load_state_dict); None in a profile made before it was
     measured, where the codec's per-byte seconds stand in."""
+    calibration: Calibration | None = None
+    """How this side's actions compared with these timings in recorded runs (`pipelearn plan --calibrate`); None
+    where the timings stand as measured."""
 
 
 @dataclass(frozen=True)
@@ -489,4 +510,5 @@ def _timing(data: dict[str, Any]) -> Timing:
     """A side's timings from JSON; a codec's key must be a setting that parses (ValueError if not)."""
     compression = data.get("compression", {})
     fits = {str(Codec.parse(k)): CodecFit(**v) for k, v in compression.items()}
-    return Timing(**{**data, "compression": fits})
+    calibration = data.get("calibration")
+    return Timing(**{**data, "compression": fits, "calibration": calibration and Calibration(**calibration)})

@@ -1,0 +1,140 @@
+"""Calibrate a profile from recorded runs: every compute action's CPU seconds as a run took them (its trace's cpu_s)
+against what the profile predicts, fitted per side as a line, factor * predicted + overhead_s.
+
+A profile times each block alone, back to back, on one quiet thread. A run does the same work among its lanes'
+threads, the transport's threads and the other processes on the host's cores: each action pays the runtime's
+bookkeeping and hand-overs (the overhead), and work slows where processes take turns on the cores and their caches
+(the factor). Both belong to the host and the fleet more than to the plan, so a few runs calibrate the plans of
+others on the same host: `pipelearn plan --calibrate RUN_DIR ... --profile-out FILE`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelearn.config import ConfigError, RunConfig, from_mapping
+from pipelearn.models import canonical_model_name
+from pipelearn.plan import RunPlan, host_cores
+from pipelearn.planner.costs import CostModel, action_costs
+from pipelearn.planner.profile import Calibration, Profile, ProfileError, with_codecs
+from pipelearn.runtime.work import data_shape, make_model, schedule_for
+from pipelearn.schedule import Resource
+
+SIDES = {Resource.DEVICE: "device", Resource.SERVER: "server"}
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """A finished run as the planner reads it back: its configuration, plan, metrics and trace."""
+
+    where: Path
+    config: RunConfig
+    plan: RunPlan
+    metrics: dict[str, Any]
+    durations: dict[str, float]
+    """Each action's measured seconds, by its name."""
+    cpu: dict[str, float]
+    """Each compute action's CPU seconds, by its name, where the run recorded them."""
+
+    @property
+    def samples(self) -> list[int]:
+        """Each device's training samples."""
+        return [int(d["samples"]) for d in self.metrics["device"]]
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RecordedRun:
+        """Read the metrics.json (and trace.json, if any) that `pipelearn run` wrote; ConfigError if unusable."""
+        run_dir = Path(run_dir)
+        path = run_dir / "metrics.json"
+        try:
+            metrics = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path} does not exist: give the directory of a finished run") from exc
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not JSON ({exc}): give the directory of a finished run") from exc
+        if "plan" not in metrics or "config" not in metrics:
+            raise ConfigError(f"{path} holds no run plan (it predates plans): run it again")
+        config, plan = from_mapping(metrics["config"]), RunPlan.from_dict(metrics["plan"])
+        if "host_cores" not in metrics["plan"]:  # recorded before plans said: its config's, as a run made here
+            plan = dataclasses.replace(plan, host_cores=host_cores(config))
+        trace = run_dir / "trace.json"
+        events = json.loads(trace.read_text())["traceEvents"] if trace.exists() else []
+        spans = [e for e in events if e.get("ph") == "X"]
+        return cls(
+            run_dir,
+            config,
+            plan,
+            metrics,
+            {e["name"]: e["dur"] / 1e6 for e in spans},
+            {e["name"]: e["args"]["cpu_s"] for e in spans if "cpu_s" in e.get("args", {})},
+        )
+
+
+def fit_line(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """Least squares of measured = factor * predicted + overhead, with factor > 0 and overhead >= 0 (else the
+    line through the origin)."""
+    x, y = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    if len(x) >= 2 and np.ptp(x) > 0:
+        factor, overhead = np.polyfit(x, y, 1)
+        if factor > 0 and overhead >= 0:
+            return float(factor), float(overhead)
+    return float(x @ y / (x @ x)), 0.0
+
+
+def calibrate(profile: Profile, runs: Sequence[RecordedRun]) -> Profile:
+    """`profile` with each side's calibration fitted to the compute actions of `runs` (of its model), in place of
+    any it had; ProfileError if a run is of another model or recorded no CPU seconds."""
+    base = dataclasses.replace(
+        profile,
+        device=dataclasses.replace(profile.device, calibration=None),
+        server=dataclasses.replace(profile.server, calibration=None),
+    )
+    points: dict[Resource, tuple[list[float], list[float]]] = {side: ([], []) for side in SIDES}
+    for run in runs:
+        if not run.cpu:
+            raise ProfileError(
+                f"{run.where} records no CPU seconds of its actions (no trace.json, or one made before they were "
+                "recorded): run it again to calibrate from it"
+            )
+        shape, classes = data_shape(run.config)
+        model = make_model(run.config, shape, classes)
+        try:
+            base.check(canonical_model_name(run.config.model), model, shape)
+        except ProfileError as exc:
+            raise ProfileError(f"{run.where} cannot calibrate this profile: {exc}") from None
+        base = with_codecs(base, model, (run.config.codec("up"), run.config.codec("down")))
+        schedule = schedule_for(run.config, run.plan, run.samples)
+        costs = action_costs(CostModel.for_run(base, run.config), schedule, run.plan.devices)
+        for action in schedule.actions():
+            measured = run.cpu.get(str(action.key))
+            predicted = costs(action).cpu_s
+            if measured is not None and action.key.resource in points and predicted > 0:
+                points[action.key.resource][0].append(predicted)
+                points[action.key.resource][1].append(measured)
+    fitted = {}
+    for side, (xs, ys) in points.items():
+        if not xs:
+            raise ProfileError(f"the runs given record no {SIDES[side]} computations to calibrate from")
+        fitted[side] = Calibration(*fit_line(xs, ys), actions=len(xs))
+    return dataclasses.replace(
+        base,
+        device=dataclasses.replace(base.device, calibration=fitted[Resource.DEVICE]),
+        server=dataclasses.replace(base.server, calibration=fitted[Resource.SERVER]),
+    )
+
+
+def describe(profile: Profile) -> str:
+    """One line on the profile's calibration, for people."""
+    parts = [
+        f"{side} {c.factor:.3f} x profiled + {1e3 * c.overhead_s:.2f} ms an action ({c.actions} actions)"
+        for side, c in (("device", profile.device.calibration), ("server", profile.server.calibration))
+        if c is not None
+    ]
+    return "calibrated: " + "; ".join(parts) if parts else "not calibrated"
