@@ -1,4 +1,4 @@
-"""Calibration: the factor, a profile calibrated from a real run's trace, and runs that plan from a saved profile."""
+"""Calibration: the line fit, a profile calibrated from a real run's trace, and runs that plan from a saved profile."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pipelearn.config import RunConfig
 from pipelearn.models import canonical_model_name
 from pipelearn.plan import resolve_plan
-from pipelearn.planner.calibrate import RecordedRun, calibrate, fit_factor
+from pipelearn.planner.calibrate import RecordedRun, calibrate, fit_line
 from pipelearn.planner.command import plan_command
 from pipelearn.planner.costs import CostModel, action_costs
 from pipelearn.planner.profile import Profile, ProfileError, load_profile, profile_model, save_profile
@@ -51,39 +51,39 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, Path,
 
 @given(
     factor=st.floats(0.2, 5.0),
-    xs=st.lists(st.floats(1e-4, 0.1), min_size=1, max_size=30),
-    stretched=st.data(),
+    overhead=st.floats(0.0, 0.01),
+    xs=st.lists(st.floats(1e-4, 0.1), min_size=2, max_size=30, unique=True),
 )
-def test_fit_factor_is_the_typical_ratio_whatever_a_minority_of_actions_did(factor, xs, stretched):
-    ys = [factor * x for x in xs]
-    assert fit_factor(xs, ys) == pytest.approx(factor)
-    odd = stretched.draw(st.lists(st.integers(0, len(xs) - 1), max_size=(len(xs) - 1) // 2, unique=True))
-    for i in odd:  # fewer than half the actions stretched, say by a pause of the machine
-        ys[i] *= 10
-    assert fit_factor(xs, ys) == pytest.approx(factor)
+def test_fit_line_recovers_the_line_the_points_lie_on(factor: float, overhead: float, xs: list[float]):
+    if max(xs) - min(xs) < 1e-5:
+        return
+    got = fit_line(xs, [factor * x + overhead for x in xs])
+    assert got == pytest.approx((factor, overhead), rel=1e-6, abs=1e-9)
 
 
-def test_fit_factor_needs_an_action_that_takes_time():
-    assert fit_factor([0.0, 0.01, 0.02], [0.5, 0.02, 0.04]) == pytest.approx(2.0)
-    with pytest.raises(ValueError, match="nothing to calibrate"):
-        fit_factor([0.0], [0.01])
+def test_fit_line_goes_through_the_origin_rather_than_subtract_time():
+    xs = [0.01, 0.02, 0.03]
+    factor, overhead = fit_line(xs, [2 * x - 0.005 for x in xs])  # the best line would start below zero
+    assert overhead == 0.0 and factor == pytest.approx(sum(x * (2 * x - 0.005) for x in xs) / sum(x * x for x in xs))
+    assert fit_line([0.01, 0.01], [0.03, 0.03]) == pytest.approx((3.0, 0.0))  # one size of action: a factor
 
 
-def test_calibrate_finds_how_much_longer_each_side_of_a_run_computed(finished):
-    _, out, profile = finished
+def test_calibrate_finds_the_line_each_side_of_a_run_followed(finished):
+    config, out, profile = finished
     run = RecordedRun.load(out)
     schedule = schedule_for(run.config, run.plan, run.samples)
     costs = action_costs(CostModel.for_run(profile, run.config), schedule, run.plan.devices)
-    factors = {Resource.DEVICE: 0.9, Resource.SERVER: 1.3}
+    lines = {Resource.DEVICE: (0.9, 0.001), Resource.SERVER: (1.3, 0.002)}
     cpu = {}
     for action in schedule.actions():
-        if action.key.resource in factors and str(action.key) in run.cpu:
-            cpu[str(action.key)] = factors[action.key.resource] * costs(action).cpu_s
+        if action.key.resource in lines and str(action.key) in run.cpu:
+            factor, overhead = lines[action.key.resource]
+            cpu[str(action.key)] = factor * costs(action).cpu_s + overhead
     assert len(cpu) == len(run.cpu) > 20  # the trace holds every compute action's CPU seconds
     calibrated = calibrate(profile, [dataclasses.replace(run, cpu=cpu)])
-    for side, factor in factors.items():
-        found = calibrated.device.calibration if side is Resource.DEVICE else calibrated.server.calibration
-        assert found is not None and found.factor == pytest.approx(factor)
+    for side, (factor, overhead) in lines.items():
+        line = calibrated.device.calibration if side is Resource.DEVICE else calibrated.server.calibration
+        assert line is not None and (line.factor, line.overhead_s) == pytest.approx((factor, overhead))
     after = action_costs(CostModel.for_run(calibrated, run.config), schedule, run.plan.devices)
     assert all(after(a).cpu_s == pytest.approx(cpu[str(a.key)]) for a in schedule.actions() if str(a.key) in cpu)
     again = calibrate(calibrated, [dataclasses.replace(run, cpu=cpu)])  # fitted to the profile as measured
@@ -97,7 +97,7 @@ def test_a_profile_calibrated_by_a_run_is_saved_and_plans_runs_that_name_it(fini
     note = plan_command(
         config, profile_in=str(measured), calibrate_from=[str(out)], profile_out=str(calibrated)
     ).splitlines()[0]
-    assert "calibrated: device" in note and "server" in note and "x profiled" in note
+    assert "calibrated: device" in note and "server" in note and "ms an action" in note
     saved = load_profile(calibrated)
     assert saved.server.calibration is not None and saved.server.calibration.actions > 10
     assert saved.device.calibration is not None and saved.device.calibration.factor > 0
@@ -109,15 +109,15 @@ def test_a_profile_calibrated_by_a_run_is_saved_and_plans_runs_that_name_it(fini
     assert resolve_plan(auto, model, shape) == plan_run(auto, model, shape, saved).plan
 
     missing = dataclasses.replace(auto, profile_in=str(tmp_path / "none.json"))
-    with pytest.raises(ProfileError, match=r"none\.json does not exist"):
+    with pytest.raises(ProfileError, match="none.json does not exist"):
         resolve_plan(missing, model, shape)
     other = dataclasses.replace(auto, model="vgg8")
-    with pytest.raises(ProfileError, match=r"calibrated\.json"):
+    with pytest.raises(ProfileError, match="calibrated.json"):
         resolve_plan(other, make_model(other, shape, classes), shape)
 
 
 def test_calibrating_from_a_run_without_cpu_seconds_or_of_another_model_says_so(finished, tmp_path: Path):
-    _, out, profile = finished
+    config, out, profile = finished
     bare = tmp_path / "bare"
     shutil.copytree(out, bare)
     (bare / "trace.json").unlink()

@@ -163,12 +163,12 @@ def test_sending_weights_pays_safetensors_fixed_cost_per_tensor(profile):
     assert costs.weights.device_send[0] == 0.0
 
 
-def test_a_calibration_scales_every_computation_by_its_sides_factor_and_leaves_transfers(profile):
+def test_a_calibration_turns_every_computation_into_its_line_and_leaves_transfers(profile):
     config = RunConfig(devices=2, network="4g", batch_size=8, device_overrides={1: DeviceOverride(slowdown=3.0)})
     setups = fixed_setups(config.validate(), [2, 2], [2, 2])
     schedule = build_schedule("pipelearn", [DevicePlan(8, 2, 2)] * 2, batch_size=8, epochs=1)
     measured = profile(fixed=1e-4)
-    calibration = {"device": Calibration(1.5, 10), "server": Calibration(2.0, 10)}
+    calibration = {"device": Calibration(1.5, 1e-3, 10), "server": Calibration(2.0, 2e-3, 10)}
     calibrated = replace(
         measured,
         device=replace(measured.device, calibration=calibration["device"]),
@@ -180,10 +180,9 @@ def test_a_calibration_scales_every_computation_by_its_sides_factor_and_leaves_t
     for action in schedule.actions():
         before, after = alone(action), runs(action)
         if action.key.resource in (Resource.DEVICE, Resource.SERVER):
-            factor = calibration[str(action.key.resource)].factor
-            assert after.cpu_s == pytest.approx(factor * before.cpu_s)
-            assert after.busy_s == pytest.approx(factor * before.busy_s)  # the slowdown stays
-            assert after.ready_after_s == pytest.approx(factor * before.ready_after_s)
+            line = calibration[str(action.key.resource)]
+            assert after.cpu_s == pytest.approx(line.factor * before.cpu_s + line.overhead_s)
+            assert after.busy_s == pytest.approx(after.cpu_s * before.busy_s / before.cpu_s)  # the slowdown stays
             kinds.add((action.key.resource, action.key.op))
         else:
             assert after == before  # bytes are bytes

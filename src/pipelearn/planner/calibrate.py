@@ -1,13 +1,11 @@
 """Calibrate a profile from recorded runs: every compute action's CPU seconds as a run took them (its trace's cpu_s)
-against what the profile predicts, summed up per side as one factor, the median of their ratios.
+against what the profile predicts, fitted per side as a line, factor * predicted + overhead_s.
 
 A profile times each block alone, back to back, on one quiet thread. A run does the same work among its lanes'
 threads, the transport's threads and the other processes on the host's cores: each action pays the runtime's
-bookkeeping and hand-overs, and work slows where processes take turns on the cores and their caches. Both belong to
-the host and the fleet more than to the plan, so a few runs calibrate the plans of others on the same host:
-`pipelearn plan --calibrate RUN_DIR ... --profile-out FILE`. The median weighs every action alike and shrugs off
-the few that a pause of the machine stretched; a line fitted to the seconds (a factor and a fixed cost per action)
-followed the largest actions of the runs it was fitted to and predicted plans of other splits worse.
+bookkeeping and hand-overs (the overhead), and work slows where processes take turns on the cores and their caches
+(the factor). Both belong to the host and the fleet more than to the plan, so a few runs calibrate the plans of
+others on the same host: `pipelearn plan --calibrate RUN_DIR ... --profile-out FILE`.
 """
 
 from __future__ import annotations
@@ -79,16 +77,19 @@ class RecordedRun:
         )
 
 
-def fit_factor(predicted: Sequence[float], measured: Sequence[float]) -> float:
-    """The median of measured over predicted seconds, over actions predicted to take some."""
-    ratios = [m / p for p, m in zip(predicted, measured, strict=True) if p > 0]
-    if not ratios:
-        raise ValueError("no action predicted to take any time: nothing to calibrate from")
-    return float(np.median(ratios))
+def fit_line(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """Least squares of measured = factor * predicted + overhead, with factor > 0 and overhead >= 0 (else the
+    line through the origin)."""
+    x, y = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    if len(x) >= 2 and np.ptp(x) > 0:
+        factor, overhead = np.polyfit(x, y, 1)
+        if factor > 0 and overhead >= 0:
+            return float(factor), float(overhead)
+    return float(x @ y / (x @ x)), 0.0
 
 
 def calibrate(profile: Profile, runs: Sequence[RecordedRun]) -> Profile:
-    """`profile` with each side's calibration taken from the compute actions of `runs` (of its model), in place of
+    """`profile` with each side's calibration fitted to the compute actions of `runs` (of its model), in place of
     any it had; ProfileError if a run is of another model or recorded no CPU seconds."""
     base = dataclasses.replace(
         profile,
@@ -121,7 +122,7 @@ def calibrate(profile: Profile, runs: Sequence[RecordedRun]) -> Profile:
     for side, (xs, ys) in points.items():
         if not xs:
             raise ProfileError(f"the runs given record no {SIDES[side]} computations to calibrate from")
-        fitted[side] = Calibration(fit_factor(xs, ys), actions=len(xs))
+        fitted[side] = Calibration(*fit_line(xs, ys), actions=len(xs))
     return dataclasses.replace(
         base,
         device=dataclasses.replace(base.device, calibration=fitted[Resource.DEVICE]),
@@ -132,7 +133,7 @@ def calibrate(profile: Profile, runs: Sequence[RecordedRun]) -> Profile:
 def describe(profile: Profile) -> str:
     """One line on the profile's calibration, for people."""
     parts = [
-        f"{side} {c.factor:.3f} x profiled ({c.actions} actions)"
+        f"{side} {c.factor:.3f} x profiled + {1e3 * c.overhead_s:.2f} ms an action ({c.actions} actions)"
         for side, c in (("device", profile.device.calibration), ("server", profile.server.calibration))
         if c is not None
     ]

@@ -33,7 +33,8 @@ class CostModel:
     `up` and `down` are the run's compression codecs (RunConfig.codec), as the runtime's channels apply them: up
     to what devices send (activations and labels, weights), down to what the server sends (gradients, weights).
     Bytes are those on the wire; a codec's seconds to compress and decompress are added to the compute of the
-    side that does them. Compute seconds are as a side's calibration (if its profile has one) says runs take them.
+    side that does them. Each compute table holds one action's seconds per entry, as a side's calibration (if
+    its profile has one) says the runs take them.
     """
 
     def __init__(

@@ -67,16 +67,19 @@ class StateTensor:
 
 @dataclass(frozen=True)
 class Calibration:
-    """How much longer a side's compute actions took in recorded runs than the profile predicts them: the median,
-    over the actions, of measured over predicted CPU seconds (planner/calibrate.py)."""
+    """What a side's compute actions cost in recorded runs against what the profile predicts, fitted as a line:
+    an action the profile times at x CPU seconds took factor * x + overhead_s (planner/calibrate.py)."""
 
     factor: float
+    overhead_s: float
+    """Fixed CPU seconds of every action beyond its work: the runtime's bookkeeping, its threads' hand-overs."""
     actions: int
-    """How many recorded actions it was taken over."""
+    """How many recorded actions it was fitted to."""
 
     def apply(self, seconds: np.ndarray | float) -> np.ndarray:
-        """Seconds of actions as the runs would take them."""
-        return self.factor * np.asarray(seconds, dtype=np.float64)
+        """Seconds of actions as the runs would take them (an action of no seconds is none, and stays 0)."""
+        seconds = np.asarray(seconds, dtype=np.float64)
+        return np.where(seconds > 0, self.factor * seconds + self.overhead_s, 0.0)
 
 
 @dataclass(frozen=True)
