@@ -69,7 +69,7 @@ def test_fit_line_goes_through_the_origin_rather_than_subtract_time():
 
 
 def test_calibrate_finds_the_line_each_side_of_a_run_followed(finished):
-    config, out, profile = finished
+    _, out, profile = finished
     run = RecordedRun.load(out)
     schedule = schedule_for(run.config, run.plan, run.samples)
     costs = action_costs(CostModel.for_run(profile, run.config), schedule, run.plan.devices)
@@ -109,15 +109,15 @@ def test_a_profile_calibrated_by_a_run_is_saved_and_plans_runs_that_name_it(fini
     assert resolve_plan(auto, model, shape) == plan_run(auto, model, shape, saved).plan
 
     missing = dataclasses.replace(auto, profile_in=str(tmp_path / "none.json"))
-    with pytest.raises(ProfileError, match="none.json does not exist"):
+    with pytest.raises(ProfileError, match=r"none\.json does not exist"):
         resolve_plan(missing, model, shape)
     other = dataclasses.replace(auto, model="vgg8")
-    with pytest.raises(ProfileError, match="calibrated.json"):
+    with pytest.raises(ProfileError, match=r"calibrated\.json"):
         resolve_plan(other, make_model(other, shape, classes), shape)
 
 
 def test_calibrating_from_a_run_without_cpu_seconds_or_of_another_model_says_so(finished, tmp_path: Path):
-    config, out, profile = finished
+    _, out, profile = finished
     bare = tmp_path / "bare"
     shutil.copytree(out, bare)
     (bare / "trace.json").unlink()
