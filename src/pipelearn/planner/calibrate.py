@@ -114,8 +114,10 @@ def calibrate(profile: Profile, runs: Sequence[RecordedRun]) -> Profile:
         costs = action_costs(CostModel.for_run(base, run.config), schedule, run.plan.devices)
         for action in schedule.actions():
             measured = run.cpu.get(str(action.key))
+            if measured is None or action.key.resource not in points:
+                continue
             predicted = costs(action).cpu_s
-            if measured is not None and action.key.resource in points and predicted > 0:
+            if predicted > 0:
                 points[action.key.resource][0].append(predicted)
                 points[action.key.resource][1].append(measured)
     fitted = {}

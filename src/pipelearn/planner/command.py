@@ -12,7 +12,6 @@ import torch
 
 from pipelearn.config import RunConfig
 from pipelearn.models import canonical_model_name
-from pipelearn.plan import RunPlan
 from pipelearn.planner.calibrate import RecordedRun, calibrate, describe
 from pipelearn.planner.costs import CostModel
 from pipelearn.planner.profile import Profile, load_profile, profile_model, save_profile, with_codecs
@@ -46,7 +45,7 @@ def plan_command(
         save_profile(profile, profile_out)
         note += f"; saved to {profile_out}"
     if run is not None:
-        return f"{note}\n{compare_table(run.config, run.plan, run.metrics, profile)}"
+        return f"{note}\n{compare_table(run, profile)}"
     shape, classes = data_shape(config)
     planned = plan_run(config, make_model(config, shape, classes), shape, profile)
     if as_json:
@@ -146,11 +145,10 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
-def compare_table(config: RunConfig, plan: RunPlan, measured: dict[str, Any], profile: Profile) -> str:
+def compare_table(run: RecordedRun, profile: Profile) -> str:
     """A finished run's measured busy and idle seconds per resource beside the simulator's for the same plan."""
-    samples = [int(d["samples"]) for d in measured["device"]]
-    costs = CostModel.for_run(profile, config)
-    sim = run_simulation(config, plan, costs, samples)
+    config, plan, measured = run.config, run.plan, run.metrics
+    sim = run_simulation(config, plan, CostModel.for_run(profile, config), run.samples)
     wall, span = float(measured["train_time_s"]), sim.makespan_s
     busy = sim.busy_s()
     rows = [["resource", "measured busy (s)", "predicted busy (s)", "measured idle (s)", "predicted idle (s)"]]
