@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pipelearn.config import RunConfig
 from pipelearn.models import canonical_model_name
 from pipelearn.plan import resolve_plan
-from pipelearn.planner.calibrate import RecordedRun, calibrate, fit_line
+from pipelearn.planner.calibrate import RecordedRun, calibrate, fit_line, median_of_runs
 from pipelearn.planner.command import plan_command
 from pipelearn.planner.costs import CostModel, action_costs
 from pipelearn.planner.profile import Profile, ProfileError, load_profile, profile_model, save_profile
@@ -88,6 +88,30 @@ def test_calibrate_finds_the_line_each_side_of_a_run_followed(finished):
     assert all(after(a).cpu_s == pytest.approx(cpu[str(a.key)]) for a in schedule.actions() if str(a.key) in cpu)
     again = calibrate(calibrated, [dataclasses.replace(run, cpu=cpu)])  # fitted to the profile as measured
     assert again.server.calibration == calibrated.server.calibration
+
+
+def test_fit_line_weighs_points_as_if_they_were_repeated():
+    xs, ys = [0.01, 0.02, 0.04], [0.013, 0.021, 0.052]
+    repeated = fit_line([0.01, 0.02, 0.02, 0.02, 0.04, 0.04], [0.013, 0.021, 0.021, 0.021, 0.052, 0.052])
+    assert fit_line(xs, ys, [1, 3, 2]) == pytest.approx(repeated)
+
+
+def test_median_of_runs_takes_the_middle_run_and_weighs_it_by_its_actions():
+    assert median_of_runs([[1.0, 3.0], [10.0, 10.0, 10.0, 10.0], [2.5, 2.5, 2.5]]) == pytest.approx((2.5, 3.0))
+    assert median_of_runs([[4.0]]) == (4.0, 1.0)
+
+
+def test_one_slow_run_among_repeats_of_a_plan_does_not_move_the_calibration(finished):
+    _, out, profile = finished
+    run = RecordedRun.load(out)
+    slow = dataclasses.replace(run, cpu={name: 3 * s for name, s in run.cpu.items()})
+    alone = calibrate(profile, [run])
+    repeated = calibrate(profile, [run, slow, run])
+    for side in ("device", "server"):
+        one, three = getattr(alone, side).calibration, getattr(repeated, side).calibration
+        assert (three.factor, three.overhead_s) == pytest.approx((one.factor, one.overhead_s))
+        assert three.actions == 3 * one.actions
+    assert calibrate(profile, [run, slow, slow]).server.calibration.factor > 2 * alone.server.calibration.factor
 
 
 def test_a_profile_calibrated_by_a_run_is_saved_and_plans_runs_that_name_it(finished, tmp_path: Path):

@@ -6,6 +6,11 @@ threads, the transport's threads and the other processes on the host's cores: ea
 bookkeeping and hand-overs (the overhead), and work slows where processes take turns on the cores and their caches
 (the factor). Both belong to the host and the fleet more than to the plan, so a few runs calibrate the plans of
 others on the same host: `pipelearn plan --calibrate RUN_DIR ... --profile-out FILE`.
+
+A run on a shared host can be slow throughout (another process took the cores for a while). Runs of the same plan
+repeated out-vote such a run: the actions of one cost (the same work on the same side) are averaged per run, and the
+line is fitted to the median of those averages over the runs, weighted by the actions behind it. With one run of
+each plan that is least squares over every action.
 """
 
 from __future__ import annotations
@@ -77,15 +82,25 @@ class RecordedRun:
         )
 
 
-def fit_line(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
-    """Least squares of measured = factor * predicted + overhead, with factor > 0 and overhead >= 0 (else the
-    line through the origin)."""
+def fit_line(
+    predicted: Sequence[float], measured: Sequence[float], weights: Sequence[float] | None = None
+) -> tuple[float, float]:
+    """Weighted least squares of measured = factor * predicted + overhead, with factor > 0 and overhead >= 0 (else
+    the line through the origin); every point weighs 1 unless `weights` says."""
     x, y = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=np.float64)
     if len(x) >= 2 and np.ptp(x) > 0:
-        factor, overhead = np.polyfit(x, y, 1)
+        factor, overhead = np.polyfit(x, y, 1, w=np.sqrt(w))
         if factor > 0 and overhead >= 0:
             return float(factor), float(overhead)
-    return float(x @ y / (x @ x)), 0.0
+    return float((w * x) @ y / ((w * x) @ x)), 0.0
+
+
+def median_of_runs(samples: Sequence[Sequence[float]]) -> tuple[float, float]:
+    """One cost's measured seconds in each of several runs: the median over the runs of each run's mean, and the
+    weight it carries (the actions of a run, on average)."""
+    means = [float(np.mean(s)) for s in samples if len(s)]
+    return float(np.median(means)), float(np.mean([len(s) for s in samples if len(s)]))
 
 
 def calibrate(profile: Profile, runs: Sequence[RecordedRun]) -> Profile:
@@ -96,8 +111,9 @@ def calibrate(profile: Profile, runs: Sequence[RecordedRun]) -> Profile:
         device=dataclasses.replace(profile.device, calibration=None),
         server=dataclasses.replace(profile.server, calibration=None),
     )
-    points: dict[Resource, tuple[list[float], list[float]]] = {side: ([], []) for side in SIDES}
-    for run in runs:
+    points: dict[Resource, dict[float, dict[int, list[float]]]] = {side: {} for side in SIDES}
+    """Per side, per predicted cost, per run: the measured CPU seconds of the actions predicted to cost that."""
+    for index, run in enumerate(runs):
         if not run.cpu:
             raise ProfileError(
                 f"{run.where} records no CPU seconds of its actions (no trace.json, or one made before they were "
@@ -118,13 +134,15 @@ def calibrate(profile: Profile, runs: Sequence[RecordedRun]) -> Profile:
                 continue
             predicted = costs(action).cpu_s
             if predicted > 0:
-                points[action.key.resource][0].append(predicted)
-                points[action.key.resource][1].append(measured)
+                points[action.key.resource].setdefault(predicted, {}).setdefault(index, []).append(measured)
     fitted = {}
-    for side, (xs, ys) in points.items():
-        if not xs:
+    for side, costs_seen in points.items():
+        if not costs_seen:
             raise ProfileError(f"the runs given record no {SIDES[side]} computations to calibrate from")
-        fitted[side] = Calibration(*fit_line(xs, ys), actions=len(xs))
+        xs = list(costs_seen)
+        ys, weights = zip(*(median_of_runs(list(by_run.values())) for by_run in costs_seen.values()), strict=True)
+        actions = sum(len(m) for by_run in costs_seen.values() for m in by_run.values())
+        fitted[side] = Calibration(*fit_line(xs, ys, weights), actions=actions)
     return dataclasses.replace(
         base,
         device=dataclasses.replace(base.device, calibration=fitted[Resource.DEVICE]),
