@@ -19,7 +19,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from pipelearn.runtime.launch import run_local
 
 SETTINGS = ["none", "fp16", "bf16", "int8", "topk:0.1", "topk:0.01", "int8/none", "topk:0.1/none"]
 
-CIFAR_SHAPED = {"train": 5 * 1000, "test": 1000}
+CIFAR_SHAPED: dict[Literal["train", "test"], int] = {"train": 5 * 1000, "test": 1000}
 """Samples of the synthetic CIFAR-shaped set: five training files of 1,000 and a test file."""
 
 

@@ -13,6 +13,7 @@ import argparse
 import random
 import statistics
 import time
+from typing import Literal
 
 import torch
 
@@ -24,7 +25,7 @@ from pipelearn.planner.search import plan_run
 from pipelearn.runtime.work import data_shape, make_model
 
 
-def fleet(devices: int, seed: int = 0, cores: float | str = "off") -> RunConfig:
+def fleet(devices: int, seed: int = 0, cores: float | Literal["auto", "off"] = "off") -> RunConfig:
     """A heterogeneous fleet of `devices` devices, each with its own slowdown, network and uplink rate, each on
     hardware of its own (or all sharing `cores` CPU cores)."""
     rng = random.Random(seed)
