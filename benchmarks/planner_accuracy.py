@@ -146,6 +146,8 @@ def main() -> None:
     )
     parser.add_argument("--out", default="runs/planner-accuracy")
     args = parser.parse_args()
+    if args.repeats < 1 or args.near < 0:
+        parser.error(f"--repeats must be at least 1 and --near at least 0, not {args.repeats} and {args.near}")
     torch.set_num_threads(1)
     rows: list[dict[str, Any]] = []
     print(

@@ -15,7 +15,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 from pathlib import Path
@@ -23,7 +22,10 @@ from pathlib import Path
 import torch
 
 from pipelearn.config import RunConfig
+from pipelearn.planner.calibrate import RecordedRun
 from pipelearn.runtime.launch import run_local
+from pipelearn.runtime.work import schedule_for
+from pipelearn.schedule import Op
 
 
 def process_cpu_s() -> float:
@@ -33,11 +35,10 @@ def process_cpu_s() -> float:
 
 
 def traced(run_dir: Path) -> tuple[float, int]:
-    """The CPU seconds a run's compute actions recorded, and its activation and gradient messages."""
-    spans = [e for e in json.loads((run_dir / "trace.json").read_text())["traceEvents"] if e.get("ph") == "X"]
-    compute = sum(e["args"].get("cpu_s", 0.0) for e in spans)
-    messages = sum(e["name"].split(".")[1:3] in (["uplink", "a"], ["downlink", "g"]) for e in spans)
-    return compute, messages
+    """The CPU seconds a finished run's compute actions recorded, and its activation and gradient messages."""
+    run = RecordedRun.load(run_dir)
+    schedule = schedule_for(run.config, run.plan, run.samples)
+    return sum(run.cpu.values()), sum(a.key.op in (Op.ACTIVATION, Op.GRADIENT) for a in schedule.actions())
 
 
 def main() -> None:
@@ -48,6 +49,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--out", default="runs/transport-cpu")
     args = parser.parse_args()
+    if args.microbatches[0] == args.microbatches[1] or args.repeats < 1:
+        parser.error("give two different micro-batch counts and --repeats of at least 1")
     torch.set_num_threads(1)
     left: dict[int, list[float]] = {n: [] for n in args.microbatches}
     messages: dict[int, int] = {}

@@ -99,8 +99,7 @@ def fit_line(
 def median_of_runs(samples: Sequence[Sequence[float]]) -> tuple[float, float]:
     """One cost's measured seconds in each of several runs: the median over the runs of each run's mean, and the
     weight it carries (the actions of a run, on average)."""
-    means = [float(np.mean(s)) for s in samples if len(s)]
-    return float(np.median(means)), float(np.mean([len(s) for s in samples if len(s)]))
+    return float(np.median([np.mean(s) for s in samples])), float(np.mean([len(s) for s in samples]))
 
 
 def calibrate(profile: Profile, runs: Sequence[RecordedRun]) -> Profile:
@@ -111,8 +110,8 @@ def calibrate(profile: Profile, runs: Sequence[RecordedRun]) -> Profile:
         device=dataclasses.replace(profile.device, calibration=None),
         server=dataclasses.replace(profile.server, calibration=None),
     )
+    # per side, per predicted cost, per run: the measured CPU seconds of the actions predicted to cost that
     points: dict[Resource, dict[float, dict[int, list[float]]]] = {side: {} for side in SIDES}
-    """Per side, per predicted cost, per run: the measured CPU seconds of the actions predicted to cost that."""
     for index, run in enumerate(runs):
         if not run.cpu:
             raise ProfileError(
