@@ -187,3 +187,25 @@ def test_a_calibration_turns_every_computation_into_its_line_and_leaves_transfer
         else:
             assert after == before  # bytes are bytes
     assert len(kinds) >= 8  # forward, backward, steps, weights, FedAvg: every kind of computation was seen
+
+
+def test_a_calibrated_seconds_a_message_holds_up_the_server_for_each_message_it_handles(profile):
+    config = RunConfig(devices=2, network="4g", batch_size=8).validate()
+    setups = fixed_setups(config, [2, 2], [2, 2])
+    schedule = build_schedule("pipelearn", [DevicePlan(8, 2, 2)] * 2, batch_size=8, epochs=1)
+    measured = profile(fixed=1e-4)
+    lines = replace(measured, server=replace(measured.server, calibration=Calibration(1.0, 0.0, 10)))
+    held = replace(lines, server=replace(lines.server, calibration=Calibration(1.0, 0.0, 10, message_s=0.003)))
+    before = action_costs(CostModel(lines, batch_size=8, devices=2), schedule, setups)
+    after = action_costs(CostModel(held, batch_size=8, devices=2), schedule, setups)
+    messages = {Op.TRAIN: 2, Op.SEND_WEIGHTS: 1, Op.LOAD_WEIGHTS: 1}  # activation in, gradient out; weights
+    kinds = set()
+    for action in schedule.actions():
+        extra = messages.get(action.key.op, 0) * 0.003 if action.key.resource is Resource.SERVER else 0.0
+        assert after(action).cpu_s == pytest.approx(before(action).cpu_s + extra)
+        assert after(action).busy_s == pytest.approx(before(action).busy_s + extra)
+        kinds.add((action.key.resource, action.key.op))
+    assert {(Resource.SERVER, op) for op in messages} <= kinds
+    plain, holding = CostModel(lines, batch_size=8, devices=2), CostModel(held, batch_size=8, devices=2)
+    assert holding.server_train[2, 0] == plain.server_train[2, 0]  # no micro-batch, no messages
+    assert holding.weights.server_send[0] == holding.weights.server_load[0] == 0.0  # split 0 has no weights

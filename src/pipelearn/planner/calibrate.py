@@ -7,6 +7,11 @@ bookkeeping and hand-overs (the overhead), and work slows where processes take t
 (the factor). Both belong to the host and the fleet more than to the plan, so a few runs calibrate the plans of
 others on the same host: `pipelearn plan --calibrate RUN_DIR ... --profile-out FILE`.
 
+Where server and devices share the host, more messages cost more than their compute: the server's transport
+threads parse, frame and pace each message in the server's process, holding the interpreter's lock its compute
+then waits for. That is fitted last, as the server's seconds a message (Calibration.message_s): the value that makes the
+simulator's epoch times of the runs closest to those measured, each plan's by the median of its repeated runs.
+
 A run on a shared host can be slow throughout (another process took the cores for a while). Runs of the same plan
 repeated out-vote such a run: the actions of one cost (the same work on the same side) are averaged per run, and the
 line is fitted to the median of those averages over the runs, weighted by the actions behind it. With one run of
@@ -29,6 +34,7 @@ from pipelearn.models import canonical_model_name
 from pipelearn.plan import RunPlan, host_cores
 from pipelearn.planner.costs import CostModel, action_costs
 from pipelearn.planner.profile import Calibration, Profile, ProfileError, with_codecs
+from pipelearn.planner.simulate import simulate
 from pipelearn.runtime.work import data_shape, make_model, schedule_for
 from pipelearn.schedule import Resource
 
@@ -142,17 +148,58 @@ def calibrate(profile: Profile, runs: Sequence[RecordedRun]) -> Profile:
         ys, weights = zip(*(median_of_runs(list(by_run.values())) for by_run in costs_seen.values()), strict=True)
         actions = sum(len(m) for by_run in costs_seen.values() for m in by_run.values())
         fitted[side] = Calibration(*fit_line(xs, ys, weights), actions=actions)
-    return dataclasses.replace(
+    lines = dataclasses.replace(
         base,
         device=dataclasses.replace(base.device, calibration=fitted[Resource.DEVICE]),
         server=dataclasses.replace(base.server, calibration=fitted[Resource.SERVER]),
     )
+    return with_message_s(lines, fit_message_s(lines, runs))
+
+
+MESSAGE_S_LIMIT = 0.02
+"""The most server seconds a message that calibration considers."""
+
+
+def with_message_s(profile: Profile, message_s: float) -> Profile:
+    """`profile` (calibrated) with the server's seconds a message set to `message_s`."""
+    if profile.server.calibration is None:
+        raise ProfileError("only a calibrated profile holds seconds a message: calibrate it from runs first")
+    calibration = dataclasses.replace(profile.server.calibration, message_s=message_s)
+    return dataclasses.replace(profile, server=dataclasses.replace(profile.server, calibration=calibration))
+
+
+def fit_message_s(profile: Profile, runs: Sequence[RecordedRun]) -> float:
+    """The server's seconds a message (0 to MESSAGE_S_LIMIT) that bring the simulated mean epoch of each plan of
+    `runs` closest to the median of its runs' measured ones, in the least squares of logarithms."""
+    plans: dict[str, list[RecordedRun]] = {}
+    for run in runs:
+        same = json.dumps([dataclasses.replace(run.config, out="").to_json(), run.plan.to_dict()], sort_keys=True)
+        plans.setdefault(same, []).append(run)
+    measured = np.log([np.median([np.mean(r.metrics["epoch_times_s"]) for r in rs]) for rs in plans.values()])
+    firsts = [rs[0] for rs in plans.values()]
+    schedules = [schedule_for(r.config, r.plan, r.samples) for r in firsts]
+
+    def error(message_s: float) -> float:
+        candidate = with_message_s(profile, message_s)
+        predicted = []
+        for run, schedule in zip(firsts, schedules, strict=True):
+            costs = action_costs(CostModel.for_run(candidate, run.config), schedule, run.plan.devices)
+            predicted.append(np.mean(simulate(schedule, costs, run.plan.host_cores).epoch_times_s()))
+        return float(np.sum((np.log(predicted) - measured) ** 2))
+
+    low, high, best = 0.0, MESSAGE_S_LIMIT, 0.0
+    for _ in range(4):  # a grid over the range, then over the cells either side of its best, three times
+        grid = np.linspace(low, high, 9)
+        best = float(min(grid, key=error))
+        low, high = max(best - (grid[1] - grid[0]), 0.0), best + (grid[1] - grid[0])
+    return best
 
 
 def describe(profile: Profile) -> str:
     """One line on the profile's calibration, for people."""
     parts = [
         f"{side} {c.factor:.3f} x profiled + {1e3 * c.overhead_s:.2f} ms an action ({c.actions} actions)"
+        + (f", {1e3 * c.message_s:.2f} ms a message" if c.message_s else "")
         for side, c in (("device", profile.device.calibration), ("server", profile.server.calibration))
         if c is not None
     ]

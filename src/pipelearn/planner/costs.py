@@ -82,8 +82,9 @@ class CostModel:
             + server_work
             + _curve(srv.loss_s, profile.sizes, sizes)
             + _coding(srv, self.down, floats, self.gradient_bytes)[0]
-        )
-        """The activation decoded, forward, loss and backward of blocks p+1..L, the gradient encoded."""
+        ) + np.where(sizes > 0, _messages(srv, self.activation_bytes) + _messages(srv, self.gradient_bytes), 0.0)
+        """The activation decoded, forward, loss and backward of blocks p+1..L, the gradient encoded; and what the
+        two messages' transport holds up the server's compute, as calibrated."""
         self.server_step: Table = on_server(_suffix(np.array(srv.step_s)))
         self.weights = _weight_costs(profile, self.up, self.down)
         """A round's weights, both ways (after the first round)."""
@@ -167,8 +168,8 @@ def _weight_costs(profile: Profile, up: Codec, down: Codec) -> WeightCosts:
         down_bytes=sized(down),
         device_send=on_device(send(dev, up)),
         device_load=on_device(coding(dev, down)[1] + _load(dev, raw)),
-        server_send=on_server(send(srv, down)),
-        server_load=on_server(coding(srv, up)[1]),
+        server_send=on_server(send(srv, down)) + _messages(srv, sized(down)),
+        server_load=on_server(coding(srv, up)[1]) + _messages(srv, sized(up)),
     )
 
 
@@ -177,6 +178,12 @@ def _calibrated(timing: Timing) -> Callable[[np.ndarray | float], np.ndarray]:
     if timing.calibration is None:
         return lambda seconds: np.asarray(seconds, dtype=np.float64)
     return timing.calibration.apply
+
+
+def _messages(timing: Timing, nbytes: Table) -> Table:
+    """Seconds of a side's compute that messages of nbytes (none where 0) hold up, as calibrated (0 where not)."""
+    held = timing.calibration.message_s if timing.calibration is not None else 0.0
+    return np.where(nbytes > 0, held, 0.0)
 
 
 def _state_specs(profile: Profile, codec: Codec, block: int) -> dict[str, TensorSpec]:
