@@ -13,11 +13,19 @@ from hypothesis import strategies as st
 from pipelearn.config import RunConfig
 from pipelearn.models import canonical_model_name
 from pipelearn.plan import resolve_plan
-from pipelearn.planner.calibrate import RecordedRun, calibrate, fit_line, median_of_runs, with_message_s
+from pipelearn.planner.calibrate import (
+    RecordedRun,
+    calibrate,
+    describe,
+    fit_line,
+    median_of_runs,
+    with_message_s,
+)
 from pipelearn.planner.command import plan_command
 from pipelearn.planner.costs import CostModel, action_costs
 from pipelearn.planner.profile import Profile, ProfileError, load_profile, profile_model, save_profile
 from pipelearn.planner.search import plan_run
+from pipelearn.planner.simulate import simulate
 from pipelearn.runtime.launch import run_local
 from pipelearn.runtime.work import data_shape, make_model, schedule_for
 from pipelearn.schedule import Resource
@@ -151,3 +159,30 @@ def test_calibrating_from_a_run_without_cpu_seconds_or_of_another_model_says_so(
     other = dataclasses.replace(profile, model="vgg8")
     with pytest.raises(ProfileError, match="made for vgg8"):
         calibrate(other, [RecordedRun.load(out)])
+
+
+def _measured_as_simulated(run: RecordedRun, profile: Profile, times: float = 1.0) -> RecordedRun:
+    """`run` as if its epochs had taken what the simulator gives them from `profile` (times `times`)."""
+    schedule = schedule_for(run.config, run.plan, run.samples)
+    costs = action_costs(CostModel.for_run(profile, run.config), schedule, run.plan.devices)
+    epochs = [times * t for t in simulate(schedule, costs, run.plan.host_cores).epoch_times_s()]
+    return dataclasses.replace(run, metrics={**run.metrics, "epoch_times_s": epochs})
+
+
+@pytest.mark.parametrize("message_s", [0.0, 0.004])
+def test_calibrate_finds_the_seconds_a_message_held_up_the_server(finished, message_s: float):
+    _, out, profile = finished
+    run = RecordedRun.load(out)
+    lines = calibrate(profile, [run])
+    truth = with_message_s(lines, message_s)
+    found = calibrate(profile, [_measured_as_simulated(run, truth)])
+    assert found.server.calibration.message_s == pytest.approx(message_s, abs=5e-5)
+    assert (found.server.calibration.factor, found.device.calibration.factor) == (
+        lines.server.calibration.factor,
+        lines.device.calibration.factor,
+    )
+    if message_s:
+        assert f"{1e3 * found.server.calibration.message_s:.2f} ms a message" in describe(found)
+        slow = _measured_as_simulated(run, truth, times=3.0)  # a run slow throughout, out-voted by two
+        again = calibrate(profile, [_measured_as_simulated(run, truth), slow, _measured_as_simulated(run, truth)])
+        assert again.server.calibration.message_s == found.server.calibration.message_s

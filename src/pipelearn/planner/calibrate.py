@@ -191,7 +191,7 @@ def fit_message_s(profile: Profile, runs: Sequence[RecordedRun]) -> float:
     for _ in range(4):  # a grid over the range, then over the cells either side of its best, three times
         grid = np.linspace(low, high, 9)
         best = float(min(grid, key=error))
-        low, high = max(best - (grid[1] - grid[0]), 0.0), best + (grid[1] - grid[0])
+        low, high = max(best - (grid[1] - grid[0]), 0.0), min(best + (grid[1] - grid[0]), MESSAGE_S_LIMIT)
     return best
 
 
