@@ -9,8 +9,9 @@ others on the same host: `pipelearn plan --calibrate RUN_DIR ... --profile-out F
 
 Where server and devices share the host, more messages cost more than their compute: the server's transport
 threads parse, frame and pace each message in the server's process, holding the interpreter's lock its compute
-then waits for. That is fitted last, as the server's seconds a message (Calibration.message_s): the value that makes the
-simulator's epoch times of the runs closest to those measured, each plan's by the median of its repeated runs.
+then waits for. That is fitted last, as the server's seconds a message (Calibration.message_s): the value that
+makes the simulator's epoch times of the runs closest to those measured, each plan's by the median of its repeated
+runs. It is a fitted value, and takes up whatever else the simulator misses that grows with the messages.
 
 A run on a shared host can be slow throughout (another process took the cores for a while). Runs of the same plan
 repeated out-vote such a run: the actions of one cost (the same work on the same side) are averaged per run, and the
