@@ -175,7 +175,8 @@ def test_calibrate_finds_the_seconds_a_message_held_up_the_server(finished, mess
     run = RecordedRun.load(out)
     lines = calibrate(profile, [run])
     truth = with_message_s(lines, message_s)
-    found = calibrate(profile, [_measured_as_simulated(run, truth)])
+    like_truth = _measured_as_simulated(run, truth)
+    found = calibrate(profile, [like_truth])
     assert found.server.calibration.message_s == pytest.approx(message_s, abs=5e-5)
     assert (found.server.calibration.factor, found.device.calibration.factor) == (
         lines.server.calibration.factor,
@@ -184,5 +185,5 @@ def test_calibrate_finds_the_seconds_a_message_held_up_the_server(finished, mess
     if message_s:
         assert f"{1e3 * found.server.calibration.message_s:.2f} ms a message" in describe(found)
         slow = _measured_as_simulated(run, truth, times=3.0)  # a run slow throughout, out-voted by two
-        again = calibrate(profile, [_measured_as_simulated(run, truth), slow, _measured_as_simulated(run, truth)])
+        again = calibrate(profile, [like_truth, slow, like_truth])
         assert again.server.calibration.message_s == found.server.calibration.message_s

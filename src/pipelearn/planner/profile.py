@@ -76,9 +76,10 @@ class Calibration:
     actions: int
     """How many recorded actions it was fitted to."""
     message_s: float = 0.0
-    """Seconds of the side's process each message it receives or sends takes from its compute, beyond the actions'
-    own CPU: the transport's threads parse, frame and pace messages holding the interpreter's lock, which the
-    compute then waits for. Fitted to the runs' epoch times (planner/calibrate.py)."""
+    """Seconds of the server's compute each message it receives or sends holds up, beyond the actions' own CPU:
+    the transport's threads parse, frame and pace messages holding the interpreter's lock, which the compute then
+    waits for. Fitted to the runs' epoch times (planner/calibrate.py); only the server's is fitted and charged (a
+    device's stays 0)."""
 
     def apply(self, seconds: np.ndarray | float) -> np.ndarray:
         """Seconds of actions as the runs would take them (an action of no seconds is none, and stays 0)."""
