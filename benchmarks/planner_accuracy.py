@@ -34,7 +34,9 @@ from typing import Any
 import torch
 
 from pipelearn.config import NETWORK_PRESETS, DeviceOverride, RunConfig
+from pipelearn.data.dealing import data_shape
 from pipelearn.models import canonical_model_name
+from pipelearn.models.parts import make_model
 from pipelearn.plan import RunPlan
 from pipelearn.planner.calibrate import RecordedRun, calibrate, describe
 from pipelearn.planner.command import compact
@@ -42,7 +44,6 @@ from pipelearn.planner.costs import CostModel
 from pipelearn.planner.profile import Profile, profile_model, save_profile
 from pipelearn.planner.search import run_simulation
 from pipelearn.runtime.launch import run_local
-from pipelearn.runtime.work import data_shape, make_model
 
 WORKLOADS: dict[str, dict[str, Any]] = {
     "vgg5-mnist": {

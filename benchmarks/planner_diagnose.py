@@ -24,12 +24,14 @@ from typing import Any
 
 import torch
 
+from pipelearn.data.dealing import data_shape
 from pipelearn.models import canonical_model_name
+from pipelearn.models.parts import make_model
+from pipelearn.plan import schedule_for
 from pipelearn.planner.calibrate import RecordedRun
 from pipelearn.planner.costs import CostModel, action_costs
 from pipelearn.planner.profile import Profile, load_profile, profile_model
 from pipelearn.planner.simulate import Cost, simulate
-from pipelearn.runtime.work import data_shape, make_model, schedule_for
 from pipelearn.schedule import Action, Resource
 
 

@@ -18,11 +18,12 @@ from typing import Literal
 import torch
 
 from pipelearn.config import NETWORK_PRESETS, DeviceOverride, RunConfig
+from pipelearn.data.dealing import data_shape
 from pipelearn.models import canonical_model_name
+from pipelearn.models.parts import make_model
 from pipelearn.planner.command import compact
 from pipelearn.planner.profile import load_profile, profile_model
 from pipelearn.planner.search import plan_run
-from pipelearn.runtime.work import data_shape, make_model
 
 
 def fleet(devices: int, seed: int = 0, cores: float | Literal["auto", "off"] = "off") -> RunConfig:

@@ -23,7 +23,9 @@ import time
 import torch
 
 from pipelearn.config import RunConfig
-from pipelearn.runtime.work import data_shape, make_model, scaled_loss
+from pipelearn.data.dealing import data_shape
+from pipelearn.models.parts import make_model
+from pipelearn.training import scaled_loss
 
 
 def compete(config: RunConfig, size: int, split: int, slowdown: float) -> None:

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from pipelearn.config import RunConfig
+from pipelearn.plan import schedule_for
 from pipelearn.planner.calibrate import RecordedRun
 from pipelearn.runtime.launch import run_local
-from pipelearn.runtime.work import schedule_for
 from pipelearn.schedule import Op
 
 

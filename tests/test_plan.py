@@ -9,7 +9,8 @@ import pytest
 
 from pipelearn.config import ConfigError, DeviceOverride, Link, RunConfig
 from pipelearn.models import build_model
-from pipelearn.plan import RunPlan, host_cores, plan_message, read_plan_message, resolve_plan
+from pipelearn.plan import RunPlan, host_cores, plan_message, read_plan_message
+from pipelearn.planner.resolve import resolve_plan
 
 SHAPE = (1, 28, 28)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from pipelearn.config import RunConfig
-from pipelearn.runtime.work import make_model
+from pipelearn.models.parts import make_model
 from pipelearn.trainer import train_local
 
 

@@ -7,18 +7,13 @@ read the plan, never the configuration's per-device values.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from torch import nn
-
-from pipelearn.config import ConfigError, Link, RunConfig
-
-if TYPE_CHECKING:
-    from pipelearn.planner.profile import Profile
+from pipelearn.config import ConfigError, Link, RunConfig, from_mapping
+from pipelearn.schedule import DevicePlan, Schedule, build_schedule
 
 
 @dataclass(frozen=True)
@@ -97,8 +92,6 @@ def plan_message(config: RunConfig, plan: RunPlan) -> str:
 
 def read_plan_message(text: str) -> tuple[RunConfig, RunPlan]:
     """Inverse of plan_message; ValueError if the plan does not fit the configuration."""
-    from pipelearn.config import from_mapping
-
     data = json.loads(text)
     config, plan = from_mapping(data["config"]), RunPlan.from_dict(data["plan"])
     if len(plan.devices) != config.devices:
@@ -134,37 +127,6 @@ def requested(config: RunConfig, blocks: int) -> list[Requested]:
     return out
 
 
-def resolve_plan(
-    config: RunConfig,
-    model: nn.Sequential,
-    input_shape: tuple[int, int, int],
-    profile: Profile | None = None,
-) -> RunPlan:
-    """The run's plan: the configuration's values, with every `auto` chosen by the planner from `profile`, else the
-    configuration's saved profile (profile_in), else one measured now."""
-    asked = requested(config, len(model))
-    fixed = [(s, n) for s, n in asked if s is not None and n is not None]
-    if len(fixed) == len(asked):
-        setups = fixed_setups(config, [s for s, _ in fixed], [n for _, n in fixed])
-        return RunPlan(setups, host_cores=host_cores(config))
-    from pipelearn.planner.profile import load_profile  # the planner (and its profiler) loads only when needed
-    from pipelearn.planner.search import plan_run
-
-    if profile is None and config.profile_in is not None:
-        from pipelearn.models import canonical_model_name
-
-        profile = load_profile(config.profile_in)
-        profile.check(canonical_model_name(config.model), model, input_shape, source=config.profile_in)
-    return plan_run(config, model, input_shape, profile).plan
-
-
-def at_best_plan(config: RunConfig, mode: str, **changes: Any) -> RunConfig:
-    """`config` in `mode` with `changes`, at that mode's own best plan: the planner chooses the split, and in
-    pipelearn the micro-batch count (the other modes send whole mini-batches)."""
-    auto = {"split": "auto", "microbatches": "auto" if mode == "pipelearn" else 1}
-    return dataclasses.replace(config, mode=mode, **{**auto, **changes}).validate()  # type: ignore[arg-type]
-
-
 def host_cores(config: RunConfig) -> float | None:
     """The CPU cores the run's server and devices share (config.host_cores resolved); None where they do not."""
     if config.host_cores == "off":
@@ -182,3 +144,15 @@ def fixed_setups(config: RunConfig, splits: list[int], microbatches: list[int]) 
 
 def _setup(config: RunConfig, device: int, split: int, microbatches: int) -> DeviceSetup:
     return DeviceSetup(split, microbatches, config.link(device), config.slowdown(device))
+
+
+def plans_for(plan: RunPlan, samples: list[int]) -> list[DevicePlan]:
+    """What the schedule needs of each device, from the run plan and the devices' sample counts."""
+    return [DevicePlan(n, s.split, s.microbatches) for n, s in zip(samples, plan.devices, strict=True)]
+
+
+def schedule_for(config: RunConfig, plan: RunPlan, samples: list[int]) -> Schedule:
+    """The run's schedule; the server, every device and the simulator build the same one."""
+    return build_schedule(
+        config.mode, plans_for(plan, samples), config.batch_size, config.epochs, config.aggregate_every
+    )

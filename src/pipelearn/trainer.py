@@ -11,9 +11,10 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from pipelearn.config import RunConfig
-from pipelearn.metrics.events import now
-from pipelearn.runtime.evaluate import evaluate
-from pipelearn.runtime.work import DeviceBatches, device_indices, load_data, make_model, make_optimizer, scaled_loss
+from pipelearn.data.dealing import DeviceBatches, device_indices, load_data
+from pipelearn.events import now
+from pipelearn.models.parts import make_model
+from pipelearn.training import evaluate, make_optimizer, scaled_loss
 
 
 def train_local(config: RunConfig, progress: bool = True) -> dict[str, Any]:

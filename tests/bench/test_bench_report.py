@@ -9,7 +9,7 @@ import pytest
 
 from pipelearn.bench.report import report, steady_iteration
 from pipelearn.cli import main
-from pipelearn.metrics.events import Event
+from pipelearn.events import Event
 from pipelearn.metrics.trace import read_trace, write_trace
 
 EVENTS = [

@@ -13,15 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from pipelearn.config import RunConfig
-from pipelearn.metrics.events import Event, Recorder, compute_track, link_track
-from pipelearn.metrics.report import (
-    busy_seconds,
-    compression_totals,
-    epoch_times,
-    track_usage,
-    train_losses,
-    write_results,
-)
+from pipelearn.events import Event, Recorder, compute_track, link_track
+from pipelearn.metrics.accounting import busy_seconds, compression_totals, epoch_times, track_usage, train_losses
+from pipelearn.metrics.results import write_results
 from pipelearn.metrics.trace import trace_events, write_trace
 from pipelearn.plan import RunPlan, fixed_setups
 

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import pytest
 
-from pipelearn.metrics.events import Event
+from pipelearn.events import Event
 from pipelearn.metrics.rounds import (
     RoundRecord,
     best_accuracy,

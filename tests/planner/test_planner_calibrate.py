@@ -11,8 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipelearn.config import RunConfig
+from pipelearn.data.dealing import data_shape
 from pipelearn.models import canonical_model_name
-from pipelearn.plan import resolve_plan
+from pipelearn.models.parts import make_model
+from pipelearn.plan import schedule_for
 from pipelearn.planner.calibrate import (
     RecordedRun,
     calibrate,
@@ -24,10 +26,10 @@ from pipelearn.planner.calibrate import (
 from pipelearn.planner.command import plan_command
 from pipelearn.planner.costs import CostModel, action_costs
 from pipelearn.planner.profile import Profile, ProfileError, load_profile, profile_model, save_profile
+from pipelearn.planner.resolve import resolve_plan
 from pipelearn.planner.search import plan_run
 from pipelearn.planner.simulate import simulate
 from pipelearn.runtime.launch import run_local
-from pipelearn.runtime.work import data_shape, make_model, schedule_for
 from pipelearn.schedule import Resource
 
 CONFIG = RunConfig(

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from pipelearn.config import RunConfig
-from pipelearn.plan import resolve_plan
+from pipelearn.models.parts import device_part, make_model
+from pipelearn.planner.resolve import resolve_plan
 from pipelearn.plugins import PluginError
 from pipelearn.runtime.agreement import adopt, differences, fingerprint
-from pipelearn.runtime.server import Server
-from pipelearn.runtime.work import device_part, make_model
+from pipelearn.runtime.server import Server, prepare
 from pipelearn.transport.inbox import PeerError
 
 TESTS = Path(__file__).parents[1]
@@ -39,11 +39,11 @@ def test_a_device_adopts_only_what_it_was_given() -> None:
 def test_fingerprints_differ_in_words(plugin_nets: str) -> None:
     config = RunConfig(model=f"{plugin_nets}:tiny_net", split=5)
     model = make_model(config, (1, 12, 12), 4)
-    mine = fingerprint(device_part(model, resolve_plan(config, model, (1, 12, 12)), 0), (1, 12, 12), 4)
+    mine = fingerprint(device_part(model, resolve_plan(config, model, (1, 12, 12)).devices[0].split), (1, 12, 12), 4)
     assert differences(mine, mine) == []
     wide = RunConfig(model=f"{plugin_nets}:wide_net", split=5)
     other = make_model(wide, (1, 10, 10), 4)
-    theirs = fingerprint(device_part(other, resolve_plan(wide, other, (1, 10, 10)), 0), (1, 10, 10), 4)
+    theirs = fingerprint(device_part(other, resolve_plan(wide, other, (1, 10, 10)).devices[0].split), (1, 10, 10), 4)
     found = differences(mine, theirs)
     assert found[0] == "samples of shape: the server's [1, 12, 12], the device's [1, 10, 10]"
     assert "tensor '0.weight': the server's float32 [6, 1, 3, 3], the device's float32 [12, 1, 3, 3]" in found
@@ -51,7 +51,7 @@ def test_fingerprints_differ_in_words(plugin_nets: str) -> None:
 
 
 def _serve(config: RunConfig) -> tuple[str, threading.Thread, dict[str, Any]]:
-    server = Server(config, progress=False)
+    server = Server(prepare(config), progress=False)
     address = f"127.0.0.1:{server.listen('127.0.0.1:0', insecure=True)}"
     result: dict[str, Any] = {}
 

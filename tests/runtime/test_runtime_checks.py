@@ -13,7 +13,10 @@ from hypothesis import strategies as st
 
 from pipelearn.config import RunConfig
 from pipelearn.data import load_dataset
-from pipelearn.plan import RunPlan, fixed_setups, resolve_plan
+from pipelearn.data.dealing import device_indices
+from pipelearn.models.parts import device_part, make_model, output_shape
+from pipelearn.plan import RunPlan, fixed_setups, schedule_for
+from pipelearn.planner.resolve import resolve_plan
 from pipelearn.runtime.checks import (
     EVENT_BYTES,
     HEADROOM_BYTES,
@@ -24,10 +27,10 @@ from pipelearn.runtime.checks import (
     check_ready,
     check_start,
     device_plan,
+    device_samples,
     device_threads,
     plan_limits,
 )
-from pipelearn.runtime.work import device_indices, device_part, make_model, output_shape, schedule_for
 from pipelearn.schedule import Resource
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError, encode
@@ -249,12 +252,12 @@ def test_limits_fit_every_message_an_honest_device_sends(mode: str) -> None:
     train = load_dataset("synthetic", "train")
     model = make_model(config, train.input_shape, train.num_classes)
     plan = resolve_plan(config, model, train.input_shape)
-    limits = plan_limits(config, plan, model, train)
+    limits = plan_limits(config, plan, model, train.input_shape, device_samples(config, train))
     assert limits.samples == [len(device_indices(config, train, d)) for d in range(3)]
     assert limits.in_flight == (3 if mode == "pipelearn" else 1) + 4
     schedule = schedule_for(config, plan, limits.samples)
     for d in range(3):
-        part = device_part(model, plan, d)
+        part = device_part(model, plan.devices[d].split)
         weights = envelope(pb.WEIGHTS, d, round=0, tensors=encode(part.state_dict()))
         assert weights.ByteSize() <= limits.max_bytes[d]
         if mode != "fl":
@@ -273,8 +276,7 @@ def test_limits_refuse_a_configuration_the_devices_cannot_serve() -> None:
     train = load_dataset("synthetic", "train")
     config = _config(samples_per_device=100_000)
     with pytest.raises(ValueError, match="samples_per_device 100000 x 3 devices = 300000 exceeds"):
-        whole = make_model(config, train.input_shape, train.num_classes)
-        plan_limits(config, resolve_plan(config, whole, train.input_shape), whole, train)
+        device_samples(config, train)
 
 
 def _plan(config: RunConfig) -> RunPlan:

@@ -7,8 +7,10 @@ import torch
 from safetensors.torch import load_file
 
 from pipelearn.data import load_dataset
+from pipelearn.data.dealing import DeviceBatches, device_indices
+from pipelearn.models.parts import make_model
 from pipelearn.runtime.launch import run_local
-from pipelearn.runtime.work import DeviceBatches, device_indices, make_model, make_optimizer, scaled_loss
+from pipelearn.training import make_optimizer, scaled_loss
 
 RATIO = {"none": (1.0, 1.0), "fp16": (1.9, 2.0), "bf16": (1.9, 2.0), "int8": (3.5, 4.0)}
 """Raw over wire bytes each dense codec must reach (labels and counters travel uncompressed)."""

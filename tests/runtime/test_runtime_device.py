@@ -11,9 +11,8 @@ import grpc
 import pytest
 
 from pipelearn.config import RunConfig
-from pipelearn.data import DatasetError
+from pipelearn.data import DatasetError, dealing
 from pipelearn.plan import RunPlan, fixed_setups, plan_message
-from pipelearn.runtime import work as work_module
 from pipelearn.runtime.device import run_device
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError
@@ -50,7 +49,7 @@ def test_the_device_reads_its_own_data_directory_not_the_plans(small_config, mon
         read.append((name, split, root, download))
         raise DatasetError(f"no idx files in {root}")
 
-    monkeypatch.setattr(work_module, "load_dataset", load_dataset)
+    monkeypatch.setattr(dealing, "load_dataset", load_dataset)
     mine = str(tmp_path / "mine")
     with pytest.raises(DatasetError):
         run_device(f"127.0.0.1:{fake.port}", 0, 10.0, insecure=True, data_dir=mine)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from pipelearn.runtime.server import Server
+from pipelearn.runtime.server import Server, prepare
 
 # With a 2 Mbit/s uplink, one 7-sample activation of VGG5 split at 2 takes about 0.2 s: an iteration lasts long
 # enough for a test to catch a device in the middle of one.
@@ -24,7 +24,7 @@ SLOW_UPLINK = {"up_mbps": 2.0}
 
 def _start(config: Any) -> tuple[Server, str, threading.Thread, dict[str, Any], list[subprocess.Popen[bytes]]]:
     """A server in this process and its devices as processes; training starts once every device has joined."""
-    server = Server(config, progress=False)
+    server = Server(prepare(config), progress=False)
     address = f"127.0.0.1:{server.listen('127.0.0.1:0', insecure=True)}"
     devices = [_device(address, d) for d in range(config.devices)]
     # process start-up on a busy machine may take longer than the short deadlines some tests set

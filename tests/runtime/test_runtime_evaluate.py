@@ -14,20 +14,22 @@ import torch
 from safetensors.torch import load_file
 
 from pipelearn.data import load_dataset
-from pipelearn.metrics.events import compute_track
-from pipelearn.plan import RunPlan, resolve_plan
-from pipelearn.runtime.evaluate import RoundEvaluator, _lower_priority, evaluate
+from pipelearn.events import compute_track
+from pipelearn.models.parts import make_model
+from pipelearn.plan import RunPlan, schedule_for
+from pipelearn.planner.resolve import resolve_plan
+from pipelearn.runtime.evaluate import RoundEvaluator, _lower_priority
 from pipelearn.runtime.launch import run_local
-from pipelearn.runtime.server import Server
-from pipelearn.runtime.work import make_model, schedule_for
+from pipelearn.runtime.server import Server, prepare
 from pipelearn.schedule import Resource
+from pipelearn.training import evaluate
 
 State = dict[str, torch.Tensor]
 
 
 def _run(config: Any) -> tuple[Server, dict[str, Any], dict[int, State], list[int | None]]:
     """Train with real device processes; return the server, its metrics, every round's global model, device exits."""
-    server = Server(config, progress=False)
+    server = Server(prepare(config), progress=False)
     port = server.listen("127.0.0.1:0", insecure=True)
     globals_: dict[int, State] = {}
     handed_over = server.rounds.aggregated
@@ -144,8 +146,8 @@ def test_the_evaluator_stops_only_after_an_evaluation_has_reached_the_target(sma
     model = make_model(config, test.input_shape, test.num_classes)
     schedule = schedule_for(config, _plan(config), [40, 40])
     assert schedule.rounds == 4
-    evaluator, shown = RoundEvaluator(config, model, test), _Shown()
-    evaluator.begin(time.time(), schedule, shown)
+    evaluator, shown = RoundEvaluator(config, model, test, schedule), _Shown()
+    evaluator.begin(time.time(), shown)
     state = model.state_dict()
     assert evaluator.aggregated(0, state, []) is False  # not evaluated yet: the run goes on
     _wait_for(lambda: evaluator.reached is not None)
@@ -163,8 +165,8 @@ def test_the_last_round_never_stops_and_a_failed_evaluation_is_reported(small_co
     config = small_config(aggregate_every=1, target_accuracy=0.0, stop_at_target=True)
     test = load_dataset(config.dataset, "test")
     model = make_model(config, test.input_shape, test.num_classes)
-    evaluator = RoundEvaluator(config, model, test)
-    evaluator.begin(time.time(), schedule_for(config, _plan(config), [40, 40]), _Shown())
+    evaluator = RoundEvaluator(config, model, test, schedule_for(config, _plan(config), [40, 40]))
+    evaluator.begin(time.time(), _Shown())
     assert evaluator.aggregated(0, model.state_dict(), []) is False
     _wait_for(lambda: evaluator.reached is not None)
     assert evaluator.aggregated(1, {"not": torch.zeros(1)}, []) is False  # round 1 of 2 is the last

@@ -16,12 +16,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipelearn.metrics.events import now
-from pipelearn.plan import resolve_plan
+from pipelearn.events import now
+from pipelearn.models.parts import device_part, make_model
+from pipelearn.planner.resolve import resolve_plan
 from pipelearn.runtime.agreement import fingerprint
 from pipelearn.runtime.checks import HEADROOM_BYTES, HELLO_BYTES
-from pipelearn.runtime.server import Server
-from pipelearn.runtime.work import device_part, make_model
+from pipelearn.runtime.server import Server, prepare
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import encode
 from pipelearn.transport.credentials import (
@@ -84,7 +84,7 @@ class Rogue:
 
 
 def _start(config: Any, credentials: Path) -> tuple[Server, str, threading.Thread, dict[str, Any]]:
-    server = Server(config, progress=False)
+    server = Server(prepare(config), progress=False)
     address = f"127.0.0.1:{server.listen('127.0.0.1:0', load_server_credentials(credentials))}"
     result: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: result.update(metrics=server.run()), daemon=True)
@@ -104,7 +104,9 @@ def _rogue(address: str, credentials: Path, device: int) -> Rogue:
 def _fingerprint(config: Any, device: int) -> dict[str, Any]:
     """What an honest device with the run's model and synthetic 1x28x28 data in 10 classes declares with READY."""
     model = make_model(config, (1, 28, 28), 10)
-    return fingerprint(device_part(model, resolve_plan(config, model, (1, 28, 28)), device), (1, 28, 28), 10)
+    return fingerprint(
+        device_part(model, resolve_plan(config, model, (1, 28, 28)).devices[device].split), (1, 28, 28), 10
+    )
 
 
 def _activation(size: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32, fill: float = 0.0) -> bytes:
@@ -237,21 +239,21 @@ def test_devices_that_misstate_their_samples_are_dropped_before_training(small_c
     ],
 )
 def test_a_bad_hello_is_refused_before_the_plan_is_sent(small_config, credentials, hello, words, capfd):
-    server = Server(small_config(), progress=False)
+    server = Server(prepare(small_config()), progress=False)
     address = f"127.0.0.1:{server.listen('127.0.0.1:0', load_server_credentials(credentials))}"
     rogue = _rogue(address, credentials, 0)
     rogue.send(hello)
     with pytest.raises(PeerError, match=words):
         rogue.inbox.take()  # the refusal is the first and only message: no PLAN came before it
     rogue.close()
-    server._shutdown()
+    server.sessions.shutdown()
     assert not server.sessions
     err = capfd.readouterr().err
     assert "refused a device at ipv4:127.0.0.1:" in err and "with the certificate of device 0" in err
 
 
 def test_a_second_device_with_the_same_credentials_is_refused(small_config, credentials):
-    server = Server(small_config(), progress=False)
+    server = Server(prepare(small_config()), progress=False)
     address = f"127.0.0.1:{server.listen('127.0.0.1:0', load_server_credentials(credentials))}"
     first, second = _rogue(address, credentials, 0), _rogue(address, credentials, 0)
     first.send(envelope(pb.HELLO, 0))
@@ -261,24 +263,24 @@ def test_a_second_device_with_the_same_credentials_is_refused(small_config, cred
         second.inbox.take()
     first.close()
     second.close()
-    server._shutdown()
+    server.sessions.shutdown()
     assert list(server.sessions) == [0]
 
 
 def test_without_valid_credentials_the_handshake_fails_and_nothing_is_revealed(small_config, credentials, tmp_path):
-    server = Server(small_config(), progress=False)
+    server = Server(prepare(small_config()), progress=False)
     address = f"127.0.0.1:{server.listen('127.0.0.1:0', load_server_credentials(credentials))}"
     make_credentials(tmp_path / "other", 2)
     strangers: list[DeviceCredentials | None] = [None, load_device_credentials(device_file(tmp_path / "other", 0))]
     for stranger in strangers:
         with pytest.raises(ConnectionError, match="TLS handshake"):
             open_session(address, iter([envelope(pb.HELLO, 0)]), 30.0, stranger)
-    server._shutdown()
+    server.sessions.shutdown()
     assert not server.sessions
 
 
 def test_a_plain_text_server_must_be_asked_for(small_config):
-    server = Server(small_config(), progress=False)
+    server = Server(prepare(small_config()), progress=False)
     with pytest.raises(ValueError, match="insecure"):
         server.listen("127.0.0.1:0")
     port = server.listen("127.0.0.1:0", insecure=True)
@@ -288,4 +290,4 @@ def test_a_plain_text_server_must_be_asked_for(small_config):
     assert Inbox(replies, "the server", 30.0).take().kind == pb.PLAN
     outbox.close()
     channel.close()
-    server._shutdown()
+    server.sessions.shutdown()

@@ -13,11 +13,11 @@ import time
 from typing import Any
 
 from pipelearn.config import DeviceOverride
-from pipelearn.metrics.events import Event, now
-from pipelearn.plan import resolve_plan
+from pipelearn.events import Event, now
+from pipelearn.models.parts import device_part, make_model
+from pipelearn.planner.resolve import resolve_plan
 from pipelearn.runtime.agreement import fingerprint
-from pipelearn.runtime.server import Server
-from pipelearn.runtime.work import device_part, make_model
+from pipelearn.runtime.server import Server, prepare
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.inbox import Inbox
 from pipelearn.transport.link import Outbox
@@ -48,7 +48,7 @@ class Run:
 
     def __init__(self, config: Any) -> None:
         self.config = config
-        self.server = Server(config, progress=False)
+        self.server = Server(prepare(config), progress=False)
         self.address = f"127.0.0.1:{self.server.listen('127.0.0.1:0', insecure=True)}"
         self.result: dict[str, Any] = {}
         self.thread = threading.Thread(target=lambda: self.result.update(metrics=self.server.run()), daemon=True)
@@ -140,7 +140,9 @@ class Stuck:
     def play(self, device: int, samples: int, config: Any) -> None:
         self._take(pb.PLAN)
         model = make_model(config, (1, 28, 28), 10)
-        honest = fingerprint(device_part(model, resolve_plan(config, model, (1, 28, 28)), device), (1, 28, 28), 10)
+        honest = fingerprint(
+            device_part(model, resolve_plan(config, model, (1, 28, 28)).devices[device].split), (1, 28, 28), 10
+        )
         self.outbox.control(envelope(pb.READY, device, text=json.dumps({"samples": samples, "fingerprint": honest})))
         self._take(pb.START)
         self._take(pb.WEIGHTS)

@@ -7,10 +7,9 @@ import threading
 import pytest
 import torch
 
-from pipelearn.metrics.events import now
+from pipelearn.events import now
 from pipelearn.runtime.membership import Membership, RejoinError
-from pipelearn.runtime.server import Server
-from pipelearn.runtime.work import schedule_for
+from pipelearn.runtime.server import Server, prepare
 from pipelearn.schedule import COORDINATOR, Key, Op, Resource
 
 
@@ -72,27 +71,26 @@ def test_nobody_rejoins_in_the_last_round_or_before_the_run_starts():
 
 
 def test_aggregation_leaves_out_a_dropped_devices_partial_round_and_restores_its_replica(small_config):
-    server = Server(small_config(mode="sfl"), progress=False)
-    server.samples = [40, 40]
-    server.schedule = schedule_for(server.config, server.plan, server.samples)
-    server._make_replicas()
+    server = Server(prepare(small_config(mode="sfl")), progress=False)
     server.membership.begin(server.schedule.rounds, 0, now())
-    global_before = {k: v.clone() for k, v in server.global_state.items()}
+    aggregator = server.aggregator
+    global_before = {k: v.clone() for k, v in aggregator.global_state.items()}
     with torch.no_grad():
-        for p in server.replicas[0].part.parameters():
+        for p in aggregator.replicas[0].part.parameters():
             p.add_(0.5)  # device 0 finished its round
-        for p in server.replicas[1].part.parameters():
+        for p in aggregator.replicas[1].part.parameters():
             p.add_(100.0)  # device 1 was dropped part-way through; its replica moved anyway
-    device_keys = set(server.device_specs[0])
-    server.uploaded = {0: {k: global_before[k] - 0.25 for k in device_keys}}
-    finished = {**server.uploaded[0], **{k: v.clone() for k, v in server.replicas[0].part.state_dict().items()}}
-    server._aggregate(0)
-    server.checkpoints.close()
+    device_keys = set(aggregator.parts.specs[0])
+    aggregator.upload(0, {k: global_before[k] - 0.25 for k in device_keys})
+    replica = {k: v.clone() for k, v in aggregator.replicas[0].part.state_dict().items()}
+    finished = {**aggregator.uploaded[0], **replica}
+    assert aggregator.aggregate(0) == {}
+    aggregator.checkpoints.close()
     for name, value in finished.items():
-        torch.testing.assert_close(server.global_state[name], value, rtol=0, atol=0, msg=name)
-    for name, value in server.replicas[1].part.state_dict().items():
-        torch.testing.assert_close(value, server.global_state[name], rtol=0, atol=0, msg=name)
-    assert server.uploaded == {}
+        torch.testing.assert_close(aggregator.global_state[name], value, rtol=0, atol=0, msg=name)
+    for name, value in aggregator.replicas[1].part.state_dict().items():
+        torch.testing.assert_close(value, aggregator.global_state[name], rtol=0, atol=0, msg=name)
+    assert aggregator.uploaded == {}
 
 
 def test_a_resumed_run_counts_the_rounds_before_its_first_as_done():

@@ -9,8 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from pipelearn.data import load_dataset
+from pipelearn.data.dealing import DeviceBatches, device_indices
+from pipelearn.models.parts import make_model
 from pipelearn.runtime.launch import run_local
-from pipelearn.runtime.work import DeviceBatches, device_indices, make_model, make_optimizer, scaled_loss
+from pipelearn.training import make_optimizer, scaled_loss
 
 
 @pytest.mark.parametrize("mode", ["fl", "sl", "sfl", "pipelearn"])

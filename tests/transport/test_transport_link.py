@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipelearn.metrics.events import Recorder
+from pipelearn.events import Recorder
 from pipelearn.schedule import Action, Key, Op, Resource
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.link import LinkSpec, Outbox

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipelearn.config import DeviceOverride, RunConfig
-from pipelearn.metrics.events import Recorder
+from pipelearn.events import Recorder
 from pipelearn.schedule import Action, Key, Op, Resource
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.inbox import Inbox

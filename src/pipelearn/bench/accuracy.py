@@ -24,7 +24,7 @@ from typing import Any
 from pipelearn.config import ConfigError, DeviceOverride, RunConfig
 from pipelearn.data.registry import canonical_name
 from pipelearn.models import canonical_model_name
-from pipelearn.plan import at_best_plan
+from pipelearn.planner.resolve import at_best_plan
 
 ACCURACY_MODES = ("fl", "sfl", "pipelearn")
 """The techniques of Table 1."""
@@ -104,9 +104,10 @@ def plan_config(base: RunConfig, dataset: str, model: str, network: str, mode: s
 def make_plans(base: RunConfig, dataset: str, model: str, cache: dict[Any, Any]) -> dict[str, Any]:
     """The planner's split and micro-batch counts for sfl and pipelearn under each network, timed; `cache` holds
     profiles by (model, input shape), so data sets of one shape share one."""
+    from pipelearn.data.dealing import data_shape
+    from pipelearn.models.parts import make_model
     from pipelearn.planner.profile import profile_model
     from pipelearn.planner.search import plan_run
-    from pipelearn.runtime.work import data_shape, make_model
 
     began = time.monotonic()
     config = plan_config(base, dataset, model, NETWORKS[0], "pipelearn")

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipelearn.metrics.events import Event
+from pipelearn.events import Event
 
 OP_COLOURS = {
     "F": ("#4C72B0", "device forward"),

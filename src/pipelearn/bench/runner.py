@@ -13,7 +13,7 @@ from typing import Any
 
 from pipelearn.bench.speedup_map import speedup_map
 from pipelearn.config import NETWORK_PRESETS, RunConfig
-from pipelearn.plan import at_best_plan
+from pipelearn.planner.resolve import at_best_plan
 
 BENCH_MODES = ("fl", "sl", "sfl", "pipelearn")
 

@@ -12,11 +12,12 @@ from typing import Any
 from torch import nn
 
 from pipelearn.config import RunConfig
+from pipelearn.data.dealing import data_shape
 from pipelearn.models import canonical_model_name
-from pipelearn.plan import at_best_plan
+from pipelearn.models.parts import make_model
 from pipelearn.planner.profile import profile_model
+from pipelearn.planner.resolve import at_best_plan
 from pipelearn.planner.search import plan_run
-from pipelearn.runtime.work import data_shape, make_model
 
 SLOWDOWNS = (1.0, 2.0, 4.0, 7.0, 10.0, 20.0, 40.0, 70.0, 100.0)
 """Device slowdowns on the map's horizontal axis (1 to 100)."""

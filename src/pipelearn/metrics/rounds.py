@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipelearn.metrics.events import Event
+from pipelearn.events import Event
 
 
 @dataclass

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pipelearn.config import RateSteps
-from pipelearn.metrics.events import Event
+from pipelearn.events import Event
 
 
 def trace_events(

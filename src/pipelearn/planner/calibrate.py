@@ -31,12 +31,13 @@ from typing import Any
 import numpy as np
 
 from pipelearn.config import ConfigError, RunConfig, from_mapping
+from pipelearn.data.dealing import data_shape
 from pipelearn.models import canonical_model_name
-from pipelearn.plan import RunPlan, host_cores
+from pipelearn.models.parts import make_model
+from pipelearn.plan import RunPlan, host_cores, schedule_for
 from pipelearn.planner.costs import CostModel, action_costs
 from pipelearn.planner.profile import Calibration, Profile, ProfileError, with_codecs
 from pipelearn.planner.simulate import simulate
-from pipelearn.runtime.work import data_shape, make_model, schedule_for
 from pipelearn.schedule import Resource
 
 SIDES = {Resource.DEVICE: "device", Resource.SERVER: "server"}

@@ -11,12 +11,13 @@ from typing import Any
 import torch
 
 from pipelearn.config import RunConfig
+from pipelearn.data.dealing import data_shape
 from pipelearn.models import canonical_model_name
+from pipelearn.models.parts import make_model
 from pipelearn.planner.calibrate import RecordedRun, calibrate, describe
 from pipelearn.planner.costs import CostModel
 from pipelearn.planner.profile import Profile, load_profile, profile_model, save_profile, with_codecs
 from pipelearn.planner.search import Planned, busy_by_kind, plan_run, run_simulation
-from pipelearn.runtime.work import data_shape, make_model
 
 KINDS = ("server", "device", "uplink", "downlink")
 

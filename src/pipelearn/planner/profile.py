@@ -28,9 +28,8 @@ import torch
 from torch import nn
 
 from pipelearn.config import ConfigError
-from pipelearn.runtime.aggregate import fedavg
-from pipelearn.runtime.work import scaled_loss
 from pipelearn.schedule import Key, Op, Resource
+from pipelearn.training import fedavg, scaled_loss
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import check_finite, decode, encode
 from pipelearn.transport.compress import Codec, time_codec

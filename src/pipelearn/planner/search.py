@@ -26,12 +26,12 @@ import numpy as np
 from torch import nn
 
 from pipelearn.config import ConfigError, RunConfig
+from pipelearn.data.dealing import expected_samples
 from pipelearn.models import canonical_model_name
-from pipelearn.plan import RunPlan, fixed_setups, host_cores, requested
+from pipelearn.plan import RunPlan, fixed_setups, host_cores, requested, schedule_for
 from pipelearn.planner.costs import CostModel, WeightCosts, action_costs, transmit_s
 from pipelearn.planner.profile import Profile, profile_model, with_codecs
 from pipelearn.planner.simulate import Simulation, simulate
-from pipelearn.runtime.work import load_data, schedule_for
 
 MAX_MICROBATCHES = 32
 """The most micro-batches per mini-batch the search considers (each of at least 2 samples)."""
@@ -72,6 +72,8 @@ class Planned:
     plan: RunPlan
     candidates: list[Candidate]
     profile: Profile
+    samples: list[int]
+    """Each device's training samples, which the plan was made for."""
 
 
 @dataclass(frozen=True)
@@ -368,7 +370,7 @@ def plan_run(
         bound_s=best.bound_s,
         host_cores=cores,
     )
-    return Planned(plan, candidates, profile)
+    return Planned(plan, candidates, profile, samples)
 
 
 STRETCH_ROUNDS = 8
@@ -552,11 +554,3 @@ def run_simulation(config: RunConfig, plan: RunPlan, costs: CostModel, samples: 
     host_cores shared by their compute)."""
     schedule = schedule_for(config, plan, samples)
     return simulate(schedule, action_costs(costs, schedule, plan.devices), plan.host_cores)
-
-
-def expected_samples(config: RunConfig) -> list[int]:
-    """Each device's training samples as the runtime will deal them (the split's share where not set)."""
-    if config.samples_per_device is not None:
-        return [config.samples_per_device] * config.devices
-    total = len(load_data(config, "train"))
-    return [total // config.devices + (1 if d < total % config.devices else 0) for d in range(config.devices)]

@@ -20,8 +20,8 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipelearn.metrics.events import Event, compute_track, link_track
-from pipelearn.metrics.report import epoch_times
+from pipelearn.events import Event, compute_track, link_track
+from pipelearn.metrics.accounting import epoch_times
 from pipelearn.schedule import Action, Key, Resource, Schedule
 
 

@@ -15,10 +15,11 @@ from torch import nn
 
 from pipelearn.config import RunConfig
 from pipelearn.data import Dataset, canonical_name
-from pipelearn.metrics.events import compute_track, link_track
+from pipelearn.data.dealing import dealt_samples
+from pipelearn.events import compute_track, link_track
 from pipelearn.models import canonical_model_name
-from pipelearn.plan import RunPlan, plan_message, read_plan_message
-from pipelearn.runtime.work import device_indices, device_part, output_shape, schedule_for
+from pipelearn.models.parts import device_part, output_shape
+from pipelearn.plan import RunPlan, plan_message, read_plan_message, schedule_for
 from pipelearn.schedule import Resource, microbatch_sizes
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError
@@ -49,7 +50,7 @@ class PlanLimits:
     """What the server expects of each device, computed from the configuration and the training split."""
 
     samples: list[int]
-    """Each device's training samples, as the seeded partition gives them."""
+    """Each device's training samples, as the seeded partition deals them."""
     max_bytes: list[int]
     """Each device's largest message: its weights, one micro-batch's activation or its timeline, plus headroom."""
     in_flight: int
@@ -62,24 +63,31 @@ class PlanLimits:
         return max(self.max_bytes) + HEADROOM_BYTES
 
 
-def plan_limits(config: RunConfig, plan: RunPlan, model: nn.Sequential, train: Dataset) -> PlanLimits:
-    """Every device's sample count and message limits; ValueError when the devices cannot serve the config."""
-    samples = [len(device_indices(config, train, d)) for d in range(config.devices)]
+def device_samples(config: RunConfig, train: Dataset) -> list[int]:
+    """Each device's training samples as the run deals them; ValueError where a device would get none."""
+    samples = dealt_samples(config, train)
     empty = [d for d, n in enumerate(samples) if n == 0]
     if empty:
         raise ValueError(
             f"devices {empty} get no training samples from the {config.partition} partition; "
             "raise samples_per_device or dirichlet_alpha, or lower devices"
         )
+    return samples
+
+
+def plan_limits(
+    config: RunConfig, plan: RunPlan, model: nn.Sequential, input_shape: tuple[int, ...], samples: list[int]
+) -> PlanLimits:
+    """Every device's message limits, for devices holding `samples` (`device_samples`)."""
     schedule = schedule_for(config, plan, samples)
     limits = []
     for d in range(config.devices):
-        part = device_part(model, plan, d)
+        part = device_part(model, plan.devices[d].split)
         weights = sum(t.numel() * t.element_size() for t in part.state_dict().values())
         activation = 0
         if config.mode != "fl":
             largest = microbatch_sizes(min(config.batch_size, samples[d]), _microbatches(config, plan, d))[0]
-            activation = largest * (math.prod(output_shape(part, train.input_shape)) * 4 + 8)
+            activation = largest * (math.prod(output_shape(part, input_shape)) * 4 + 8)
         actions = len(schedule.lane(Resource.DEVICE, d)) + len(schedule.lane(Resource.UPLINK, d))
         limits.append(max(weights, activation, actions * EVENT_BYTES) + HEADROOM_BYTES)
     in_flight = max(_microbatches(config, plan, d) for d in range(config.devices)) + IN_FLIGHT_MARGIN

@@ -10,24 +10,15 @@ import time
 import torch
 
 from pipelearn.config import RunConfig
-from pipelearn.metrics.events import Recorder, compute_track, link_track, now
-from pipelearn.plan import RunPlan
+from pipelearn.data.dealing import DeviceBatches, device_indices, load_data
+from pipelearn.events import Recorder, compute_track, link_track, now
+from pipelearn.models.parts import device_part, make_model
+from pipelearn.plan import RunPlan, schedule_for
 from pipelearn.runtime.agreement import adopt, fingerprint
 from pipelearn.runtime.checks import check_plan, check_start, device_threads
 from pipelearn.runtime.hardware import resolve_device
-from pipelearn.runtime.work import (
-    DeviceBatches,
-    device_indices,
-    device_part,
-    load_data,
-    make_model,
-    make_optimizer,
-    on_new_weights,
-    scaled_loss,
-    schedule_for,
-    warm_up,
-)
 from pipelearn.schedule import Action, Op, Resource, Schedule
+from pipelearn.training import make_optimizer, on_new_weights, scaled_loss, warm_up
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.channel import channel_for
 from pipelearn.transport.codec import WireError, spec_of
@@ -173,7 +164,7 @@ def run_device(
         train = load_data(dataclasses.replace(config, data_dir=data_dir, download=download), "train")
         indices = device_indices(config, train, device)
         whole = make_model(config, train.input_shape, train.num_classes)
-        part = device_part(whole, run_plan, device).to(where).train()
+        part = device_part(whole, run_plan.devices[device].split).to(where).train()
         optimizer = make_optimizer(part, config)
         warm_up(part, config, train.input_shape, run_plan.devices[device].microbatches)
         declared = fingerprint(part, train.input_shape, train.num_classes)

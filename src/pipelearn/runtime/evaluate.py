@@ -12,32 +12,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from pipelearn.config import RunConfig
-from pipelearn.data import Dataset, iterate_batches, select_subset
-from pipelearn.metrics.events import Event, now
+from pipelearn.data import Dataset
+from pipelearn.events import Event, now
 from pipelearn.metrics.rounds import RoundRecord, round_losses, time_to_accuracy
 from pipelearn.schedule import Schedule
+from pipelearn.training import evaluate
 
 State = dict[str, torch.Tensor]
-
-
-def evaluate(
-    model: nn.Module, test: Dataset, samples: int | None = None, seed: int = 0, batch_size: int = 500
-) -> float:
-    """The fraction of (a seeded subset of) the test split that the model classifies right."""
-    indices = (
-        np.arange(len(test)) if samples is None or samples >= len(test) else select_subset(len(test), samples, seed)
-    )
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for x, y in iterate_batches(test, indices, batch_size, seed=seed, epoch=0, train=False, shuffle=False):
-            correct += int((model(x).argmax(dim=1) == y).sum())
-    return correct / len(indices)
 
 
 class RoundEvaluator:
@@ -47,8 +32,14 @@ class RoundEvaluator:
     training, on its own copy of the model, at a lower CPU priority, and is timed apart.
     """
 
-    def __init__(self, config: RunConfig, model: nn.Module, test: Dataset) -> None:
+    def __init__(self, config: RunConfig, model: nn.Module, test: Dataset, schedule: Schedule) -> None:
         self.config, self.test = config, test
+        self.total = schedule.rounds
+        self.round_of = {str(a.key): a.key.round for a in schedule.actions()}
+        """The round of every action, by its name on the timeline."""
+        self.start = 0.0
+        """When training started (the clock reading); set by `begin`."""
+        self.show: Callable[[str], None] = lambda _: None
         self.samples = config.eval_samples if config.eval_samples is not None else config.test_samples
         self.model = copy.deepcopy(model)
         self.records: list[RoundRecord] = []
@@ -62,10 +53,9 @@ class RoundEvaluator:
         self._seen = 0
         self._shown: RoundRecord | None = None
 
-    def begin(self, start: float, schedule: Schedule, show: Callable[[str], None] = lambda _: None) -> None:
+    def begin(self, start: float, show: Callable[[str], None] = lambda _: None) -> None:
         """Start evaluating; `start` is when training started, `show` takes the progress line."""
-        self.start, self.total, self.show = start, schedule.rounds, show
-        self.round_of = {str(a.key): a.key.round for a in schedule.actions()}
+        self.start, self.show = start, show
         self._thread = threading.Thread(target=self._work, daemon=True, name="round-evaluator")
         self._thread.start()
 

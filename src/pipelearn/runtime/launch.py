@@ -17,10 +17,10 @@ from typing import Any
 import torch
 
 from pipelearn.config import ConfigError, RunConfig
-from pipelearn.metrics.report import add_metrics
+from pipelearn.metrics.results import add_metrics
 from pipelearn.plugins import device_environment, device_flags
 from pipelearn.runtime.checkpoint import Checkpoint
-from pipelearn.runtime.server import Server
+from pipelearn.runtime.server import Server, prepare
 from pipelearn.transport.credentials import device_file, load_server_credentials, make_credentials
 
 
@@ -56,7 +56,8 @@ def run_local(config: RunConfig, progress: bool = True, resume: Checkpoint | Non
     torch.set_num_threads(config.threads)
     if config.netns:
         return _run_in_namespaces(config, progress, resume)
-    server = Server(config, progress, resume)  # refuses a configuration the devices cannot serve before any starts
+    # refuses a configuration the devices cannot serve before any starts
+    server = Server(prepare(config), progress, resume)
     environment = device_environment(config.model, config.dataset)
     with tempfile.TemporaryDirectory(prefix="pipelearn-credentials-") as credentials:
         make_credentials(credentials, config.devices)

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipelearn.metrics.events import now
+from pipelearn.events import now
 from pipelearn.schedule import COORDINATOR, Key, Op
 
 

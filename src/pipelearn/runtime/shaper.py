@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelearn.config import Direction, RunConfig
-from pipelearn.metrics.events import now
+from pipelearn.events import now
 from pipelearn.runtime.netns import NetnsError, Network, run_command
 
 HEADER_BYTES = 66

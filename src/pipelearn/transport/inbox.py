@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 
-from pipelearn.metrics.events import Recorder, now
+from pipelearn.events import Recorder, now
 from pipelearn.schedule import Action, Key
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipelearn.metrics.events import Recorder, now
+from pipelearn.events import Recorder, now
 from pipelearn.schedule import Action, Key
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.liveness import Progress

@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from pipelearn.metrics.events import now
+from pipelearn.events import now
 from pipelearn.schedule import Key, Resource, Schedule
 
 MARGIN = 3.0

@@ -1,0 +1,149 @@
+"""The global model on the server: the server's replicas of the devices' server parts, the weights devices upload
+each round, FedAvg over those that finished it, and a checkpoint after every aggregation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipelearn.config import RunConfig
+from pipelearn.models.parts import device_part, make_model, output_shape, server_part
+from pipelearn.plan import RunPlan
+from pipelearn.runtime import hardware
+from pipelearn.runtime.checkpoint import Checkpoint, CheckpointWriter
+from pipelearn.training import fedavg, make_optimizer, on_new_weights, warm_up
+from pipelearn.transport.codec import TensorSpec, WireError, check_finite, spec_of
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass
+class Replica:
+    """A server-side model part and its optimizer (one per device; one for all in sl)."""
+
+    part: nn.Sequential
+    optimizer: torch.optim.Optimizer | None
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What the server knows of each device's part: its state's tensors and the shape of one sample's activation."""
+
+    specs: dict[int, dict[str, TensorSpec]]
+    activation_shapes: dict[int, tuple[int, ...]]
+
+
+def device_parts(model: nn.Sequential, plan: RunPlan, input_shape: tuple[int, ...]) -> Parts:
+    """Each device's part under the plan, as the server checks what the device sends."""
+    parts = {d: device_part(model, setup.split) for d, setup in enumerate(plan.devices)}
+    return Parts(
+        {d: spec_of(part.state_dict()) for d, part in parts.items()},
+        {d: output_shape(part, input_shape) for d, part in parts.items()},
+    )
+
+
+def make_replicas(
+    config: RunConfig,
+    plan: RunPlan,
+    state: State,
+    parts: Parts,
+    where: torch.device,
+    data: tuple[tuple[int, int, int], int],
+) -> dict[int, Replica]:
+    """The server's part for each device (none in fl; one shared by every device in sl), loaded with `state` and
+    warmed up at the sizes training will use; `data` is the data set's (input shape, class count)."""
+    replicas: dict[int, Replica] = {}
+    if config.mode == "fl":
+        return replicas
+    shared: Replica | None = None
+    warmed: set[tuple[int, ...]] = set()
+    for d, setup in enumerate(plan.devices):
+        if shared is None or config.mode != "sl":
+            model = make_model(config, *data)
+            model.load_state_dict(state)
+            part = server_part(model, setup.split).train().to(where)
+            shared = Replica(part, make_optimizer(part, config))
+        replicas[d] = shared
+        if parts.activation_shapes[d] not in warmed:
+            warm_up(shared.part, config, parts.activation_shapes[d], setup.microbatches)
+            warmed.add(parts.activation_shapes[d])
+    return replicas
+
+
+class Aggregator:
+    """The global model and the round's uploads; `aggregate` averages them and brings every replica back to it."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        state: State,
+        replicas: dict[int, Replica],
+        parts: Parts,
+        samples: list[int],
+        checkpoint: Callable[[int, State], Checkpoint],
+    ) -> None:
+        self.config, self.replicas, self.parts, self.samples = config, replicas, parts, samples
+        self.global_state = state
+        self.checkpoint = checkpoint
+        """Makes the checkpoint of the run after a round, from the round and its global model."""
+        self.checkpoints = CheckpointWriter(Path(config.out))
+        self.uploaded: dict[int, State] = {}
+        """The weights each device has sent this round (its part, decoded and checked against its spec)."""
+        self.relay: State | None = None
+        """sl: the device half the last device sent, which the next device starts from."""
+
+    def weights_for(self, device: int) -> State:
+        """What the server sends a device at a round's start: its part of the global model (sl: the relay)."""
+        if self.config.mode == "sl" and self.relay is not None:
+            return self.relay
+        return {k: self.global_state[k] for k in self.parts.specs[device]}
+
+    def upload(self, device: int, weights: State) -> None:
+        """A device's weights at the end of its round."""
+        self.uploaded[device] = weights
+        if self.config.mode == "sl":
+            self.relay = weights
+
+    def aggregate(self, round: int) -> dict[int, WireError]:
+        """FedAvg of the devices whose weights of this round arrived, and a checkpoint; return the devices left out
+        because their model is not finite."""
+        states: dict[int, State] = {}
+        refused: dict[int, WireError] = {}
+        for d in sorted(self.uploaded):  # only the devices whose weights of this round arrived finished it
+            state = (
+                {**self.uploaded[d], **hardware.to_cpu(self.replicas[d].part.state_dict())}
+                if d in self.replicas
+                else self.uploaded[d]
+            )
+            try:
+                check_finite(state, f"device {d}'s model:")  # nothing non-finite reaches the global model
+                states[d] = state
+            except WireError as exc:
+                refused[d] = exc
+        if not states:
+            raise RuntimeError(f"every device has failed; nothing to aggregate in round {round}")
+        self.global_state = fedavg(list(states.values()), [self.samples[d] for d in states])
+        self.uploaded.clear()
+        for replica in self.replicas.values():  # a dropped device's replica, too, goes back to the global model
+            replica.part.load_state_dict({k: self.global_state[k] for k in replica.part.state_dict()})
+            on_new_weights(replica.optimizer, self.config)
+        self.checkpoints.submit(self.checkpoint(round, self.global_state))
+        return refused
+
+    def reset(self, device: int) -> None:
+        """A rejoining device's replica starts with no gradients and a fresh optimizer (as the device does)."""
+        replica = self.replicas.get(device)
+        if replica is not None:
+            replica.part.zero_grad(set_to_none=True)
+            self.replicas[device] = Replica(replica.part, make_optimizer(replica.part, self.config))
+
+    def final_state(self) -> State:
+        """The trained global model: the last aggregate, or in sl the last device half with the server half."""
+        if self.config.mode == "sl":
+            server_half = hardware.to_cpu(next(iter(self.replicas.values())).part.state_dict())
+            return {**self.weights_for(0), **server_half}
+        return self.global_state

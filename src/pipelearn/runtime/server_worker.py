@@ -1,0 +1,188 @@
+"""The server's worker: walks the server's lanes of the schedule as DeviceWorker walks a device's, one thread a lane,
+all sharing the one server compute."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+from tqdm import tqdm
+
+from pipelearn.config import RunConfig
+from pipelearn.events import Recorder, compute_track, now
+from pipelearn.runtime import hardware
+from pipelearn.runtime.aggregation import Aggregator
+from pipelearn.runtime.membership import Membership
+from pipelearn.runtime.sessions import Sessions
+from pipelearn.schedule import COORDINATOR, Action, Key, Op, Resource, Schedule
+from pipelearn.training import scaled_loss
+from pipelearn.transport import pipelearn_pb2 as pb
+from pipelearn.transport.channel import Channel
+from pipelearn.transport.codec import WireError
+from pipelearn.transport.inbox import PeerError
+from pipelearn.transport.liveness import Progress
+
+Failure = Callable[[int, Exception, int], None]
+"""Drops a device: (device, what went wrong, the round it went wrong in)."""
+
+
+class ServerWorker:
+    """Executes the server's lanes: for each device its training, steps and weight exchange, and the coordinator's
+    aggregation. A lane waits for what its actions need from other lanes (uploads, other server actions)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        schedule: Schedule,
+        sessions: Sessions,
+        membership: Membership,
+        aggregator: Aggregator,
+        channels: dict[int, Channel],
+        recorder: Recorder,
+        progress: Progress,
+        *,
+        where: torch.device,
+        classes: int,
+        fail: Failure,
+        aggregated: Callable[[int], None],
+    ) -> None:
+        self.config, self.schedule, self.sessions, self.membership = config, schedule, sessions, membership
+        self.aggregator, self.channels, self.recorder, self.progress = aggregator, channels, recorder, progress
+        self.where, self.classes = where, classes
+        self.fail = fail
+        self.aggregated = aggregated
+        """Called after each round's aggregation, with the round."""
+        self.stopping = threading.Event()
+        self.crash: BaseException | None = None
+        """A fault of the server itself, which stopped every lane."""
+        self.bar: tqdm | None = None
+        """The progress bar each action done advances, while one shows."""
+        self.compute = threading.Lock()
+        self._lanes: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def start(self, lane: int, first_round: int) -> None:
+        """Walk one lane (a device's id, or COORDINATOR) on a thread of its own, from `first_round` on."""
+        thread = threading.Thread(target=self._run, args=(lane, first_round), daemon=True, name=f"lane-{lane}")
+        with self._lock:
+            self._lanes.append(thread)
+        thread.start()
+
+    def join(self) -> None:
+        """Wait for every lane, including those started meanwhile (a rejoining device's)."""
+        joined = 0
+        while True:
+            with self._lock:
+                if joined == len(self._lanes):
+                    return
+                thread = self._lanes[joined]
+            thread.join()
+            joined += 1
+
+    def reset(self, device: int) -> None:
+        """A rejoining device's replica starts afresh, between two server actions."""
+        with self.compute:
+            self.aggregator.reset(device)
+
+    def _run(self, lane: int, first_round: int) -> None:
+        if lane != COORDINATOR and self.membership.is_out(lane):
+            return  # refused before training
+        round_ = first_round
+        try:
+            for action in self.schedule.lane(Resource.SERVER, lane, first_round):
+                if self.stopping.is_set():
+                    break
+                round_ = action.key.round
+                received = []
+                for dep in action.deps:
+                    if dep.resource is Resource.UPLINK:
+                        received.append(self.sessions[dep.device].inbox.expect(dep))
+                    else:
+                        self.membership.wait(dep)
+                if self.stopping.is_set() or not self.membership.takes_part(lane, action.key.round):
+                    break
+                with self.compute:
+                    start, cpu = now(), time.thread_time()
+                    args = self.execute(action, received)
+                    self.recorder.record(
+                        compute_track(None),
+                        str(action.key),
+                        start,
+                        now(),
+                        epoch=action.epoch,
+                        device=action.key.device,
+                        cpu_s=time.thread_time() - cpu,
+                        **args,
+                    )
+                self.membership.done(action.key)
+                self.progress.advance()
+                if self.bar is not None:
+                    self.bar.update()
+        except (PeerError, WireError) as exc:
+            self.fail(lane, exc, round_)
+        except Exception as exc:  # a fault of the server itself: stop every lane rather than hang
+            self.crash = exc
+            self.membership.abort()
+
+    def execute(self, action: Action, received: list[pb.Envelope]) -> dict[str, float]:
+        """Do one server action; return what the timeline should note about it."""
+        key, d = action.key, action.key.device
+        if key.op is Op.SEND_WEIGHTS:
+            weights = self.aggregator.weights_for(d)
+            self.sessions[d].outbox.send(key, self.channels[d].encode(Op.WEIGHTS, weights))
+        elif key.op is Op.LOAD_WEIGHTS:
+            spec = self.aggregator.parts.specs[d]
+            self.aggregator.upload(d, self.channels[d].decode(Op.WEIGHTS, received[0].tensors, spec))
+        elif key.op is Op.TRAIN:
+            return self._train(key, received[0])
+        elif key.op is Op.STEP:
+            optimizer = self.aggregator.replicas[d].optimizer
+            if optimizer is not None:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        elif key.op is Op.AGGREGATE:
+            for device, exc in self.aggregator.aggregate(key.round).items():
+                self.fail(device, exc, key.round)
+            self.aggregated(key.round)
+        else:
+            raise RuntimeError(f"the server cannot execute {key}")
+        return {}
+
+    def _train(self, key: Key, message: pb.Envelope) -> dict[str, float]:
+        """The server part's forward and backward on one micro-batch's activation; its gradient goes back."""
+        d = key.device
+        size = self.schedule.microbatch_sizes(d, key.iteration)[key.microbatch]
+        batch = self.schedule.batch_sizes[d][key.iteration]
+        payload = self.channels[d].decode(
+            Op.ACTIVATION,
+            message.tensors,
+            {
+                "activation": ((size, *self.aggregator.parts.activation_shapes[d]), torch.float32),
+                "labels": ((size,), torch.int64),
+            },
+        )
+        labels = payload["labels"]
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.classes):
+            raise WireError(f"labels from device {d} fall outside 0..{self.classes - 1}")
+        activation, labels = (t.to(self.where) for t in (payload["activation"], labels))
+        activation.requires_grad_()
+        started = now()
+        with hardware.autocast(self.where, self.config.server_amp):
+            logits = self.aggregator.replicas[d].part(activation)
+            loss = scaled_loss(logits, labels, batch)
+        hardware.synchronize(self.where)
+        forward_s = now() - started
+        if not torch.isfinite(loss):
+            raise WireError(f"the activation from device {d} makes the loss {loss.item()}")
+        loss.backward()
+        assert activation.grad is not None
+        gradient = hardware.to_cpu({"gradient": activation.grad})
+        self.sessions[d].outbox.send(key, self.channels[d].encode(Op.GRADIENT, gradient))
+        return {
+            "loss_sum": loss.item() * batch,
+            "samples": size,
+            "forward_s": forward_s,
+            "backward_s": now() - started - forward_s,
+        }

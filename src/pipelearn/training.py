@@ -1,0 +1,87 @@
+"""The arithmetic every trainer shares: the loss, the optimizer, warm-up, FedAvg and test accuracy."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pipelearn.config import RunConfig
+from pipelearn.data import Dataset, iterate_batches, select_subset
+
+
+def scaled_loss(logits: torch.Tensor, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Cross-entropy summed over a micro-batch and divided by its mini-batch's size.
+
+    Summed over the micro-batches of a mini-batch, these give the mini-batch's mean loss, so accumulated gradients
+    equal the mini-batch's whatever the micro-batch sizes.
+    """
+    return F.cross_entropy(logits, labels, reduction="sum") / batch_size
+
+
+def make_optimizer(module: nn.Module, config: RunConfig) -> torch.optim.Optimizer | None:
+    """SGD with the run's learning rate and momentum, or None for a part without parameters."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum) if params else None
+
+
+def on_new_weights(optimizer: torch.optim.Optimizer | None, config: RunConfig) -> None:
+    """Apply the run's `optimizer_state` after the weights of the optimizer's part were replaced from the network."""
+    if optimizer is not None and config.optimizer_state == "reset":
+        optimizer.state.clear()
+
+
+def warm_up(part: nn.Module, config: RunConfig, input_shape: tuple[int, ...], microbatches: int) -> None:
+    """Pay one-off costs (lazy imports, first-call allocation) on a throw-away copy of `part`, leaving it untouched.
+
+    A forward, backward and optimizer step of the copy on zeros at the sizes training will use: a whole mini-batch
+    and a micro-batch (each at least 2 samples, for BatchNorm).
+    """
+    twin = copy.deepcopy(part).train()
+    optimizer = make_optimizer(twin, config)
+    where = next((t.device for t in twin.state_dict().values()), torch.device("cpu"))
+    for batch in sorted({config.batch_size, -(-config.batch_size // max(microbatches, 1))}):
+        out = twin(torch.zeros(max(batch, 2), *input_shape, device=where, requires_grad=True))
+        out.backward(torch.ones_like(out))
+        if optimizer is not None:
+            optimizer.step()
+
+
+def fedavg(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Average state dicts weighted by `weights` (sample counts); integer buffers are taken from the first."""
+    if not states or len(states) != len(weights):
+        raise ValueError(f"fedavg needs one weight per state dict; got {len(states)} states, {len(weights)} weights")
+    keys = set(states[0])
+    for state in states[1:]:
+        if set(state) != keys:
+            raise ValueError(f"state dicts differ in keys: {sorted(keys ^ set(state))}")
+    total = float(sum(weights))
+    averaged: dict[str, torch.Tensor] = {}
+    for key, first in states[0].items():
+        if first.is_floating_point():
+            acc = torch.zeros_like(first, dtype=torch.float64)
+            for state, w in zip(states, weights, strict=True):
+                acc += state[key].to(torch.float64) * (w / total)
+            averaged[key] = acc.to(first.dtype)
+        else:
+            averaged[key] = first.clone()
+    return averaged
+
+
+def evaluate(
+    model: nn.Module, test: Dataset, samples: int | None = None, seed: int = 0, batch_size: int = 500
+) -> float:
+    """The fraction of (a seeded subset of) the test split that the model classifies right."""
+    indices = (
+        np.arange(len(test)) if samples is None or samples >= len(test) else select_subset(len(test), samples, seed)
+    )
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in iterate_batches(test, indices, batch_size, seed=seed, epoch=0, train=False, shuffle=False):
+            correct += int((model(x).argmax(dim=1) == y).sum())
+    return correct / len(indices)

@@ -1,0 +1,1 @@
+"""The wire: the protocol, tensor codecs and compression, channels, emulated links, credentials and liveness."""
