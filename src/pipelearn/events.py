@@ -48,6 +48,7 @@ class Recorder:
         self.offset = offset
         self.events: list[Event] = []
         self._lock = threading.Lock()
+        self._sent = 0
 
     def record(self, track: str, name: str, start: float, end: float, **args: Any) -> None:
         """Add one event given in local clock readings."""
@@ -65,6 +66,12 @@ class Recorder:
         """The events as plain dicts."""
         with self._lock:
             return [asdict(e) for e in self.events]
+
+    def unsent_json(self) -> list[dict[str, Any]]:
+        """The events recorded since the last call, as plain dicts (a device sends its timeline in parts)."""
+        with self._lock:
+            fresh, self._sent = self.events[self._sent :], len(self.events)
+            return [asdict(e) for e in fresh]
 
     def extend_json(self, events: list[dict[str, Any]]) -> None:
         """Add events already in server-clock seconds (a device's, sent at the end)."""

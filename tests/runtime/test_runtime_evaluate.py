@@ -27,8 +27,11 @@ from pipelearn.training import evaluate
 State = dict[str, torch.Tensor]
 
 
-def _run(config: Any) -> tuple[Server, dict[str, Any], dict[int, State], list[int | None]]:
-    """Train with real device processes; return the server, its metrics, every round's global model, device exits."""
+def _run(
+    config: Any, seen: dict[int, set[str]] | None = None
+) -> tuple[Server, dict[str, Any], dict[int, State], list[int | None]]:
+    """Train with real device processes; return the server, its metrics, every round's global model, device exits;
+    `seen` gets the names of the events the server holds at each aggregation."""
     server = Server(prepare(config), progress=False)
     port = server.listen("127.0.0.1:0", insecure=True)
     globals_: dict[int, State] = {}
@@ -36,6 +39,8 @@ def _run(config: Any) -> tuple[Server, dict[str, Any], dict[int, State], list[in
 
     def spy(round: int, state: State, events: Any) -> bool:
         globals_[round] = {k: v.clone() for k, v in state.items()}
+        if seen is not None:
+            seen[round] = {e.name for e in events}
         return handed_over(round, state, events)
 
     server.rounds.aggregated = spy  # type: ignore[method-assign]
@@ -85,6 +90,24 @@ def test_every_round_is_recorded_with_the_accuracy_of_its_global_model(small_con
         str(a.key) for (res, _), lane in schedule.lanes.items() if res is Resource.SERVER for a in lane
     )
     assert sorted(e.name for e in server.recorder.events if e.track == compute_track(None)) == server_actions
+
+
+def test_the_server_holds_each_devices_timeline_of_a_round_when_it_aggregates_it(small_config):
+    config = small_config(epochs=2, samples_per_device=60, aggregate_every=1, eval_every=0)
+    seen: dict[int, set[str]] = {}
+    server, metrics, _, codes = _run(config, seen)
+    assert codes == [0, 0]
+    schedule = schedule_for(config, _plan(config), [d["samples"] for d in metrics["device"]])
+    for round, names in seen.items():
+        for d in range(config.devices):
+            computed = [a for a in schedule.lane(Resource.DEVICE, d) if a.key.round == round]
+            sent = [a for a in schedule.lane(Resource.UPLINK, d) if a.key.round == round]
+            # all but the upload of the weights themselves, which comes with the next round's
+            assert {str(a.key) for a in computed[:-1]} <= names, (round, d)
+            assert {str(a.key) for a in sent[:-1]} <= names, (round, d)
+    # and nothing twice by the end: the devices' last words hold only what they had not sent
+    names = [e.name for e in server.recorder.events]
+    assert len(names) == len(set(names))
 
 
 def test_evaluating_every_round_leaves_the_training_arithmetic_as_it_is(small_config):

@@ -89,7 +89,7 @@ def plan_limits(
             largest = microbatch_sizes(min(config.batch_size, samples[d]), _microbatches(config, plan, d))[0]
             activation = largest * (math.prod(output_shape(part, input_shape)) * 4 + 8)
         actions = len(schedule.lane(Resource.DEVICE, d)) + len(schedule.lane(Resource.UPLINK, d))
-        limits.append(max(weights, activation, actions * EVENT_BYTES) + HEADROOM_BYTES)
+        limits.append(max(weights, activation) + actions * EVENT_BYTES + HEADROOM_BYTES)  # weights carry events
     in_flight = max(_microbatches(config, plan, d) for d in range(config.devices)) + IN_FLIGHT_MARGIN
     return PlanLimits(samples=samples, max_bytes=limits, in_flight=in_flight)
 
@@ -140,11 +140,14 @@ _COUNT_ARGS = {"epoch", "samples", "bytes"}
 
 
 def check_events(message: pb.Envelope, device: int, config: RunConfig, window: tuple[float, float]) -> list[Any]:
-    """A device's timeline: events on its own tracks only (its compute, and the link it times: the uplink, or with
-    `netns` the downlink), with finite times inside the run's window."""
-    if message.kind != pb.EVENTS:
+    """A device's timeline, from its EVENTS at the end or the part that comes with each round's WEIGHTS: events on
+    its own tracks only (its compute, and the link it times: the uplink, or with `netns` the downlink), with finite
+    times inside the run's window."""
+    if message.kind not in (pb.EVENTS, pb.WEIGHTS):
         raise WireError(f"expected EVENTS, got {kind_name(message.kind)}")
     _check_tag(message, device)
+    if message.kind == pb.WEIGHTS and not message.text:
+        return []
     try:
         events = json.loads(message.text)
     except (json.JSONDecodeError, RecursionError) as exc:

@@ -81,8 +81,9 @@ class DeviceWorker:
                 self.channel.decode(Op.WEIGHTS, received[0].tensors, spec_of(self.part.state_dict()))
             )
             on_new_weights(self.optimizer, self.config)
-        elif key.op is Op.SEND_WEIGHTS:
-            self.outbox.send(key, self.channel.encode(Op.WEIGHTS, self.part.state_dict()))
+        elif key.op is Op.SEND_WEIGHTS:  # with the timeline so far, which the server measures the round by
+            timeline = json.dumps(self.recorder.unsent_json())
+            self.outbox.send(key, self.channel.encode(Op.WEIGHTS, self.part.state_dict()), timeline)
         elif key.op is Op.FORWARD:
             x, y = self._microbatch(key.iteration, key.microbatch)
             activation = self.part(x)
@@ -200,7 +201,7 @@ def run_device(
             first_round,
         ).run()
         outbox.flush(config.timeout_s)  # the last upload is on the timeline only once it has left
-        outbox.control(envelope(pb.EVENTS, device, text=json.dumps(recorder.to_json())))
+        outbox.control(envelope(pb.EVENTS, device, text=json.dumps(recorder.unsent_json())))
         _take(inbox, pb.DONE)
     except (WireError, ValueError) as exc:
         outbox.control(envelope(pb.ERROR, device, text=str(exc)))

@@ -164,7 +164,7 @@ class Server:
         total = sum(len(lane) for (r, _), lane in self.schedule.lanes.items() if r is Resource.SERVER)
         with tqdm(total=total, desc=f"{self.config.mode} server", unit="action", disable=not self.progress) as bar:
             self.rounds.begin(start, bar.set_postfix_str)
-            self.worker.bar = bar
+            self.worker.begin(start, bar)
             for lane in [*range(self.config.devices), COORDINATOR]:
                 self.worker.start(lane, self.first_round)
             self.worker.join()

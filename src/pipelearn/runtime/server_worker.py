@@ -14,6 +14,7 @@ from pipelearn.config import RunConfig
 from pipelearn.events import Recorder, compute_track, now
 from pipelearn.runtime import hardware
 from pipelearn.runtime.aggregation import Aggregator
+from pipelearn.runtime.checks import check_events
 from pipelearn.runtime.membership import Membership
 from pipelearn.runtime.sessions import Sessions
 from pipelearn.schedule import COORDINATOR, Action, Key, Op, Resource, Schedule
@@ -59,9 +60,15 @@ class ServerWorker:
         """A fault of the server itself, which stopped every lane."""
         self.bar: tqdm | None = None
         """The progress bar each action done advances, while one shows."""
+        self.began = now()
+        """When training started (the clock reading): devices' timelines must fall after it, less timeout_s."""
         self.compute = threading.Lock()
         self._lanes: list[threading.Thread] = []
         self._lock = threading.Lock()
+
+    def begin(self, start: float, bar: tqdm | None) -> None:
+        """Training starts at clock reading `start`; each action done advances `bar`."""
+        self.began, self.bar = start, bar
 
     def start(self, lane: int, first_round: int) -> None:
         """Walk one lane (a device's id, or COORDINATOR) on a thread of its own, from `first_round` on."""
@@ -135,6 +142,7 @@ class ServerWorker:
         elif key.op is Op.LOAD_WEIGHTS:
             spec = self.aggregator.parts.specs[d]
             self.aggregator.upload(d, self.channels[d].decode(Op.WEIGHTS, received[0].tensors, spec))
+            self.recorder.extend_json(check_events(received[0], d, self.config, self._window()))
         elif key.op is Op.TRAIN:
             return self._train(key, received[0])
         elif key.op is Op.STEP:
@@ -149,6 +157,10 @@ class ServerWorker:
         else:
             raise RuntimeError(f"the server cannot execute {key}")
         return {}
+
+    def _window(self) -> tuple[float, float]:
+        """When a device's events may lie: from training start to now, each widened by timeout_s for the clocks."""
+        return (self.began - self.config.timeout_s, now() + self.config.timeout_s)
 
     def _train(self, key: Key, message: pb.Envelope) -> dict[str, float]:
         """The server part's forward and backward on one micro-batch's activation; its gradient goes back."""

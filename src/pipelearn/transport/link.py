@@ -100,13 +100,14 @@ class Outbox:
             self._beat_s, self._beat_at, self._device = every_s, now(), device
             self._changed.notify_all()
 
-    def send(self, made_by: Key, tensors: bytes) -> pb.Envelope:
-        """Queue the transfer that the schedule says follows the action `made_by`, tagged as the schedule says."""
+    def send(self, made_by: Key, tensors: bytes, text: str = "") -> pb.Envelope:
+        """Queue the transfer that the schedule says follows the action `made_by`, tagged as the schedule says (with
+        `text` beside its tensors)."""
         with self._sending:  # not the link's lock: heartbeats go on while a big message is being built
             action = next(self._lane, None)
             if action is None or action.deps != (made_by,):
                 raise RuntimeError(f"schedule violated: {made_by} produced a message but the link expects {action}")
-            message = transfer(action.key, tensors)
+            message = transfer(action.key, tensors, text)
             with self._changed:
                 self._put(action, message)
         return message

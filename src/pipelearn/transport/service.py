@@ -204,7 +204,7 @@ def heartbeat(device: int, progress: int, backlog_s: float) -> pb.Envelope:
     return message
 
 
-def transfer(key: Key, tensors: bytes) -> pb.Envelope:
+def transfer(key: Key, tensors: bytes, text: str = "") -> pb.Envelope:
     """The envelope of a scheduled transfer, tagged with its kind, device, round, iteration and micro-batch."""
     return envelope(
         KIND_OF_TRANSFER[key.op],
@@ -213,4 +213,5 @@ def transfer(key: Key, tensors: bytes) -> pb.Envelope:
         iteration=key.iteration,
         microbatch=key.microbatch,
         tensors=tensors,
+        text=text,
     )
