@@ -3,9 +3,12 @@ all sharing the one server compute."""
 
 from __future__ import annotations
 
+import bisect
+import contextlib
+import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from tqdm import tqdm
@@ -27,6 +30,35 @@ from pipelearn.transport.liveness import Progress
 
 Failure = Callable[[int, Exception, int], None]
 """Drops a device: (device, what went wrong, the round it went wrong in)."""
+
+
+class ServerCompute:
+    """The one server compute that every lane shares, handed to waiting lanes as the simulator hands it: to the one
+    that asked first, or where `priority` ranks devices (0 first), to the best-ranked one waiting."""
+
+    def __init__(self, priority: Sequence[int] | None = None) -> None:
+        self.priority = list(priority) if priority is not None else None
+        self._cond = threading.Condition()
+        self._waiting: list[tuple[int, int]] = []  # (rank, ticket) of each lane waiting, best first
+        self._tickets = itertools.count()
+        self._busy = False
+
+    @contextlib.contextmanager
+    def turn(self, lane: int) -> Iterator[None]:
+        """Hold the compute for the with-block, after the lanes ahead of this one."""
+        rank = self.priority[lane] if self.priority is not None and lane != COORDINATOR else -1
+        entry = (rank, next(self._tickets))
+        with self._cond:
+            bisect.insort(self._waiting, entry)
+            self._cond.wait_for(lambda: not self._busy and self._waiting[0] == entry)
+            self._waiting.pop(0)
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
 
 
 class ServerWorker:
@@ -62,7 +94,7 @@ class ServerWorker:
         """The progress bar each action done advances, while one shows."""
         self.began = now()
         """When training started (the clock reading): devices' timelines must fall after it, less timeout_s."""
-        self.compute = threading.Lock()
+        self.compute = ServerCompute()
         self._lanes: list[threading.Thread] = []
         self._lock = threading.Lock()
 
@@ -90,7 +122,7 @@ class ServerWorker:
 
     def reset(self, device: int) -> None:
         """A rejoining device's replica starts afresh, between two server actions."""
-        with self.compute:
+        with self.compute.turn(device):
             self.aggregator.reset(device)
 
     def _run(self, lane: int, first_round: int) -> None:
@@ -110,7 +142,7 @@ class ServerWorker:
                         self.membership.wait(dep)
                 if self.stopping.is_set() or not self.membership.takes_part(lane, action.key.round):
                     break
-                with self.compute:
+                with self.compute.turn(lane):
                     start, cpu = now(), time.thread_time()
                     args = self.execute(action, received)
                     self.recorder.record(
