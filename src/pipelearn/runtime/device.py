@@ -27,6 +27,7 @@ from pipelearn.transport.inbox import Inbox, PeerError, RunOver
 from pipelearn.transport.link import Outbox
 from pipelearn.transport.rates import link_spec
 from pipelearn.transport.service import envelope, kind_name, open_session
+from pipelearn.versions import HeldMemory, WeightStash, overtaken
 
 
 class DeviceWorker:
@@ -54,8 +55,10 @@ class DeviceWorker:
         self.outbox, self.inbox, self.recorder = outbox, inbox, recorder
         self.channel = channel_for(config, "device")
         self.slowdown = plan.devices[device].slowdown
+        self.stash = WeightStash(part, overtaken(schedule.lane(Resource.DEVICE, device, first_round)))
+        self.memory = HeldMemory(part)
         self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._activations: dict[int, torch.Tensor] = {}
+        self._activations: dict[tuple[int, int], torch.Tensor] = {}
 
     def run(self) -> None:
         """Execute this device's compute lane from its first round on, in order, to its end or until the server ends
@@ -72,6 +75,8 @@ class DeviceWorker:
             time.sleep(slowdown_wait_s(work, now() - start, self.slowdown))
             self.recorder.record(track, str(action.key), start, now(), epoch=action.epoch, cpu_s=work, **args)
             self.outbox.progress.advance()
+        at = now()
+        self.recorder.record(track, "memory", at, at, peak_bytes=self.memory.peak_bytes)
 
     def execute(self, action: Action, received: list[pb.Envelope]) -> dict[str, float]:
         """Do one action; return what the timeline should note about it."""
@@ -86,11 +91,13 @@ class DeviceWorker:
             self.outbox.send(key, self.channel.encode(Op.WEIGHTS, self.part.state_dict()), timeline)
         elif key.op is Op.FORWARD:
             x, y = self._microbatch(key.iteration, key.microbatch)
-            activation = self.part(x)
-            self._activations[key.microbatch] = activation
+            with self.memory.holding((key.iteration, key.microbatch), self.stash.held_bytes()):
+                activation = self.stash.forward(key.iteration, x)
+            self._activations[(key.iteration, key.microbatch)] = activation
             self.outbox.send(key, self.channel.encode(Op.ACTIVATION, {"activation": activation, "labels": y}))
         elif key.op is Op.BACKWARD:
-            activation = self._activations.pop(key.microbatch)
+            activation = self._activations.pop((key.iteration, key.microbatch))
+            self.memory.release((key.iteration, key.microbatch))
             gradient = self.channel.decode(
                 Op.GRADIENT, received[0].tensors, {"gradient": (tuple(activation.shape), activation.dtype)}
             )
@@ -103,6 +110,7 @@ class DeviceWorker:
             loss.backward()
             return {"loss_sum": loss.item() * batch, "samples": len(y)}
         elif key.op is Op.STEP:
+            self.stash.settle(key.iteration)
             if self.optimizer is not None:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -113,7 +121,7 @@ class DeviceWorker:
     def _microbatch(self, iteration: int, microbatch: int) -> tuple[torch.Tensor, torch.Tensor]:
         if microbatch == 0:
             x, y = (t.to(self.compute) for t in self.batches.batch(iteration))
-            n = self.schedule.microbatches[self.device]
+            n = len(self.schedule.microbatch_sizes(self.device, iteration))
             self._chunks = list(
                 zip(torch.tensor_split(x, min(n, len(x))), torch.tensor_split(y, min(n, len(y))), strict=True)
             )
