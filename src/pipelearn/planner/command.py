@@ -16,7 +16,8 @@ from pipelearn.models import canonical_model_name
 from pipelearn.models.parts import make_model
 from pipelearn.planner.calibrate import RecordedRun, calibrate, describe
 from pipelearn.planner.costs import CostModel
-from pipelearn.planner.profile import Profile, load_profile, profile_model, save_profile, with_codecs
+from pipelearn.planner.measure import profile_model, with_codecs
+from pipelearn.planner.profile import Profile, load_profile, save_profile
 from pipelearn.planner.search import Planned, busy_by_kind, plan_run, run_simulation
 
 KINDS = ("server", "device", "uplink", "downlink")

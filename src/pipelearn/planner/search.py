@@ -30,7 +30,8 @@ from pipelearn.data.dealing import expected_samples
 from pipelearn.models import canonical_model_name
 from pipelearn.plan import RunPlan, fixed_setups, host_cores, requested, schedule_for
 from pipelearn.planner.costs import CostModel, WeightCosts, action_costs, transmit_s
-from pipelearn.planner.profile import Profile, profile_model, with_codecs
+from pipelearn.planner.measure import profile_model, with_codecs
+from pipelearn.planner.profile import Profile
 from pipelearn.planner.simulate import Simulation, simulate
 
 MAX_MICROBATCHES = 32
