@@ -9,9 +9,13 @@ import pytest
 
 from pipelearn.config import ConfigError, DeviceOverride, RunConfig
 from pipelearn.plan import RunPlan, fixed_setups
+from pipelearn.planner.candidates import TIE
 from pipelearn.planner.costs import CostModel
+from pipelearn.planner.estimate import Fleet, estimate
+from pipelearn.planner.minmax import minimise
+from pipelearn.planner.predict import run_simulation
 from pipelearn.planner.profile import CodecFit, ProfileError
-from pipelearn.planner.search import TIE, Fleet, PlanError, _contended, estimate, minimise, plan_run, run_simulation
+from pipelearn.planner.search import PlanError, _contended, plan_run
 
 SHAPE = (1, 2, 2)
 
