@@ -19,6 +19,7 @@ from pipelearn.planner.costs import CostModel
 from pipelearn.planner.estimate import Estimate
 from pipelearn.planner.minmax import PlanError, sweep, within
 from pipelearn.planner.predict import run_simulation
+from pipelearn.schedule import epoch_batches
 
 TOP = 5
 """Plans kept from each family (the fleet optimum's neighbours, the best uniform plans) as candidates."""
@@ -106,6 +107,7 @@ class Judge:
         if config.aggregate_every is None:  # every epoch is one round of the same mini-batches: time one
             config = dataclasses.replace(config, epochs=1)
         self.config, self.costs, self.est, self.allowed, self.samples = config, costs, est, allowed, samples
+        self.iterations = [sum(epoch_batches(n, config.batch_size).values()) * config.epochs for n in samples]
         self.shape = (len(est.splits), len(est.counts))
         self.budget = SIMULATED_ACTIONS
         self.seen: dict[tuple[int, ...], Candidate] = {}
@@ -160,8 +162,7 @@ class Judge:
     def _actions(self, choice: np.ndarray) -> int:
         """About how many actions the run's schedule holds under this plan."""
         counts = self.est.counts[np.unravel_index(choice, self.shape)[1]]
-        per_epoch = [-(-n // self.config.batch_size) for n in self.samples]
-        return sum(self.config.epochs * i * (6 * int(c) + 4) for i, c in zip(per_epoch, counts, strict=True))
+        return sum(i * (6 * int(c) + 4) for i, c in zip(self.iterations, counts, strict=True))
 
     def _values(self, choice: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
         ii, jj = np.unravel_index(choice, self.shape)

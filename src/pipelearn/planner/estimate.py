@@ -2,7 +2,8 @@
 
 Per device and candidate (split, micro-batch count): the device's epoch on its own (its pipeline's fill, steady
 state and drain, its rounds' weights; for one device this is exactly what the simulator gives), the server work it
-brings and each resource's busy seconds.
+brings and each resource's busy seconds. How a run is cut into mini-batches and rounds comes from the schedule
+(pipelearn.schedule), as the simulator's schedule is built from it.
 
 Where the server and devices share a host's cores (host_cores), their compute is one more shared resource: the
 fleet's epoch is at least all their compute over the cores, and each computation is stretched by the sharing. The
@@ -12,7 +13,6 @@ gets while the other processes compute as often as they do on average over the e
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from pipelearn.config import RunConfig
 from pipelearn.planner.costs import CostModel, WeightCosts, transmit_s
+from pipelearn.schedule import epoch_batches, round_count
 
 
 @dataclass(frozen=True)
@@ -120,18 +121,15 @@ def estimate(
     """Predict every device's epoch for every split and micro-batch count, in closed form; with host_cores, the
     devices' and the server's computations last `stretch` times their compute seconds (a device's slowdown absorbs
     its stretch up to the slowdown)."""
-    batch, epochs = config.batch_size, config.epochs
-    full, rest = fleet.samples // batch, fleet.samples % batch
-    iterations = (full + (rest > 0)) * epochs
-    if config.mode == "sl" or config.aggregate_every is None:
-        rounds = epochs
-    else:
-        rounds = int(max(math.ceil(int(n) / config.aggregate_every) for n in iterations))
+    epochs = config.epochs
+    cuts = [epoch_batches(int(n), config.batch_size) for n in fleet.samples]
+    rounds = round_count(config.mode, [sum(cut.values()) for cut in cuts], epochs, config.aggregate_every)
     shape = (len(fleet.samples), len(splits), len(counts))
     total = {k: np.zeros(shape) for k in ("time", "server", "device", "uplink", "downlink", "device_cpu", "server_cpu")}
-    sizes = {batch: full.astype(np.float64)}
-    for r in sorted(set(rest.tolist()) - {0}):
-        sizes[r] = sizes.get(r, 0) + (rest == r).astype(np.float64)
+    sizes: dict[int, np.ndarray] = {}  # per mini-batch size, how many of them each device's epoch holds
+    for d, cut in enumerate(cuts):
+        for b, n in cut.items():
+            sizes.setdefault(b, np.zeros(len(cuts)))[d] = n
     f = stretch if host_cores else (1.0, 1.0)
     for b, per_device in sizes.items():
         for k, v in _iteration(costs, fleet, config.mode, b, splits, counts, f).items():
