@@ -41,8 +41,9 @@ from pipelearn.plan import RunPlan
 from pipelearn.planner.calibrate import RecordedRun, calibrate, describe
 from pipelearn.planner.command import compact
 from pipelearn.planner.costs import CostModel
-from pipelearn.planner.profile import Profile, profile_model, save_profile
-from pipelearn.planner.search import run_simulation
+from pipelearn.planner.measure import profile_model
+from pipelearn.planner.predict import run_simulation
+from pipelearn.planner.profile import Profile, save_profile
 from pipelearn.runtime.launch import run_local
 
 WORKLOADS: dict[str, dict[str, Any]] = {

@@ -30,7 +30,8 @@ from pipelearn.models.parts import make_model
 from pipelearn.plan import schedule_for
 from pipelearn.planner.calibrate import RecordedRun
 from pipelearn.planner.costs import CostModel, action_costs
-from pipelearn.planner.profile import Profile, load_profile, profile_model
+from pipelearn.planner.measure import profile_model
+from pipelearn.planner.profile import Profile, load_profile
 from pipelearn.planner.simulate import Cost, simulate
 from pipelearn.schedule import Action, Resource
 

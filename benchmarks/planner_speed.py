@@ -22,7 +22,8 @@ from pipelearn.data.dealing import data_shape
 from pipelearn.models import canonical_model_name
 from pipelearn.models.parts import make_model
 from pipelearn.planner.command import compact
-from pipelearn.planner.profile import load_profile, profile_model
+from pipelearn.planner.measure import profile_model
+from pipelearn.planner.profile import load_profile
 from pipelearn.planner.search import plan_run
 
 

@@ -8,7 +8,6 @@ in order. All four training modes are schedules of the same actions.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -137,10 +136,26 @@ def microbatch_sizes(batch: int, microbatches: int) -> list[int]:
     return [batch // n + (1 if i < batch % n else 0) for i in range(n)]
 
 
+def epoch_batches(samples: int, batch_size: int) -> dict[int, int]:
+    """How many mini-batches of each size one epoch of `samples` holds: full ones, then one of the rest if any."""
+    full, rest = divmod(samples, batch_size)
+    return {batch_size: full} | ({rest: 1} if rest else {})
+
+
 def iteration_sizes(samples: int, batch_size: int, epochs: int) -> list[int]:
     """Mini-batch sizes over a run: full batches, the last of each epoch holding the rest."""
-    per_epoch = [batch_size] * (samples // batch_size) + ([samples % batch_size] if samples % batch_size else [])
-    return per_epoch * epochs
+    return [size for size, n in epoch_batches(samples, batch_size).items() for _ in range(n)] * epochs
+
+
+def round_count(mode: str, per_epoch: Sequence[int], epochs: int, aggregate_every: int | None) -> int:
+    """Rounds of a run whose devices hold `per_epoch` iterations an epoch: enough for the device with most."""
+    return max(-(-n * epochs // _round_length(mode, n, aggregate_every)) for n in per_epoch)
+
+
+def _round_length(mode: str, per_epoch: int, aggregate_every: int | None) -> int:
+    """Iterations a device's round holds: an epoch's in sl or without aggregate_every, else aggregate_every (its
+    last round then holds the rest, and a device whose iterations run out sooner has empty rounds)."""
+    return per_epoch if mode == "sl" or aggregate_every is None else aggregate_every
 
 
 def build_schedule(
@@ -157,16 +172,14 @@ def build_schedule(
         raise ValueError("every device needs at least one training sample")
     sizes = [iteration_sizes(p.samples, batch_size, epochs) for p in plans]
     per_epoch = [len(s) // epochs for s in sizes]
-    if mode == "sl" or aggregate_every is None:
-        round_ranges = [[range(e * n, (e + 1) * n) for e in range(epochs)] for n in per_epoch]
-    else:
-        rounds = max(math.ceil(len(s) / aggregate_every) for s in sizes)
-        round_ranges = [
-            [range(min(r * aggregate_every, len(s)), min((r + 1) * aggregate_every, len(s))) for r in range(rounds)]
-            for s in sizes
-        ]
+    rounds = round_count(mode, per_epoch, epochs, aggregate_every)
+    lengths = [_round_length(mode, n, aggregate_every) for n in per_epoch]
+    round_ranges = [
+        [range(min(r * w, len(s)), min((r + 1) * w, len(s))) for r in range(rounds)]
+        for s, w in zip(sizes, lengths, strict=True)
+    ]
     micro = [1 if mode != "pipelearn" else p.microbatches for p in plans]
-    schedule = Schedule(mode=mode, rounds=len(round_ranges[0]), batch_sizes=sizes, microbatches=micro)
+    schedule = Schedule(mode=mode, rounds=rounds, batch_sizes=sizes, microbatches=micro)
     builder = _Builder(schedule, per_epoch)
     for r in range(schedule.rounds):
         for d in range(len(plans)):

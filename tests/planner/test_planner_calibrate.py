@@ -25,7 +25,8 @@ from pipelearn.planner.calibrate import (
 )
 from pipelearn.planner.command import plan_command
 from pipelearn.planner.costs import CostModel, action_costs
-from pipelearn.planner.profile import Profile, ProfileError, load_profile, profile_model, save_profile
+from pipelearn.planner.measure import profile_model
+from pipelearn.planner.profile import Profile, ProfileError, load_profile, save_profile
 from pipelearn.planner.resolve import resolve_plan
 from pipelearn.planner.search import plan_run
 from pipelearn.planner.simulate import simulate

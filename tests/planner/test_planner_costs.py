@@ -14,7 +14,8 @@ from pipelearn.config import DeviceOverride, RunConfig
 from pipelearn.models.splitting import split
 from pipelearn.plan import fixed_setups
 from pipelearn.planner.costs import CostModel, action_costs, transmit_s
-from pipelearn.planner.profile import Calibration, CodecFit, Profile, ProfileError, profile_model
+from pipelearn.planner.measure import profile_model
+from pipelearn.planner.profile import Calibration, CodecFit, Profile, ProfileError
 from pipelearn.schedule import DevicePlan, Key, Op, Resource, build_schedule
 from pipelearn.transport.channel import Channel
 from pipelearn.transport.service import transfer

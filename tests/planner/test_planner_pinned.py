@@ -7,7 +7,8 @@ import pytest
 from pipelearn.config import DeviceOverride, RunConfig
 from pipelearn.plan import RunPlan, fixed_setups
 from pipelearn.planner.costs import CostModel
-from pipelearn.planner.search import plan_run, run_simulation
+from pipelearn.planner.predict import run_simulation
+from pipelearn.planner.search import plan_run
 
 _LARGE = {d: DeviceOverride(slowdown=float(1 + d % 7), up_mbps=float(5 + d % 11)) for d in range(40)}
 _LARGE_SPLITS = [4, 4, 4, 4, 4, 3, 3] * 5 + [4, 4, 4, 4, 4]

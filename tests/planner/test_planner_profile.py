@@ -10,17 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipelearn.planner.measure import profile_model, profile_sizes, with_codecs
 from pipelearn.planner.profile import (
     CodecFit,
     ProfileError,
     StateTensor,
     block_names,
     load_profile,
-    profile_model,
-    profile_sizes,
     save_profile,
     state_tensors,
-    with_codecs,
 )
 
 
@@ -120,7 +118,7 @@ def test_a_devices_compute_counts_its_user_space_share(model, monkeypatch):
         spent = time.thread_time()
         return type("Usage", (), {"ru_utime": spent / 2, "ru_stime": spent / 2})()
 
-    monkeypatch.setattr("pipelearn.planner.profile.resource.getrusage", half_in_the_kernel)
+    monkeypatch.setattr("pipelearn.planner.measure.resource.getrusage", half_in_the_kernel)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as every process of a run computes (with more, the profile reads wall time)
     try:

@@ -9,9 +9,13 @@ import pytest
 
 from pipelearn.config import ConfigError, DeviceOverride, RunConfig
 from pipelearn.plan import RunPlan, fixed_setups
+from pipelearn.planner.candidates import TIE
 from pipelearn.planner.costs import CostModel
+from pipelearn.planner.estimate import Fleet, estimate
+from pipelearn.planner.minmax import minimise
+from pipelearn.planner.predict import run_simulation
 from pipelearn.planner.profile import CodecFit, ProfileError
-from pipelearn.planner.search import TIE, Fleet, PlanError, _contended, estimate, minimise, plan_run, run_simulation
+from pipelearn.planner.search import PlanError, _contended, plan_run
 
 SHAPE = (1, 2, 2)
 
@@ -66,6 +70,22 @@ def test_closed_form_is_the_simulation_for_one_device(profile, mode):
             epoch, busy, _ = est.fleet(np.array([i]), np.array([j]))
             assert epoch == pytest.approx(sum(sim.epoch_times_s()) / 2, rel=1e-9), (split, count)
             assert busy["uplink"] == pytest.approx(sim.busy_s().get("device0/uplink", 0.0) / 2, rel=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["fl", "sl", "sfl", "pipelearn"])
+@pytest.mark.parametrize("every", [None, 1, 2, 4])
+def test_closed_form_cuts_a_run_into_mini_batches_and_rounds_as_the_schedule_does(profile, mode, every):
+    config = _config(mode=mode, epochs=2, samples_per_device=20, aggregate_every=every)  # 8 + 8 + 4 an epoch
+    costs = CostModel(profile(fixed=0.0005), config.batch_size, config.devices)
+    splits = np.array([4]) if mode == "fl" else np.arange(5)
+    counts = np.array([1, 2, 4]) if mode == "pipelearn" else np.array([1])
+    est = estimate(costs, Fleet.of(config, [20]), config, splits, counts)
+    for i, split in enumerate(splits):
+        for j, count in enumerate(counts):
+            sim = run_simulation(config, RunPlan(fixed_setups(config, [int(split)], [int(count)])), costs, [20])
+            epoch, busy, _ = est.fleet(np.array([i]), np.array([j]))
+            assert epoch == pytest.approx(sum(sim.epoch_times_s()) / 2, rel=1e-9), (split, count)
+            assert busy["server"] == pytest.approx(sim.busy_by_kind()["server"], rel=1e-9), (split, count)
 
 
 @pytest.mark.parametrize("mode", ["sl", "sfl", "pipelearn"])

@@ -10,8 +10,8 @@ import pytest
 from pipelearn.config import RunConfig
 from pipelearn.plan import RunPlan, fixed_setups
 from pipelearn.planner.costs import CostModel
+from pipelearn.planner.predict import run_simulation
 from pipelearn.planner.profile import CodecFit, Timing
-from pipelearn.planner.search import run_simulation
 from pipelearn.planner.simulate import Cost, simulate
 from pipelearn.schedule import Action, DevicePlan, Key, Op, Resource, build_schedule
 

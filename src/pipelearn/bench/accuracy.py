@@ -106,7 +106,7 @@ def make_plans(base: RunConfig, dataset: str, model: str, cache: dict[Any, Any])
     profiles by (model, input shape), so data sets of one shape share one."""
     from pipelearn.data.dealing import data_shape
     from pipelearn.models.parts import make_model
-    from pipelearn.planner.profile import profile_model
+    from pipelearn.planner.measure import profile_model
     from pipelearn.planner.search import plan_run
 
     began = time.monotonic()

@@ -15,7 +15,7 @@ from pipelearn.config import RunConfig
 from pipelearn.data.dealing import data_shape
 from pipelearn.models import canonical_model_name
 from pipelearn.models.parts import make_model
-from pipelearn.planner.profile import profile_model
+from pipelearn.planner.measure import profile_model
 from pipelearn.planner.resolve import at_best_plan
 from pipelearn.planner.search import plan_run
 

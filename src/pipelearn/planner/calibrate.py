@@ -36,7 +36,8 @@ from pipelearn.models import canonical_model_name
 from pipelearn.models.parts import make_model
 from pipelearn.plan import RunPlan, host_cores, schedule_for
 from pipelearn.planner.costs import CostModel, action_costs
-from pipelearn.planner.profile import Calibration, Profile, ProfileError, with_codecs
+from pipelearn.planner.measure import with_codecs
+from pipelearn.planner.profile import Calibration, Profile, ProfileError
 from pipelearn.planner.simulate import simulate
 from pipelearn.schedule import Resource
 

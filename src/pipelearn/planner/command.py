@@ -16,8 +16,10 @@ from pipelearn.models import canonical_model_name
 from pipelearn.models.parts import make_model
 from pipelearn.planner.calibrate import RecordedRun, calibrate, describe
 from pipelearn.planner.costs import CostModel
-from pipelearn.planner.profile import Profile, load_profile, profile_model, save_profile, with_codecs
-from pipelearn.planner.search import Planned, busy_by_kind, plan_run, run_simulation
+from pipelearn.planner.measure import profile_model, with_codecs
+from pipelearn.planner.predict import run_simulation
+from pipelearn.planner.profile import Profile, load_profile, save_profile
+from pipelearn.planner.search import Planned, plan_run
 
 KINDS = ("server", "device", "uplink", "downlink")
 
@@ -165,7 +167,7 @@ def compare_table(run: RecordedRun, profile: Profile) -> str:
         row(f"device{d}/downlink", float(device["downlink_busy_s"]))
     predicted_epochs = sim.epoch_times_s()
     epochs = ", ".join(f"{m:.3f} / {p:.3f}" for m, p in zip(measured["epoch_times_s"], predicted_epochs, strict=True))
-    mean = {k: round(v, 3) for k, v in busy_by_kind(busy, sim.epochs).items()}
+    mean = {k: round(v, 3) for k, v in sim.busy_by_kind().items()}
     return (
         f"{_table(rows)}\n"
         f"training time: measured {wall:.3f} s, predicted {span:.3f} s ({span / wall - 1:+.1%}); "

@@ -96,6 +96,14 @@ class Simulation:
             busy[track] = busy.get(track, 0.0) + e - s
         return dict(sorted(busy.items()))
 
+    def busy_by_kind(self) -> dict[str, float]:
+        """Busy seconds per epoch of the server, and the mean over devices of their compute, uplinks and downlinks."""
+        kinds: dict[str, list[float]] = {"server": [], "device": [], "uplink": [], "downlink": []}
+        for track, seconds in self.busy_s().items():
+            owner, what = track.split("/")
+            kinds["server" if owner == "server" else "device" if what == "compute" else what].append(seconds)
+        return {k: (sum(v) / len(v) if v else 0.0) / self.epochs for k, v in kinds.items()}
+
     def bound_s(self) -> float:
         """Busy seconds of the busiest resource, the shared cores among them (their compute over their count): no
         schedule of these costs finishes sooner."""
