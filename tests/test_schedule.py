@@ -340,3 +340,31 @@ def test_str_lists_every_lane() -> None:
     assert "server[coord]: Ar0" in text
     assert str(Key(Resource.DEVICE, 3, Op.FORWARD, 1, 4, 2)) == "d3.device.F.i4m2"
     assert str(Key(Resource.SERVER, COORDINATOR, Op.AGGREGATE, 1)) == "coord.server.A.r1"
+
+
+@pytest.mark.parametrize("mode", ["sl", "sfl", "pipelearn"])
+def test_a_stale_schedule_holds_the_same_actions_in_another_order(mode):
+    plans = [DevicePlan(7, 2, 3), DevicePlan(5, 1, 2)]
+    fresh = build_schedule(mode, plans, 2, 2, aggregate_every=3 if mode != "sl" else None)
+    stale = build_schedule(mode, plans, 2, 2, aggregate_every=3 if mode != "sl" else None, staleness=1)
+    assert {a.key: a.deps for a in fresh.actions()} == {a.key: a.deps for a in stale.actions()}
+    for d in range(2):
+        device = [str(a.key.op) + str(a.key.iteration) for a in stale.lane(Resource.DEVICE, d)]
+        # the second mini-batch's forwards come before the first one's backward, and every step after its backward
+        first_round = [a for a in stale.lane(Resource.DEVICE, d) if a.key.round == 0 and a.key.iteration >= 0]
+        iterations = sorted({a.key.iteration for a in first_round})
+        if len(iterations) > 1:
+            assert device.index(f"F{iterations[1]}") < device.index(f"B{iterations[0]}")
+        for i in iterations:
+            assert device.index(f"S{i}") > max(j for j, name in enumerate(device) if name == f"B{i}")
+        # the round drains before its weights go: its last step (if it has any work) comes right before the send
+        ops = [a.key.op for a in stale.lane(Resource.DEVICE, d)]
+        before_sends = {ops[i - 1] for i, op in enumerate(ops) if op is Op.SEND_WEIGHTS}
+        assert before_sends <= {Op.STEP, Op.LOAD_WEIGHTS} and Op.STEP in before_sends
+
+
+def test_staleness_is_refused_where_it_means_nothing():
+    with pytest.raises(ValueError, match="staleness"):
+        build_schedule("fl", [DevicePlan(4, 2, 1)], 2, 1, staleness=1)
+    with pytest.raises(ValueError, match="staleness"):
+        build_schedule("pipelearn", [DevicePlan(4, 2, 1)], 2, 1, staleness=2)

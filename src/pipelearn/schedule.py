@@ -102,6 +102,10 @@ class Schedule:
     """Per device, the size of each mini-batch (iteration) of the run."""
     microbatches: list[int]
     """Per device, micro-batches per mini-batch (fewer for a mini-batch smaller than that)."""
+    staleness: int = 0
+    """0: each mini-batch starts once the one before has stepped; 1: its forwards start while the one before is
+    still in flight, so each side applies a mini-batch's gradient one mini-batch late (the drain comes once a
+    round, before the weights are sent)."""
     lanes: dict[Lane, list[Action]] = field(default_factory=dict)
 
     def lane(self, resource: Resource, device: int, from_round: int = 0) -> list[Action]:
@@ -164,10 +168,13 @@ def build_schedule(
     batch_size: int,
     epochs: int,
     aggregate_every: int | None = None,
+    staleness: int = 0,
 ) -> Schedule:
-    """The schedule of a whole run in one of the four modes."""
+    """The schedule of a whole run in one of the four modes, with mini-batches `staleness` steps apart (0 or 1)."""
     if mode not in ("fl", "sl", "sfl", "pipelearn"):
         raise ValueError(f"unknown mode {mode!r}; expected fl, sl, sfl or pipelearn")
+    if staleness not in (0, 1) or (staleness and mode == "fl"):
+        raise ValueError(f"staleness is 0 or 1 (not {staleness!r}), and 0 in fl, whose devices train alone")
     if any(p.samples < 1 for p in plans):
         raise ValueError("every device needs at least one training sample")
     sizes = [iteration_sizes(p.samples, batch_size, epochs) for p in plans]
@@ -179,7 +186,7 @@ def build_schedule(
         for s, w in zip(sizes, lengths, strict=True)
     ]
     micro = [1 if mode != "pipelearn" else p.microbatches for p in plans]
-    schedule = Schedule(mode=mode, rounds=rounds, batch_sizes=sizes, microbatches=micro)
+    schedule = Schedule(mode=mode, rounds=rounds, batch_sizes=sizes, microbatches=micro, staleness=staleness)
     builder = _Builder(schedule, per_epoch)
     for r in range(schedule.rounds):
         for d in range(len(plans)):
@@ -207,11 +214,23 @@ class _Builder:
         first = self.epoch(d, iterations.start) if iterations else self.epoch(d, max(iterations.start - 1, 0))
         last = self.epoch(d, iterations.stop - 1) if iterations else first
         self.receive_weights(d, r, first)
-        for i in iterations:
-            if self.s.mode == "fl":
+        if self.s.mode == "fl":
+            for i in iterations:
                 self.local_iteration(d, r, i)
-            else:
-                self.split_iteration(d, r, i)
+        elif self.s.staleness == 0:
+            for i in iterations:
+                self.forwards(d, r, i)
+                self.server_iteration(d, r, i)
+                self.backwards(d, r, i)
+        elif iterations:  # each lane runs the next mini-batch's work before the step of the one in flight
+            self.forwards(d, r, iterations[0])
+            self.trains(d, r, iterations[0])
+            for i in iterations:
+                if i + 1 in iterations:
+                    self.forwards(d, r, i + 1)
+                    self.trains(d, r, i + 1)
+                self.add(Key(Resource.SERVER, d, Op.STEP, r, i), self.epoch(d, i))
+                self.backwards(d, r, i)
         sent = self.add(Key(Resource.DEVICE, d, Op.SEND_WEIGHTS, r), last)
         up = self.add(Key(Resource.UPLINK, d, Op.WEIGHTS, r), last, sent)
         self.add(Key(Resource.SERVER, d, Op.LOAD_WEIGHTS, r), last, up)
@@ -236,18 +255,29 @@ class _Builder:
             self.add(Key(Resource.DEVICE, d, Op.TRAIN, r, i, m), e)
         self.add(Key(Resource.DEVICE, d, Op.STEP, r, i), e)
 
-    def split_iteration(self, d: int, r: int, i: int) -> None:
+    def forwards(self, d: int, r: int, i: int) -> None:
+        """The device's forward of each micro-batch of iteration i, each activation sent up as it is made."""
         e = self.epoch(d, i)
-        n = len(self.s.microbatch_sizes(d, i))
-        for m in range(n):
+        for m in range(len(self.s.microbatch_sizes(d, i))):
             fwd = self.add(Key(Resource.DEVICE, d, Op.FORWARD, r, i, m), e)
             self.add(Key(Resource.UPLINK, d, Op.ACTIVATION, r, i, m), e, fwd)
-        for m in range(n):
+
+    def trains(self, d: int, r: int, i: int) -> None:
+        """The server's training on each activation as it arrives, each gradient sent down as it is made."""
+        e = self.epoch(d, i)
+        for m in range(len(self.s.microbatch_sizes(d, i))):
             up = Key(Resource.UPLINK, d, Op.ACTIVATION, r, i, m)
             train = self.add(Key(Resource.SERVER, d, Op.TRAIN, r, i, m), e, up)
             self.add(Key(Resource.DOWNLINK, d, Op.GRADIENT, r, i, m), e, train)
-        self.add(Key(Resource.SERVER, d, Op.STEP, r, i), e)
-        for m in range(n):
+
+    def server_iteration(self, d: int, r: int, i: int) -> None:
+        self.trains(d, r, i)
+        self.add(Key(Resource.SERVER, d, Op.STEP, r, i), self.epoch(d, i))
+
+    def backwards(self, d: int, r: int, i: int) -> None:
+        """The device's backward of each micro-batch as its gradient arrives, then its step."""
+        e = self.epoch(d, i)
+        for m in range(len(self.s.microbatch_sizes(d, i))):
             self.add(
                 Key(Resource.DEVICE, d, Op.BACKWARD, r, i, m),
                 e,

@@ -289,3 +289,18 @@ def test_compressed_messages_on_the_hand_worked_timeline(profile):
     assert _at(sim, Resource.DEVICE, 0, Op.BACKWARD) == pytest.approx((0.54232, 0.76232))
     assert sim.epoch_times_s() == pytest.approx([0.88896])
     assert sim.busy_s()["device0/uplink"] == pytest.approx(0.002736 + 0.00064)
+
+
+def test_a_stale_schedule_overlaps_the_next_mini_batch_with_the_one_in_flight():
+    schedule = build_schedule("sfl", [DevicePlan(2, 1, 1)], batch_size=1, epochs=1, staleness=1)
+    sim = simulate(schedule, costs())
+    # F0 [0,1], F1 [1,2] (no wait for step 0); a0 [1,3] (3.5), a1 [3,5] (5.5); T0 [3.5,4.5], T1 [5.5,6.5];
+    # g0 [4.5,5.5] (6), g1 [6.5,7.5] (8); B0 [6,7], B1 [8,9]. Without staleness F1 waits for B0: 14 s.
+    assert _at(sim, Resource.DEVICE, 0, Op.FORWARD, 1) == (1.0, 2.0)
+    assert _at(sim, Resource.UPLINK, 0, Op.ACTIVATION, 1) == (3.0, 5.0)
+    assert _at(sim, Resource.SERVER, 0, Op.TRAIN, 1) == (5.5, 6.5)
+    assert _at(sim, Resource.DEVICE, 0, Op.BACKWARD, 0) == (6.0, 7.0)
+    assert _at(sim, Resource.DEVICE, 0, Op.BACKWARD, 1) == (8.0, 9.0)
+    assert sim.epoch_times_s() == [9.0]
+    fresh = simulate(build_schedule("sfl", [DevicePlan(2, 1, 1)], batch_size=1, epochs=1), costs())
+    assert fresh.epoch_times_s() == [14.0]

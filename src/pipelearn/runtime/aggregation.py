@@ -4,7 +4,7 @@ each round, FedAvg over those that finished it, and a checkpoint after every agg
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,16 +17,22 @@ from pipelearn.runtime import hardware
 from pipelearn.runtime.checkpoint import Checkpoint, CheckpointWriter
 from pipelearn.training import fedavg, make_optimizer, on_new_weights, warm_up
 from pipelearn.transport.codec import TensorSpec, WireError, check_finite, spec_of
+from pipelearn.versions import GradientBank
 
 State = dict[str, torch.Tensor]
 
 
 @dataclass
 class Replica:
-    """A server-side model part and its optimizer (one per device; one for all in sl)."""
+    """A server-side model part, its optimizer and its mini-batches' gradients (one per device; one for all in
+    sl)."""
 
     part: nn.Sequential
     optimizer: torch.optim.Optimizer | None
+    bank: GradientBank = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bank = GradientBank(self.part)
 
 
 @dataclass(frozen=True)

@@ -178,10 +178,9 @@ class ServerWorker:
         elif key.op is Op.TRAIN:
             return self._train(key, received[0])
         elif key.op is Op.STEP:
-            optimizer = self.aggregator.replicas[d].optimizer
-            if optimizer is not None:
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+            replica = self.aggregator.replicas[d]
+            if replica.optimizer is not None:
+                replica.bank.step(key.iteration, replica.optimizer)
         elif key.op is Op.AGGREGATE:
             for device, exc in self.aggregator.aggregate(key.round).items():
                 self.fail(device, exc, key.round)
@@ -212,9 +211,11 @@ class ServerWorker:
             raise WireError(f"labels from device {d} fall outside 0..{self.classes - 1}")
         activation, labels = (t.to(self.where) for t in (payload["activation"], labels))
         activation.requires_grad_()
+        replica = self.aggregator.replicas[d]
+        replica.bank.before_train(key.iteration)
         started = now()
         with hardware.autocast(self.where, self.config.server_amp):
-            logits = self.aggregator.replicas[d].part(activation)
+            logits = replica.part(activation)
             loss = scaled_loss(logits, labels, batch)
         hardware.synchronize(self.where)
         forward_s = now() - started
