@@ -19,6 +19,7 @@ from pipelearn.schedule import (
     build_schedule,
     iteration_sizes,
     microbatch_sizes,
+    splice,
 )
 
 MODES = ("fl", "sl", "sfl", "pipelearn")
@@ -121,11 +122,12 @@ def test_iteration_sizes_with_and_without_remainder() -> None:
 def test_schedule_batch_sizes_and_microbatch_counts() -> None:
     s = build_schedule("pipelearn", _plans(5, 3, microbatches=3), batch_size=2, epochs=2)
     assert s.batch_sizes == [[2, 2, 1, 2, 2, 1], [2, 1, 2, 1]]
-    assert s.microbatches == [3, 3]
+    assert [s.setup(d, r).microbatches for r in range(s.rounds) for d in (0, 1)] == [3, 3, 3, 3]
     assert s.microbatch_sizes(0, 0) == [1, 1]
     assert s.microbatch_sizes(0, 2) == [1]
     for mode in ("fl", "sl", "sfl"):
-        assert build_schedule(mode, _plans(5, 3, microbatches=3), 2, 2).microbatches == [1, 1]
+        other = build_schedule(mode, _plans(5, 3, microbatches=3), 2, 2)
+        assert {p.microbatches for round in other.plans for p in round} == {1}
 
 
 def test_bad_mode_and_empty_device() -> None:
@@ -368,3 +370,19 @@ def test_staleness_is_refused_where_it_means_nothing():
         build_schedule("fl", [DevicePlan(4, 2, 1)], 2, 1, staleness=1)
     with pytest.raises(ValueError, match="staleness"):
         build_schedule("pipelearn", [DevicePlan(4, 2, 1)], 2, 1, staleness=2)
+
+
+def test_a_spliced_schedule_runs_the_new_plan_from_its_round_on():
+    plans = [DevicePlan(6, 2, 2), DevicePlan(4, 1, 3)]
+    before = build_schedule("pipelearn", plans, 2, 3)
+    after = build_schedule("pipelearn", [DevicePlan(6, 3, 1), DevicePlan(4, 1, 2)], 2, 3)
+    spliced = splice(before, after, 2)
+    assert [spliced.setup(0, r).split for r in range(3)] == [2, 2, 3]
+    assert spliced.microbatch_sizes(1, 1) == [1, 1] and spliced.microbatch_sizes(1, 4) == [1, 1]
+    assert spliced.microbatch_sizes(0, 6) == [2]
+    for lane, actions in spliced.lanes.items():
+        assert actions == [a for a in before.lanes[lane] if a.key.round < 2] + [
+            a for a in after.lanes[lane] if a.key.round >= 2
+        ]
+    with pytest.raises(ValueError, match="same run"):
+        splice(before, build_schedule("pipelearn", plans, 2, 2), 1)

@@ -8,6 +8,7 @@ in order. All four training modes are schedules of the same actions.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -100,8 +101,11 @@ class Schedule:
     rounds: int
     batch_sizes: list[list[int]]
     """Per device, the size of each mini-batch (iteration) of the run."""
-    microbatches: list[int]
-    """Per device, micro-batches per mini-batch (fewer for a mini-batch smaller than that)."""
+    plans: list[list[DevicePlan]]
+    """Per round, per device: its split and micro-batches per mini-batch (1 outside pipelearn; a mini-batch smaller
+    than that is cut into fewer). The same every round unless the run was re-planned (`splice`)."""
+    round_starts: list[list[int]]
+    """Per device, the first iteration of each round."""
     staleness: int = 0
     """0: each mini-batch starts once the one before has stepped; 1: its forwards start while the one before is
     still in flight, so each side applies a mini-batch's gradient one mini-batch late (the drain comes once a
@@ -118,9 +122,18 @@ class Schedule:
         for lane in self.lanes.values():
             yield from lane
 
+    def round_of(self, device: int, iteration: int) -> int:
+        """The round a device's iteration belongs to."""
+        return bisect.bisect_right(self.round_starts[device], iteration) - 1
+
+    def setup(self, device: int, round: int) -> DevicePlan:
+        """What a device runs in a round: its split and micro-batch count."""
+        return self.plans[round][device]
+
     def microbatch_sizes(self, device: int, iteration: int) -> list[int]:
         """The sizes of one mini-batch's micro-batches, as torch.tensor_split cuts them."""
-        return microbatch_sizes(self.batch_sizes[device][iteration], self.microbatches[device])
+        count = self.setup(device, self.round_of(device, iteration)).microbatches
+        return microbatch_sizes(self.batch_sizes[device][iteration], count)
 
     def __str__(self) -> str:
         return "\n".join(
@@ -128,6 +141,21 @@ class Schedule:
             + " ".join(f"{a.key.op}{_short(a.key)}" for a in lane)
             for (resource, device), lane in self.lanes.items()
         )
+
+
+def splice(before: Schedule, after: Schedule, from_round: int) -> Schedule:
+    """The run's schedule with `before`'s rounds up to `from_round` and `after`'s from it on: a run re-planned at
+    that round (both must be of the same run: its mode, devices, mini-batches and rounds)."""
+    same = (before.mode, before.batch_sizes, before.round_starts, before.staleness)
+    if same != (after.mode, after.batch_sizes, after.round_starts, after.staleness):
+        raise ValueError("only schedules of the same run, cut into the same mini-batches and rounds, splice")
+    lanes = {
+        lane: [a for a in before.lanes.get(lane, []) if a.key.round < from_round]
+        + [a for a in after.lanes.get(lane, []) if a.key.round >= from_round]
+        for lane in {**before.lanes, **after.lanes}
+    }
+    plans = before.plans[:from_round] + after.plans[from_round:]
+    return Schedule(before.mode, before.rounds, before.batch_sizes, plans, before.round_starts, before.staleness, lanes)
 
 
 def _short(key: Key) -> str:
@@ -185,8 +213,9 @@ def build_schedule(
         [range(min(r * w, len(s)), min((r + 1) * w, len(s))) for r in range(rounds)]
         for s, w in zip(sizes, lengths, strict=True)
     ]
-    micro = [1 if mode != "pipelearn" else p.microbatches for p in plans]
-    schedule = Schedule(mode=mode, rounds=rounds, batch_sizes=sizes, microbatches=micro, staleness=staleness)
+    run = [DevicePlan(p.samples, p.split, p.microbatches if mode == "pipelearn" else 1) for p in plans]
+    starts = [[r.start for r in ranges] for ranges in round_ranges]
+    schedule = Schedule(mode, rounds, sizes, [run] * rounds, starts, staleness)
     builder = _Builder(schedule, per_epoch)
     for r in range(schedule.rounds):
         for d in range(len(plans)):

@@ -275,7 +275,8 @@ def _codec(timing: Timing, nbytes: np.ndarray | float, tensors: np.ndarray | flo
 
 
 def action_costs(model: CostModel, schedule: Schedule, setups: Sequence[DeviceSetup]) -> Callable[[Action], Cost]:
-    """Each action's cost in a run of these device setups: what the simulator times the schedule with.
+    """Each action's cost in a run of these device setups (their slowdowns and links; each round's split is the
+    schedule's): what the simulator times the schedule with.
 
     A device action occupies the device for its compute times the slowdown, but hands its message to the link
     when the compute itself ends: the runtime emulates the slowdown by sleeping after the action's work. Device and
@@ -284,14 +285,15 @@ def action_costs(model: CostModel, schedule: Schedule, setups: Sequence[DeviceSe
 
     def cost(action: Action) -> Cost:
         key = action.key
+        split = schedule.setup(key.device, key.round).split if key.device >= 0 else 0
         if key.resource is Resource.SERVER:
-            seconds = _server_seconds(model, key, setups[key.device].split if key.device >= 0 else 0, size(action))
+            seconds = _server_seconds(model, key, split, size(action))
             return Cost(seconds, seconds, seconds)
         setup = setups[key.device]
         if key.resource is Resource.DEVICE:
-            seconds = _device_seconds(model, key, setup.split, size(action))
+            seconds = _device_seconds(model, key, split, size(action))
             return Cost(seconds * setup.slowdown, seconds, seconds)
-        nbytes = _bytes(model, key, setup.split, size(action))
+        nbytes = _bytes(model, key, split, size(action))
         return model.transfer(nbytes, *_direction(setup.link, key.resource))
 
     def size(action: Action) -> int:
