@@ -51,6 +51,21 @@ def warm_up(part: nn.Module, config: RunConfig, input_shape: tuple[int, ...], mi
             optimizer.step()
 
 
+def carry_momentum(
+    old: torch.optim.Optimizer | None, old_part: nn.Module, new: torch.optim.Optimizer | None, new_part: nn.Module
+) -> None:
+    """After a re-plan moved blocks between a device and the server: the state of each parameter that stayed on this
+    side goes over to the new part's optimizer; a block that moved here starts without any (on either side alike)."""
+    if old is None or new is None:
+        return
+    before = dict(old_part.named_parameters())
+    for name, p in new_part.named_parameters():
+        if name in before and before[name] in old.state:
+            new.state[p] = {
+                k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in old.state[before[name]].items()
+            }
+
+
 def fedavg(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
     """Average state dicts weighted by `weights` (sample counts); integer buffers are taken from the first."""
     if not states or len(states) != len(weights):

@@ -15,7 +15,7 @@ from pipelearn.models.parts import device_part, make_model, output_shape, server
 from pipelearn.plan import RunPlan
 from pipelearn.runtime import hardware
 from pipelearn.runtime.checkpoint import Checkpoint, CheckpointWriter
-from pipelearn.training import fedavg, make_optimizer, on_new_weights, warm_up
+from pipelearn.training import carry_momentum, fedavg, make_optimizer, on_new_weights, warm_up
 from pipelearn.transport.codec import TensorSpec, WireError, check_finite, spec_of
 from pipelearn.versions import GradientBank
 
@@ -101,6 +101,21 @@ class Aggregator:
         """The weights each device has sent this round (its part, decoded and checked against its spec)."""
         self.relay: State | None = None
         """sl: the device half the last device sent, which the next device starts from."""
+
+    def replan(self, plan: RunPlan, parts: Parts, data: tuple[tuple[int, int, int], int], where: torch.device) -> None:
+        """Each device's replica as `plan` splits it, made from the global model where its split moved; what each
+        parameter that stays on the server had of its optimizer's state goes with it (training.carry_momentum)."""
+        moved = [d for d, setup in enumerate(plan.devices) if parts.specs[d] != self.parts.specs[d]]
+        self.parts = parts
+        if self.config.mode in ("fl", "sl") or not moved:
+            return
+        for d in moved:
+            model = make_model(self.config, *data)
+            model.load_state_dict(self.global_state)
+            part = server_part(model, plan.devices[d].split).train().to(where)
+            old = self.replicas[d]
+            self.replicas[d] = Replica(part, make_optimizer(part, self.config))
+            carry_momentum(old.optimizer, old.part, self.replicas[d].optimizer, part)
 
     def weights_for(self, device: int) -> State:
         """What the server sends a device at a round's start: its part of the global model (sl: the relay)."""

@@ -220,6 +220,25 @@ def check_plan(text: str, device: int) -> tuple[RunConfig, RunPlan]:
     return config, plan
 
 
+def check_replan(text: str, config: RunConfig, blocks: int) -> RunPlan:
+    """The plan a round's weights come with, which a device refuses unless it fits the run: one setup per device,
+    splits within the model, and micro-batch counts the mode allows within PLAN_LIMITS."""
+    try:
+        plan = RunPlan.from_dict(_json_object(text, "the plan with the weights"))
+    except ValueError as exc:
+        raise WireError(f"the plan the server sent with the weights is not valid: {exc}") from None
+    if len(plan.devices) != config.devices:
+        raise WireError(f"the server's new plan has {len(plan.devices)} devices; this run has {config.devices}")
+    for d, setup in enumerate(plan.devices):
+        whole = blocks if config.mode == "fl" else None
+        if not 0 <= setup.split <= blocks or (whole is not None and setup.split != whole):
+            raise WireError(f"the server's new plan splits device {d} at {setup.split}, outside this model's blocks")
+        most = PLAN_LIMITS["microbatches"] if config.mode == "pipelearn" else 1
+        if not 1 <= setup.microbatches <= most:
+            raise WireError(f"the server's new plan gives device {d} {setup.microbatches} micro-batches")
+    return plan
+
+
 def device_threads(config: RunConfig) -> int:
     """The torch threads a device uses: the plan's, but never more than this machine has cores."""
     return max(1, min(config.threads, os.cpu_count() or 1))

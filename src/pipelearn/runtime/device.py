@@ -15,10 +15,10 @@ from pipelearn.events import Recorder, compute_track, link_track, now
 from pipelearn.models.parts import device_part, make_model
 from pipelearn.plan import RunPlan, schedule_for
 from pipelearn.runtime.agreement import adopt, fingerprint
-from pipelearn.runtime.checks import check_plan, check_start, device_threads
+from pipelearn.runtime.checks import check_plan, check_replan, check_start, device_threads
 from pipelearn.runtime.hardware import resolve_device
-from pipelearn.schedule import Action, Op, Resource, Schedule
-from pipelearn.training import make_optimizer, on_new_weights, scaled_loss, warm_up
+from pipelearn.schedule import Action, Op, Resource, Schedule, splice
+from pipelearn.training import carry_momentum, make_optimizer, on_new_weights, scaled_loss, warm_up
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.channel import channel_for
 from pipelearn.transport.codec import WireError, spec_of
@@ -31,7 +31,8 @@ from pipelearn.versions import HeldMemory, WeightStash, overtaken
 
 
 class DeviceWorker:
-    """Executes one device's compute lane: forward, backward, local training, steps and weight exchange."""
+    """Executes one device's compute lane: forward, backward, local training, steps and weight exchange; follows
+    the plan that each round's weights come with (a re-planned run moves the device's split at a round's start)."""
 
     def __init__(
         self,
@@ -40,23 +41,28 @@ class DeviceWorker:
         device: int,
         batches: DeviceBatches,
         schedule: Schedule,
-        part: torch.nn.Sequential,
-        optimizer: torch.optim.Optimizer | None,
+        samples: list[int],
+        whole: torch.nn.Sequential,
         outbox: Outbox,
         inbox: Inbox,
         recorder: Recorder,
         compute: torch.device | None = None,
         first_round: int = 0,
     ) -> None:
-        self.config, self.device, self.batches, self.schedule = config, device, batches, schedule
+        self.config, self.plan, self.device, self.batches, self.schedule = config, plan, device, batches, schedule
+        self.samples = samples
+        """Every device's training samples, which the schedule is built from."""
+        self.whole = whole
+        """The whole model, whose first blocks are this device's part (and others' after a re-plan)."""
         self.compute = compute or torch.device("cpu")
-        self.first_round = first_round
-        self.part, self.optimizer = part, optimizer
+        self.part = device_part(whole, schedule.setup(device, first_round).split).to(self.compute).train()
+        self.optimizer = make_optimizer(self.part, config)
         self.outbox, self.inbox, self.recorder = outbox, inbox, recorder
         self.channel = channel_for(config, "device")
         self.slowdown = plan.devices[device].slowdown
-        self.stash = WeightStash(part, overtaken(schedule.lane(Resource.DEVICE, device, first_round)))
-        self.memory = HeldMemory(part)
+        self.stash = WeightStash(self.part, overtaken(schedule.lane(Resource.DEVICE, device, first_round)))
+        self.memory = HeldMemory(self.part)
+        self._lane = iter(schedule.lane(Resource.DEVICE, device, first_round))
         self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._activations: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -64,7 +70,7 @@ class DeviceWorker:
         """Execute this device's compute lane from its first round on, in order, to its end or until the server ends
         the run early."""
         track = compute_track(self.device)
-        for action in self.schedule.lane(Resource.DEVICE, self.device, self.first_round):
+        while (action := next(self._lane, None)) is not None:
             try:
                 received = [self.inbox.expect(dep) for dep in action.deps if dep.resource is Resource.DOWNLINK]
             except RunOver:
@@ -76,12 +82,14 @@ class DeviceWorker:
             self.recorder.record(track, str(action.key), start, now(), epoch=action.epoch, cpu_s=work, **args)
             self.outbox.progress.advance()
         at = now()
-        self.recorder.record(track, "memory", at, at, peak_bytes=self.memory.peak_bytes)
+        self.recorder.record(track, f"d{self.device}.memory", at, at, peak_bytes=self.memory.peak_bytes)
 
     def execute(self, action: Action, received: list[pb.Envelope]) -> dict[str, float]:
         """Do one action; return what the timeline should note about it."""
         key = action.key
         if key.op is Op.LOAD_WEIGHTS:
+            if received[0].text:
+                self._follow(check_replan(received[0].text, self.config, len(self.whole)), key.round)
             self.part.load_state_dict(
                 self.channel.decode(Op.WEIGHTS, received[0].tensors, spec_of(self.part.state_dict()))
             )
@@ -117,6 +125,27 @@ class DeviceWorker:
         else:
             raise RuntimeError(f"a device cannot execute {key}")
         return {}
+
+    def _follow(self, plan: RunPlan, round: int) -> None:
+        """Run `plan` from `round` (whose weights are loading now) on, where it changes this device's part."""
+        if plan == self.plan:
+            return
+        before, self.plan = self.schedule.setup(self.device, round), plan
+        self.schedule = splice(self.schedule, schedule_for(self.config, plan, self.samples), round)
+        after = self.schedule.setup(self.device, round)
+        if after.split != before.split:
+            part = device_part(self.whole, after.split).to(self.compute).train()
+            optimizer = make_optimizer(part, self.config)
+            carry_momentum(self.optimizer, self.part, optimizer, part)
+            self.part, self.optimizer = part, optimizer
+            self.memory.part = part
+        lane = self.schedule.lane(Resource.DEVICE, self.device, round)
+        self.stash = WeightStash(self.part, overtaken(lane))
+        self._lane = iter(lane[1:])  # after the weights' load, which is running now
+        self.outbox.replace_lane(self.schedule.lane(Resource.UPLINK, self.device, round))
+        if self.config.netns:
+            downlink = self.schedule.lane(Resource.DOWNLINK, self.device, round)
+            self.inbox.time_transfers(downlink, link_track(self.device, "downlink"), self.recorder)
 
     def _microbatch(self, iteration: int, microbatch: int) -> tuple[torch.Tensor, torch.Tensor]:
         if microbatch == 0:
@@ -174,13 +203,13 @@ def run_device(
         indices = device_indices(config, train, device)
         whole = make_model(config, train.input_shape, train.num_classes)
         part = device_part(whole, run_plan.devices[device].split).to(where).train()
-        optimizer = make_optimizer(part, config)
         warm_up(part, config, train.input_shape, run_plan.devices[device].microbatches)
         declared = fingerprint(part, train.input_shape, train.num_classes)
         ready = {"samples": len(indices), "startup_s": now() - began, "fingerprint": declared}
         outbox.control(envelope(pb.READY, device, text=json.dumps(ready)))
         start = _take(inbox, pb.START)
-        schedule = schedule_for(config, run_plan, check_start(start, config, device, len(indices)))
+        samples = check_start(start, config, device, len(indices))
+        schedule = schedule_for(config, run_plan, samples)
         first_round = int(json.loads(start.text).get("round", 0))  # later than 0 when rejoining or resuming a run
         if not 0 <= first_round <= schedule.rounds:
             raise WireError(f"the server starts this device at round {first_round} of a {schedule.rounds}-round run")
@@ -200,8 +229,8 @@ def run_device(
             device,
             DeviceBatches(train, indices, config, device),
             schedule,
-            part,
-            optimizer,
+            samples,
+            whole,
             outbox,
             inbox,
             recorder,

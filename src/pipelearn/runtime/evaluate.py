@@ -53,6 +53,10 @@ class RoundEvaluator:
         self._seen = 0
         self._shown: RoundRecord | None = None
 
+    def follow(self, schedule: Schedule) -> None:
+        """The run was re-planned: name its actions' rounds from `schedule` too."""
+        self.round_of = {**self.round_of, **{str(a.key): a.key.round for a in schedule.actions()}}
+
     def begin(self, start: float, show: Callable[[str], None] = lambda _: None) -> None:
         """Start evaluating; `start` is when training started, `show` takes the progress line."""
         self.start, self.show = start, show

@@ -19,6 +19,7 @@ from pipelearn.data.dealing import load_data
 from pipelearn.events import Recorder, now
 from pipelearn.models.parts import device_part, make_model
 from pipelearn.plan import RunPlan, schedule_for
+from pipelearn.planner.adapt import Adapter, Replan
 from pipelearn.planner.resolve import resolve_plan
 from pipelearn.runtime import hardware
 from pipelearn.runtime.aggregation import Aggregator, device_parts, make_replicas
@@ -30,7 +31,7 @@ from pipelearn.runtime.membership import Membership, RejoinError
 from pipelearn.runtime.results import write_run_results
 from pipelearn.runtime.server_worker import ServerWorker
 from pipelearn.runtime.sessions import Sessions
-from pipelearn.schedule import COORDINATOR, Resource
+from pipelearn.schedule import COORDINATOR, Resource, splice
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.channel import channel_for
 from pipelearn.transport.codec import WireError
@@ -82,9 +83,18 @@ def prepare(config: RunConfig, plan: RunPlan | None = None) -> ServerSetup:
 class Server:
     """The server of one run; `listen`, then `run` until the run is over (from a checkpoint's next round if given)."""
 
-    def __init__(self, setup: ServerSetup, progress: bool = True, resume: Checkpoint | None = None) -> None:
+    def __init__(
+        self,
+        setup: ServerSetup,
+        progress: bool = True,
+        resume: Checkpoint | None = None,
+        adapter: Adapter | None = None,
+    ) -> None:
         began = now()
-        config, self.plan, self.test = setup.config, setup.plan, setup.test
+        config, self.plan, self.test, self.model = setup.config, setup.plan, setup.test, setup.model
+        self.adapter = adapter
+        """Decides after each aggregation whether the rounds after it run another plan; None: never."""
+        self.replans: list[Replan] = []
         self.config, self.progress, self.resume = config, progress, resume
         self.limits, self.samples, self.torch_device = setup.limits, setup.limits.samples, setup.where
         state: State = {k: v.clone() for k, v in setup.model.state_dict().items()}
@@ -185,6 +195,33 @@ class Server:
     def _aggregated(self, round: int) -> None:
         if self.rounds.aggregated(round, self.aggregator.global_state, self.recorder.events):
             self._stop_early()
+            return
+        if self.replans and self.replans[-1].round == round - 1:
+            self.replans[-1].next_round_s = self.rounds.records[-1].time_s - self.rounds.records[-2].time_s
+        if self.adapter is not None and round + 1 < self.schedule.rounds:
+            decision = self.adapter.after_round(round, self.recorder.events, self.schedule, self.plan)
+            if decision is not None:
+                self._replan(decision)
+
+    def _replan(self, decision: Replan) -> None:
+        """Run `decision.new` from the round after `decision.round`: every part of the server follows it, and each
+        device learns it with that round's weights."""
+        after = decision.round + 1
+        self.plan = decision.new
+        self.schedule = splice(self.schedule, schedule_for(self.config, self.plan, self.samples), after)
+        parts = device_parts(self.model, self.plan, self.test.input_shape)
+        data = (self.test.input_shape, self.test.num_classes)
+        self.aggregator.replan(self.plan, parts, data, self.torch_device)
+        self.worker.replan(self.plan, self.schedule)
+        self.sessions.replan(self.plan, self.schedule, after)
+        self.rounds.follow(self.schedule)
+        self.replans.append(decision)
+        splits, counts = self.plan.splits, self.plan.microbatches
+        print(
+            f"server: re-planned after round {decision.round + 1}: split {splits}, micro-batches {counts}; predicted "
+            f"epoch {decision.predicted_new_s:.2f} s against {decision.predicted_old_s:.2f} s",
+            file=sys.stderr,
+        )
 
     def _checkpoint(self, round: int, state: State) -> Checkpoint:
         return Checkpoint(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 from pipelearn.config import RunConfig
 from pipelearn.events import Recorder, compute_track, now
+from pipelearn.plan import RunPlan
 from pipelearn.runtime import hardware
 from pipelearn.runtime.aggregation import Aggregator
 from pipelearn.runtime.checks import check_events
@@ -82,6 +84,8 @@ class ServerWorker:
         aggregated: Callable[[int], None],
     ) -> None:
         self.config, self.schedule, self.sessions, self.membership = config, schedule, sessions, membership
+        self.plan_text = json.dumps(sessions.plan.to_dict())
+        """The plan in force, as each round's weights carry it to the device."""
         self.aggregator, self.channels, self.recorder, self.progress = aggregator, channels, recorder, progress
         self.where, self.classes = where, classes
         self.fail = fail
@@ -120,6 +124,10 @@ class ServerWorker:
             thread.join()
             joined += 1
 
+    def replan(self, plan: RunPlan, schedule: Schedule) -> None:
+        """Walk `schedule` (a re-planned run's) from the next round on, and send `plan` with its weights."""
+        self.schedule, self.plan_text = schedule, json.dumps(plan.to_dict())
+
     def reset(self, device: int) -> None:
         """A rejoining device's replica starts afresh, between two server actions."""
         with self.compute.turn(device):
@@ -130,7 +138,7 @@ class ServerWorker:
             return  # refused before training
         round_ = first_round
         try:
-            for action in self.schedule.lane(Resource.SERVER, lane, first_round):
+            for action in self._lane(lane, first_round):
                 if self.stopping.is_set():
                     break
                 round_ = action.key.round
@@ -165,12 +173,26 @@ class ServerWorker:
             self.crash = exc
             self.membership.abort()
 
+    def _lane(self, lane: int, first_round: int) -> Iterator[Action]:
+        """A lane's actions from `first_round` on, each round's from the schedule in force when the round before it
+        was aggregated (a re-plan there changes what the rounds after it hold)."""
+        round_ = first_round
+        while True:
+            for action in self.schedule.lane(Resource.SERVER, lane, round_):
+                if action.key.round != round_ and lane != COORDINATOR and self.schedule.mode != "sl":
+                    round_ = action.key.round
+                    self.membership.wait(Key(Resource.SERVER, COORDINATOR, Op.AGGREGATE, round_ - 1))
+                    break  # take the next round from the schedule as it stands now
+                yield action
+            else:
+                return
+
     def execute(self, action: Action, received: list[pb.Envelope]) -> dict[str, float]:
         """Do one server action; return what the timeline should note about it."""
         key, d = action.key, action.key.device
         if key.op is Op.SEND_WEIGHTS:
-            weights = self.aggregator.weights_for(d)
-            self.sessions[d].outbox.send(key, self.channels[d].encode(Op.WEIGHTS, weights))
+            weights = self.channels[d].encode(Op.WEIGHTS, self.aggregator.weights_for(d))
+            self.sessions[d].outbox.send(key, weights, self.plan_text)
         elif key.op is Op.LOAD_WEIGHTS:
             spec = self.aggregator.parts.specs[d]
             self.aggregator.upload(d, self.channels[d].decode(Op.WEIGHTS, received[0].tensors, spec))

@@ -72,6 +72,9 @@ class Sessions(Mapping[int, Session]):
         self.retired: list[tuple[int, Session]] = []
         """Sessions of dropped devices that have since rejoined on a new connection."""
         self._sessions: dict[int, Session] = {}
+        self._first: dict[int, int] = {}
+        self._recorder: Recorder | None = None
+        """Per device, the round its current session started training at."""
         self._joined = threading.Condition()
         self._grpc: grpc.Server | None = None
         self._tls = False
@@ -168,6 +171,7 @@ class Sessions(Mapping[int, Session]):
         """Send a device START, and have its downlink carry its schedule from `first_round` on; `clock` is when
         training started (the origin of the links' rate schedules)."""
         session = self._sessions[device]
+        self._first[device], self._recorder = first_round, recorder
         session.outbox.follow(
             link_spec(self.config, device, "down", clock, self.plan.devices[device].link),
             schedule.lane(Resource.DOWNLINK, device, first_round),
@@ -180,6 +184,18 @@ class Sessions(Mapping[int, Session]):
             session.inbox.time_transfers(uplink, link_track(device, "uplink"), recorder)
         start = {"samples": self.limits.samples, "round": first_round}
         session.outbox.control(envelope(pb.START, device, text=json.dumps(start), clock=clock))
+
+    def replan(self, plan: RunPlan, schedule: Schedule, from_round: int) -> None:
+        """From `from_round` on the devices follow `plan`: each downlink carries the new schedule's transfers, and
+        each device's progress is read against it."""
+        self.plan = plan
+        for d, session in self._sessions.items():
+            if d in self._first and not self.membership.is_out(d):
+                session.outbox.replace_lane(schedule.lane(Resource.DOWNLINK, d, from_round))
+                session.inbox.remark(progress_marks(schedule, d, self._first[d]))
+                if self.config.netns and self._recorder is not None:
+                    uplink = schedule.lane(Resource.UPLINK, d, self._first[d])
+                    session.inbox.time_transfers(uplink, link_track(d, "uplink"), self._recorder)
 
     def end(self, device: int, kind: pb.Kind, text: str = "") -> None:
         """Tell a device ERROR or DONE (with why) and close its session."""

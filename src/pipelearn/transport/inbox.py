@@ -98,6 +98,10 @@ class Inbox:
         self._marks = dict(marks)
         self.state.start()
 
+    def remark(self, marks: Mapping[Key, int]) -> None:
+        """The peer's schedule changed (a run re-planned): `marks` as in `follow`, with its progress so far kept."""
+        self._marks = dict(marks)
+
     def take(self) -> pb.Envelope:
         """The next message; PeerError when the peer dies, misses its deadline, disconnects or sends ERROR."""
         return self._next("its next message", None)

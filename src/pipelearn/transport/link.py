@@ -94,6 +94,11 @@ class Outbox:
         """Set the link and the lane of scheduled transfers it carries from now on."""
         self.spec, self._lane, self.track, self.recorder = spec, iter(lane), track, recorder
 
+    def replace_lane(self, lane: list[Action]) -> None:
+        """Carry `lane` from now on in place of what was left of the one followed (a run re-planned)."""
+        with self._sending:
+            self._lane = iter(lane)
+
     def beat(self, every_s: float, device: int) -> None:
         """Send a heartbeat now and every `every_s` seconds from now on, tagged with `device`."""
         with self._changed:
