@@ -141,38 +141,22 @@ def test_an_error_inside_removes_everything(nothing_left_behind: None) -> None:
 # --- runs ----------------------------------------------------------------------------------------------------------
 
 
-def _rates(metrics: dict[str, Any], events: list[dict[str, Any]], track: str) -> list[tuple[float, float]]:
-    """(start in seconds from training start, Mbit/s) of each transfer on a track of the trace."""
+def _on_track(events: list[dict[str, Any]], track: str) -> list[dict[str, Any]]:
+    """The complete events of one track ("device0/uplink") of a trace, in the order they started."""
     threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e["name"] == "thread_name"}
     processes = {e["pid"]: e["args"]["name"] for e in events if e["name"] == "process_name"}
-    return [
-        (e["ts"] / 1e6, e["args"]["bytes"] * 8 / e["dur"])
-        for e in events
-        if e["ph"] == "X" and f"{processes[e['pid']]}/{threads[(e['pid'], e['tid'])]}" == track and e["dur"] > 0
-    ]
+    named = [e for e in events if e["ph"] == "X" and f"{processes[e['pid']]}/{threads[(e['pid'], e['tid'])]}" == track]
+    return sorted(named, key=lambda e: e["ts"])
+
+
+def _rates(metrics: dict[str, Any], events: list[dict[str, Any]], track: str) -> list[tuple[float, float]]:
+    """(start in seconds from training start, Mbit/s) of each transfer on a track of the trace."""
+    return [(e["ts"] / 1e6, e["args"]["bytes"] * 8 / e["dur"]) for e in _on_track(events, track) if e["dur"] > 0]
 
 
 def _transfers(events: list[dict[str, Any]], track: str) -> list[tuple[float, float, int]]:
     """(start and end in seconds from training start, bytes) of each transfer on a track of the trace, in order."""
-    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e["name"] == "thread_name"}
-    processes = {e["pid"]: e["args"]["name"] for e in events if e["name"] == "process_name"}
-    return sorted(
-        (e["ts"] / 1e6, (e["ts"] + e["dur"]) / 1e6, e["args"]["bytes"])
-        for e in events
-        if e["ph"] == "X" and f"{processes[e['pid']]}/{threads[(e['pid'], e['tid'])]}" == track
-    )
-
-
-def _names(events: list[dict[str, Any]], track: str) -> list[str]:
-    """The names of the transfers on a track of the trace, in the order they started."""
-    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e["name"] == "thread_name"}
-    processes = {e["pid"]: e["args"]["name"] for e in events if e["name"] == "process_name"}
-    timed = [
-        (e["ts"], e["name"])
-        for e in events
-        if e["ph"] == "X" and f"{processes[e['pid']]}/{threads[(e['pid'], e['tid'])]}" == track
-    ]
-    return [name for _, name in sorted(timed)]
+    return [(e["ts"] / 1e6, (e["ts"] + e["dur"]) / 1e6, e["args"]["bytes"]) for e in _on_track(events, track)]
 
 
 def test_a_netns_run_is_shaped_by_the_kernel_and_leaves_nothing_behind(small_config, nothing_left_behind) -> None:
@@ -189,7 +173,7 @@ def test_a_netns_run_is_shaped_by_the_kernel_and_leaves_nothing_behind(small_con
     for d in range(2):
         for direction, mbps in (("uplink", 8.0), ("downlink", 16.0)):
             lane = schedule.lane(Resource.UPLINK if direction == "uplink" else Resource.DOWNLINK, d)
-            assert _names(events, f"device{d}/{direction}") == [str(a.key) for a in lane]
+            assert [e["name"] for e in _on_track(events, f"device{d}/{direction}")] == [str(a.key) for a in lane]
             rates = [r for _, r in _rates(metrics, events, f"device{d}/{direction}")]
             assert 0.7 * mbps < statistics.median(rates) < 1.15 * mbps, (direction, rates)
 
