@@ -253,7 +253,7 @@ def test_an_uplink_that_drops_from_10_to_2_mbits_midway(small_config, kernel: bo
         assert 6 < statistics.median(before) < 12, before
         assert 1.4 < statistics.median(after) < 2.8, after
     else:  # paced by the schedule: each transfer's end is its bytes at the rates in force
-        rates = RateSchedule.from_mbps([(0.0, 10.0), (change_s, 2.0)])  # the trace's 0 s is training start
+        rates = RateSchedule.from_mbps(((0.0, 10.0), (change_s, 2.0)))  # the trace's 0 s is training start
         for start, end, b in transfers:
             assert end == pytest.approx(rates.finish(start, b), abs=1e-5), (start, end, b)
         assert before == pytest.approx([10.0] * len(before), rel=1e-4)  # the trace keeps microseconds
