@@ -18,7 +18,14 @@ def test_run_trains_a_function_on_data_objects_and_returns_the_metrics(
     import plugin_nets as nets
 
     config = pipelearn.RunConfig(
-        mode="pipelearn", devices=2, network="unlimited", device_slowdown=1.0, split=3, microbatches=2, epochs=2
+        mode="pipelearn",
+        devices=2,
+        network="unlimited",
+        device_slowdown=1.0,
+        split=3,
+        microbatches=2,
+        epochs=2,
+        server_device="cpu",  # "auto" is a GPU where torch sees one
     )
     train = synthetic_dataset(120, (1, 12, 12), 4, seed=5, split="train")
     test = synthetic_dataset(80, (1, 12, 12), 4, seed=5, split="test")
@@ -26,7 +33,7 @@ def test_run_trains_a_function_on_data_objects_and_returns_the_metrics(
         config, model=nets.tiny_net, train=train, test=test, samples_per_device=60, batch_size=20, out=str(tmp_path)
     )
     assert metrics["model"] == "plugin_nets:tiny_net" and metrics["dataset"] == "saved"
-    assert metrics["server_device"] == "cpu"  # auto, where torch sees no GPU
+    assert metrics["server_device"] == "cpu"
     assert metrics["failed_devices"] == [] and metrics["microbatches"] == [2, 2]
     assert metrics["train_loss"][1] < metrics["train_loss"][0]
     assert 0 <= metrics["test_accuracy"] <= 1

@@ -46,6 +46,7 @@ CONFIG = RunConfig(
     test_samples=100,
     eval_every=0,
     timeout_s=60.0,
+    server_device="cpu",  # where the profile it is calibrated against measures the server
 )
 
 

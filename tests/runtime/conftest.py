@@ -1,4 +1,4 @@
-"""Small, fast runs for the runtime tests: synthetic data, VGG5 without BatchNorm, 2 devices."""
+"""Small, fast runs for the runtime tests: synthetic data, VGG5 without BatchNorm, 2 devices, the server on the CPU."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def small_config(tmp_path: Path) -> Any:
             "samples_per_device": 40,
             "test_samples": 200,
             "timeout_s": 60.0,
+            "server_device": "cpu",  # the tests compare weights with references computed on the CPU
             "out": str(tmp_path / overrides.get("mode", "pipelearn")),
         }
         values.update(overrides)

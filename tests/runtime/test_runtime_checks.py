@@ -47,22 +47,40 @@ def _config(**values: Any) -> RunConfig:
 # --- admission ---
 
 
+@st.composite
+def _joining(draw: st.DrawFn) -> tuple[int, int | None, set[int]]:
+    """A HELLO's device id, its certificate's id (None without TLS) and the ids already joined, all admissible."""
+    device = draw(st.integers(0, 3))
+    certified = draw(st.sampled_from([None, device]))
+    return device, certified, draw(st.sets(st.integers(0, 3).filter(lambda d: d != device)))
+
+
 @_HYPOTHESIS
-@given(
-    kind=st.integers(0, 20),
-    device=st.integers(0, 2**32 - 1),
-    certified=st.none() | st.integers(0, 5),
-    joined=st.sets(st.integers(0, 3)),
-)
-def test_property_admit_takes_exactly_the_ids_a_device_may_have(kind, device, certified, joined) -> None:
-    config = _config(devices=4)
-    hello = pb.Envelope(protocol=1, kind=kind, device=device)
-    may = kind == pb.HELLO and (certified is None or certified == device) and device < 4 and device not in joined
-    if may:
-        assert admit(hello, config, certified, joined) == device
+@given(_joining())
+def test_property_admit_takes_every_id_a_device_may_have(joining: tuple[int, int | None, set[int]]) -> None:
+    device, certified, joined = joining
+    assert admit(envelope(pb.HELLO, device), _config(devices=4), certified, joined) == device
+
+
+@_HYPOTHESIS
+@given(_joining(), st.sampled_from(["kind", "range", "certificate", "joined"]), st.data())
+def test_property_admit_refuses_each_way_an_id_may_be_wrong(
+    joining: tuple[int, int | None, set[int]], fault: str, data: st.DataObject
+) -> None:
+    device, certified, joined = joining
+    hello = envelope(pb.HELLO, 0)
+    if fault == "kind":
+        hello = pb.Envelope(protocol=1, kind=data.draw(st.sampled_from([k for k in pb.Kind.values() if k != pb.HELLO])))
+    elif fault == "range":
+        device = data.draw(st.integers(4, 2**32 - 1))
+        certified = data.draw(st.sampled_from([None, device]))
+    elif fault == "certificate":
+        certified = data.draw(st.integers(0, 2**32 - 1).filter(lambda c: c != device))
     else:
-        with pytest.raises(WireError):
-            admit(hello, config, certified, joined)
+        joined = joined | {device}
+    hello.device = device
+    with pytest.raises(WireError):
+        admit(hello, _config(devices=4), certified, joined)
 
 
 def test_admit_says_why() -> None:
@@ -80,15 +98,21 @@ def test_admit_says_why() -> None:
 # --- READY ---
 
 
+_json_values = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=5)
+
+
 @_HYPOTHESIS
-@given(st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=5), st.none(), st.booleans()))
-def test_property_ready_accepts_only_the_planned_count(samples: object) -> None:
+@given(st.dictionaries(st.text(max_size=5).filter(lambda k: k != "samples"), _json_values, max_size=3))
+def test_property_ready_accepts_the_planned_count_whatever_else_it_says(others: dict[str, object]) -> None:
+    check_ready(envelope(pb.READY, 1, text=json.dumps({**others, "samples": 40})), 1, 40)
+
+
+@_HYPOTHESIS
+@given(_json_values.filter(lambda v: not (type(v) is int and v == 40)) | st.just(40.0) | st.just("40"))
+def test_property_ready_refuses_any_other_count(samples: object) -> None:
     message = envelope(pb.READY, 1, text=json.dumps({"samples": samples}))
-    if samples == 40 and type(samples) is int:
+    with pytest.raises(WireError, match="the plan gives it 40"):
         check_ready(message, 1, 40)
-    else:
-        with pytest.raises(WireError, match="the plan gives it 40"):
-            check_ready(message, 1, 40)
 
 
 @pytest.mark.parametrize(
@@ -161,31 +185,86 @@ def test_a_timeline_that_is_not_a_list_or_not_json_is_refused() -> None:
         check_events(envelope(pb.DONE, 1), 1, _config(), (0.0, 1.0))
 
 
-_scalars = st.none() | st.booleans() | st.integers(-5, 5) | st.floats() | st.text(max_size=4)
+_WINDOW = (-10.0, 10.0)
+_text = st.text(max_size=4)
+_finite = st.integers(-5, 5) | st.floats(-1e6, 1e6)
+_counts = {"epoch": st.integers(0, 1), "samples": st.integers(0, 10**6), "bytes": st.integers(0, 10**9)}
+
+
+@st.composite
+def _taken_event(draw: st.DrawFn) -> dict[str, Any]:
+    """An event that device 1 of a two-epoch run may send: its own track, inside the window, readable args."""
+    start, end = sorted(draw(st.lists(st.floats(*_WINDOW), min_size=2, max_size=2)))
+    args: dict[str, Any] = draw(
+        st.dictionaries(
+            _text.filter(lambda k: k not in {*_counts, "loss_sum"}),
+            st.none() | st.booleans() | _text | _finite,
+            max_size=3,
+        )
+    )
+    for key in draw(st.sets(st.sampled_from(sorted(_counts)))):
+        args[key] = draw(_counts[key])
+    if draw(st.booleans()):
+        args.update(loss_sum=draw(_finite), samples=draw(_counts["samples"]))
+    track = draw(st.sampled_from(["device1/compute", "device1/uplink"]))
+    return {"track": track, "name": draw(st.text(max_size=20)), "start": start, "end": end, "args": args}
+
+
+def _readable(event: dict[str, Any]) -> bool:
+    """Whether the report can read the event: what it indexes and adds up is there and in range."""
+    args = event["args"]
+    epoch = args.get("epoch", 0)
+    loss = "loss_sum" not in args or (math.isfinite(args["loss_sum"]) and isinstance(args.get("samples"), int))
+    return (
+        event["track"] in ("device1/compute", "device1/uplink")
+        and _WINDOW[0] <= event["start"] <= event["end"] <= _WINDOW[1]
+        and type(epoch) is int
+        and epoch in range(2)
+        and loss
+    )
 
 
 @_HYPOTHESIS
-@given(
-    st.lists(
-        st.dictionaries(
-            st.sampled_from(["track", "name", "start", "end", "args", "extra"]),
-            _scalars | st.dictionaries(st.sampled_from(["epoch", "samples", "loss_sum", "bytes", "x"]), _scalars),
-        ),
-        max_size=3,
-    )
-)
-def test_property_every_taken_event_is_one_the_report_can_read(events: list[dict[str, Any]]) -> None:
-    try:
-        taken = check_events(_events(*events), 1, _config(), (-10.0, 10.0))
-    except WireError:
-        return
-    for event in taken:
-        assert event["track"] in ("device1/compute", "device1/uplink")
-        assert -10.0 <= event["start"] <= event["end"] <= 10.0
-        args = event["args"]
-        assert not isinstance(args.get("epoch"), bool) and args.get("epoch", 0) in range(2)
-        if "loss_sum" in args:
-            assert math.isfinite(args["loss_sum"]) and isinstance(args["samples"], int)
+@given(st.lists(_taken_event(), max_size=4))
+def test_property_every_event_the_report_can_read_is_taken(events: list[dict[str, Any]]) -> None:
+    assert all(_readable(e) for e in events)
+    assert check_events(_events(*events), 1, _config(), _WINDOW) == events
+
+
+_FAULTS: dict[str, Any] = {
+    "track": st.sampled_from(["device0/compute", "device1/downlink", "server/compute", ""]).map(lambda t: {"track": t}),
+    "outside": st.sampled_from([{"start": -10.5}, {"end": 10.5}, {"start": 5.0, "end": 4.0}, {"end": math.inf}]),
+    "time type": st.sampled_from([{"start": "0"}, {"end": None}, {"start": True}]),
+    "epoch": st.sampled_from([2, -1, 1.0, True, "0"]).map(lambda e: {"args": {"epoch": e}}),
+    "count": st.sampled_from(["samples", "bytes"]).flatmap(
+        lambda k: st.sampled_from([-1, 0.5, None, "1"]).map(lambda v: {"args": {k: v}})
+    ),
+    "loss": st.sampled_from(
+        [{"loss_sum": 1.0}, {"loss_sum": math.nan, "samples": 1}, {"loss_sum": "1", "samples": 1}]
+    ).map(lambda a: {"args": a}),
+    "arg": st.sampled_from([[1], {"a": 1}, math.inf]).map(lambda v: {"args": {"x": v}}),
+    "args": st.sampled_from([[], None, "x", {str(i): i for i in range(33)}]).map(lambda a: {"args": a}),
+    "name": st.sampled_from([7, None, "n" * 201]).map(lambda n: {"name": n}),
+}
+
+
+@_HYPOTHESIS
+@given(st.lists(_taken_event(), min_size=1, max_size=4), st.sampled_from([*_FAULTS, "keys"]), st.data())
+def test_property_an_event_the_report_cannot_read_is_refused(
+    events: list[dict[str, Any]], fault: str, data: st.DataObject
+) -> None:
+    i = data.draw(st.integers(0, len(events) - 1))
+    if fault == "keys":
+        bad: object = data.draw(
+            st.sampled_from(
+                [{k: v for k, v in events[i].items() if k != "args"}, {**events[i], "extra": 1}, [1, 2], None]
+            )
+        )
+    else:
+        bad = {**events[i], **data.draw(_FAULTS[fault])}
+    sent: list[object] = [*events[:i], bad, *events[i + 1 :]]
+    with pytest.raises(WireError, match=f"event {i} of device 1's timeline"):
+        check_events(_events(*sent), 1, _config(), _WINDOW)
 
 
 # --- the plan, as a device checks it ---

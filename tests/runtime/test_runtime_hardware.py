@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from pathlib import Path
+import threading
 
 import pytest
 import torch
 
 from pipelearn.config import ConfigError
 from pipelearn.runtime import hardware
+from pipelearn.runtime.server import Server, prepare
 
 
 @pytest.fixture
@@ -92,15 +92,50 @@ def test_cuda_without_a_gpu_is_a_clear_error_for_the_server_and_a_device() -> No
     assert "--compute is 'cuda:1' but torch sees no CUDA GPU" in device.stderr
 
 
-def test_the_server_trains_on_the_cpu_in_bf16(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    result = _pipelearn(
-        "run",
-        *("--server-device", "cpu", "--server-amp", "bf16", "--dataset", "synthetic", "--no-batchnorm"),
-        *("--devices", "2", "--network", "unlimited", "--device-slowdown", "1", "--epochs", "1"),
-        *("--samples-per-device", "40", "--batch-size", "20", "--test-samples", "100", "--out", str(out), "--quiet"),
-    )
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["server_device"] == "cpu" and metrics["config"]["server_amp"] == "bf16"
-    assert metrics["failed_devices"] == [] and all(loss > 0 for loss in metrics["train_loss"])
+def _no_cpu_bf16() -> str | None:
+    """Why torch cannot run forward passes in bf16 under autocast on this CPU, or None where it can."""
+    if not torch.amp.autocast_mode.is_autocast_available("cpu"):
+        return "this torch has no autocast on the CPU"
+    try:
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            dtype = torch.nn.Linear(4, 3)(torch.randn(2, 4)).dtype
+    except RuntimeError as exc:
+        return f"bf16 autocast fails on this CPU: {exc}"
+    return None if dtype == torch.bfloat16 else f"bf16 autocast on this CPU computes in {dtype}"
+
+
+@pytest.mark.parametrize("amp", ["bf16", "off"])
+def test_the_server_part_computes_in_bf16_exactly_when_asked(small_config, amp: str) -> None:
+    reason = _no_cpu_bf16()
+    if reason is not None:
+        pytest.skip(reason)
+    config = small_config(mode="sfl", server_amp=amp)
+    server = Server(prepare(config), progress=False)
+    address = f"127.0.0.1:{server.listen('127.0.0.1:0', insecure=True)}"
+    outputs: list[tuple[torch.nn.Module, torch.dtype]] = []  # each forward pass in this process during training
+    training = threading.Event()
+    server.on_start = lambda _: training.set()  # before it, building models runs their layers in float32
+
+    def record(module: torch.nn.Module, inputs: object, output: object) -> None:
+        if training.is_set() and isinstance(output, torch.Tensor):
+            outputs.append((module, output.dtype))
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    flags = ["device", "--insecure", "--server", address, "--id"]
+    devices = [subprocess.Popen([sys.executable, "-m", "pipelearn", *flags, str(d)]) for d in range(2)]
+    try:
+        metrics = server.run()
+    finally:
+        hook.remove()
+        codes = [p.wait(60) for p in devices]
+    assert codes == [0, 0] and metrics["failed_devices"] == []
+    assert metrics["config"]["server_amp"] == amp
+    # every training step of the server's part ran its forward pass in the precision asked for
+    steps = [e for e in server.recorder.events if e.track == "server/compute" and ".server.T." in e.name]
+    for d in range(2):
+        part = server.aggregator.replicas[d].part
+        ran = [dtype for module, dtype in outputs if module is part]
+        assert len(ran) == sum(e.name.startswith(f"d{d}.") for e in steps) > 0
+        assert set(ran) == {torch.bfloat16 if amp == "bf16" else torch.float32}
+        layers = {dtype for module, dtype in outputs if module is part[-1]}
+        assert layers == set(ran)  # its layers computed so, not only its output was cast

@@ -6,18 +6,24 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
-from pipelearn.config import DeviceOverride
+import torch
+
+from pipelearn.config import DeviceOverride, RunConfig
+from pipelearn.data.dealing import data_shape
 from pipelearn.events import Event, now
 from pipelearn.models.parts import device_part, make_model
 from pipelearn.planner.resolve import resolve_plan
 from pipelearn.runtime.agreement import fingerprint
+from pipelearn.runtime.checks import device_threads
 from pipelearn.runtime.server import Server, prepare
+from pipelearn.training import make_optimizer, scaled_loss
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.inbox import Inbox
 from pipelearn.transport.link import Outbox
@@ -33,6 +39,27 @@ def _device(address: str, device: int, warm: bool = True) -> subprocess.Popen[by
     command = ["-c", _WARM_DEVICE] if warm else ["-m", "pipelearn"]
     flags = ["device", "--insecure", "--server", address, "--id", str(device)]
     return subprocess.Popen([sys.executable, *command, *flags])
+
+
+def _slowdown_for(config: RunConfig, action_s: float) -> float:
+    """The device slowdown at which one fl training step of this run takes about action_s on this machine."""
+    shape, classes = data_shape(config)
+    model = make_model(config, shape, classes)
+    optimizer = make_optimizer(model, config)
+    assert optimizer is not None
+    x, y = torch.randn(config.batch_size, *shape), torch.randint(0, classes, (config.batch_size,))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(device_threads(config))  # as a device computes: its CPU time is its thread's
+    try:
+        seconds = []
+        for _ in range(6):
+            cpu = time.thread_time()
+            scaled_loss(model(x), y, config.batch_size).backward()
+            optimizer.step()
+            seconds.append(time.thread_time() - cpu)
+    finally:
+        torch.set_num_threads(threads)
+    return max(1.0, action_s / max(statistics.median(seconds[1:]), 1e-4))
 
 
 def _until(condition: Any, limit_s: float = 60.0) -> None:
@@ -64,14 +91,14 @@ class Run:
 
 
 def test_an_fl_device_computing_for_many_timeouts_between_messages_finishes(small_config):
-    # 30 iterations of 5 samples at slowdown 20 keep device 1 computing for several timeout_s without sending; each
-    # action on its own takes less than timeout_s, the floor of a deadline before anything is measured. Device 0,
-    # not slowed down, then waits on the server, which waits on device 1, for about as long.
+    # 30 iterations of 5 samples, each slowed down to about 0.2 s on this machine, keep device 1 computing for
+    # about 6 timeout_s without sending; each action on its own takes less than timeout_s, the floor of a deadline
+    # before anything is measured. Device 0, not slowed down, then waits on the server, which waits on device 1, for
+    # about as long.
+    shape = {"mode": "fl", "samples_per_device": 150, "batch_size": 5}
     config = small_config(
-        mode="fl",
-        samples_per_device=150,
-        batch_size=5,
-        device_slowdown=20.0,
+        **shape,
+        device_slowdown=_slowdown_for(small_config(**shape), 0.2),
         device_overrides={0: DeviceOverride(slowdown=1.0)},
         timeout_s=1.0,
         heartbeat_s=0.2,
@@ -96,11 +123,11 @@ def test_an_fl_device_computing_for_many_timeouts_between_messages_finishes(smal
 
 
 def test_a_frozen_device_is_dropped_for_silence_within_the_liveness_limit(small_config):
+    # 20 iterations of about 0.2 s each on this machine: the device is still training when it is frozen
+    shape = {"mode": "fl", "samples_per_device": 100, "batch_size": 5}
     config = small_config(
-        mode="fl",
-        samples_per_device=100,
-        batch_size=5,
-        device_slowdown=10.0,
+        **shape,
+        device_slowdown=_slowdown_for(small_config(**shape), 0.2),
         timeout_s=30.0,
         heartbeat_s=0.2,
         liveness_s=1.5,

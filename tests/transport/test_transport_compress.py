@@ -177,9 +177,13 @@ def test_codec_text_round_trips() -> None:
         assert str(Codec.parse(text)) == text
 
 
-def test_time_codec_measures_both_ways() -> None:
-    timing = time_codec("int8", (25, 64, 7, 7), repeats=2)
-    assert timing.compress_s > 0 and timing.decompress_s > 0
+def test_time_codec_measures_both_ways_and_takes_the_median() -> None:
+    # a clock that reads 0, 1, 3 in the first repeat, then on from 10 and 20: each repeat reads it three times,
+    # before compressing, between, and after decompressing
+    readings = iter([0.0, 1.0, 3.0, 10.0, 15.0, 16.0, 20.0, 22.0, 26.0])
+    timing = time_codec("int8", (25, 64, 7, 7), repeats=3, clock=lambda: next(readings))
+    assert (timing.compress_s, timing.decompress_s) == (2.0, 2.0)  # medians of 1, 5, 2 and of 2, 1, 4
+    assert next(readings, None) is None
 
 
 # --- malformed compressed tensors are refused like any bad tensor ---------------------------------------------------

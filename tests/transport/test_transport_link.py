@@ -77,9 +77,10 @@ def test_back_to_back_messages_are_serialised_and_pipelined() -> None:
     # the second message leaves only once the first has: it needs two transmission times ...
     assert first - queued >= tx + spec.latency_s - 1e-3
     assert second - queued >= 2 * tx + spec.latency_s - 1e-3
-    # ... but the latency is paid once for both, not once per message
-    assert second - queued < 2 * tx + 2 * spec.latency_s
+    # ... but the latency is paid once for both: the second goes on the wire as the first leaves it, not once the
+    # first has arrived a latency later
     one, two = recorder.events
+    assert one.start >= queued
     assert two.start == one.end  # busy back to back; the latency is not link busy time
     assert one.duration == pytest.approx(tx, abs=1e-6)
     assert two.duration == pytest.approx(spec.transmit_s(sizes[1]), abs=1e-6)
@@ -204,12 +205,12 @@ def test_heartbeats_pass_a_message_the_link_is_still_pacing() -> None:
     kinds = [e.kind for _, e in arrivals]
     transfer_at = kinds.index(pb.ACTIVATION)
     beats = [(t, e) for t, e in arrivals[:transfer_at]]
-    assert len(beats) >= 3 and all(e.kind == pb.HEARTBEAT for _, e in beats)  # not queued behind it
-    assert beats[0][0] - queued < due / 2
+    # not queued behind it: several heartbeats went out while the message was still on the link, each with its backlog
+    assert len(beats) >= 2 and all(e.kind == pb.HEARTBEAT for _, e in beats)
     assert all(e.device == 3 and e.progress == 2 for _, e in beats)
     backlogs = [e.backlog for _, e in beats]
-    assert 0 < backlogs[0] <= due + 1e-3  # what the link still needs, falling as it goes
-    assert backlogs == sorted(backlogs, reverse=True)
+    assert all(0 < b <= due + 1e-3 for b in backlogs)  # what the link still needs, falling as it goes
+    assert backlogs == sorted(backlogs, reverse=True) and len(set(backlogs)) == len(backlogs)
     arrived, got = arrivals[transfer_at]
     assert got.tensors == big.tensors and arrived - queued >= due - 1e-3  # paced as before
     assert outbox.bytes_sent == big.ByteSize()  # heartbeats are not training traffic ...

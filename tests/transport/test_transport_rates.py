@@ -130,21 +130,26 @@ def _lane(n: int, resource: Resource = Resource.UPLINK) -> list[Action]:
 
 
 def test_outbox_paces_messages_by_the_schedule() -> None:
-    # 16 kbit/s for 0.5 s, then 160 kbit/s: a 1.5 kB message (12 kbit) handed over at once goes 8 kbit in the
-    # first 0.5 s and the rest at the second rate, 0.025 s more; the next one goes at the second rate alone
-    origin = time.time()
-    schedule = RateSchedule(((0.0, 16e3), (0.5, 160e3)), origin)
+    # 1.6 kbit/s up to the change, then 160 kbit/s. The change comes as the messages are handed over: a 1.5 kB
+    # message (12 kbit) needs 7.5 s at the first rate, so it is still leaving when the rate rises, and its remaining
+    # bits go at the second; the next one goes at the second rate alone. The schedule is set once the messages are
+    # queued, as the link reads it only when it paces them.
     recorder = Recorder()
     outbox = Outbox()
-    outbox.follow(LinkSpec(16e3, 0.0, schedule=schedule), _lane(2), "device0/uplink", recorder)
+    outbox.follow(LinkSpec(1.6e3, 0.0), _lane(2), "device0/uplink", recorder)
     for m in range(2):
         outbox.send(Key(Resource.DEVICE, 0, Op.FORWARD, 0, 0, m), bytes(1500 - 20))
+    change = time.time()  # after both were handed over
+    schedule = RateSchedule(((0.0, 1.6e3), (1.0, 160e3)), origin=change - 1.0)
+    outbox.spec = LinkSpec(1.6e3, 0.0, schedule=schedule)
     outbox.close()
     assert len(list(outbox)) == 2
     first, second = recorder.events
-    bits, waited = first.args["bytes"] * 8, first.start - origin
-    assert 0 <= waited < 0.5
-    assert first.end - origin == pytest.approx(0.5 + (bits - 16e3 * (0.5 - waited)) / 160e3)
+    bits = first.args["bytes"] * 8
+    assert first.start <= change  # handed over before the change ...
+    sent_before = 1.6e3 * (change - first.start)
+    assert sent_before < bits  # ... with most of it still to go
+    assert first.end == pytest.approx(change + (bits - sent_before) / 160e3)
     assert second.start == first.end
     assert second.duration == pytest.approx(second.args["bytes"] * 8 / 160e3)
     assert time.time() >= second.end  # delivered only once it has left
@@ -182,7 +187,17 @@ def test_kernel_paced_transfers_are_timed_by_the_receiver() -> None:
     assert first.args == {"bytes": sent[0].ByteSize(), "epoch": 1}
 
 
-def test_untimed_inbox_records_nothing() -> None:
-    message = envelope(pb.ACTIVATION, 0, round=0, iteration=0, microbatch=0, tensors=b"x", clock=5.0)
-    inbox = Inbox(iter([message]), "device 0", timeout_s=5)
-    assert inbox.expect(_lane(1)[0].key) == message
+def test_an_untimed_inbox_records_nothing_and_leaves_the_timing_alone() -> None:
+    # two stamped messages; the inbox is asked to time transfers only after taking the first: the second's event
+    # runs from its own stamp, not from the first's arrival, so taking the first left nothing behind
+    lane = _lane(2)
+    sent = [
+        envelope(pb.ACTIVATION, 0, round=0, iteration=0, microbatch=m, tensors=b"x", clock=5.0 + m) for m in range(2)
+    ]
+    inbox = Inbox(iter(sent), "device 0", timeout_s=5)
+    assert inbox.expect(lane[0].key) == sent[0]
+    recorder = Recorder()
+    inbox.time_transfers(lane, "device0/uplink", recorder)
+    assert inbox.expect(lane[1].key) == sent[1]
+    [event] = recorder.events
+    assert (event.name, event.start) == (str(lane[1].key), 6.0)

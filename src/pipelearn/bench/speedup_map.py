@@ -44,12 +44,15 @@ def speedup_map(
     measured: Sequence[dict[str, Any]] = (),
     slowdowns: Sequence[float] = SLOWDOWNS,
     uplinks: Sequence[float] = UPLINKS_MBPS,
+    profile: Any = None,
 ) -> dict[str, Any]:
     """Predicted speed-up of pipelearn over fl and over sfl at each (uplink, slowdown) of the grid, and at each
-    `measured` point ({"slowdown", "up_mbps", "over_fl", "over_sfl"}: measured speed-ups) the prediction beside it."""
+    `measured` point ({"slowdown", "up_mbps", "over_fl", "over_sfl"}: measured speed-ups) the prediction beside it;
+    from `profile` where given, else from a profile of the model measured here."""
     shape, classes = data_shape(config)
     model = make_model(config, shape, classes)  # built once: the planner only reads its blocks
-    profile = profile_model(canonical_model_name(config.model), model, shape, config.batch_size)
+    if profile is None:
+        profile = profile_model(canonical_model_name(config.model), model, shape, config.batch_size)
     points = []
     for point in measured:
         at = (point["slowdown"], point["up_mbps"], profile)
