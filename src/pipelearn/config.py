@@ -156,14 +156,10 @@ class RunConfig:
     """Downlink rate in Mbit/s (inf for unlimited); overrides the preset's."""
     latency_ms: float | None = field(default=None, metadata=_meta(unit="ms", metavar="MS"))
     """One-way latency in ms; overrides the preset's."""
-    up_schedule: list[list[float]] | None = field(
-        default=None, metadata=_meta(metavar="S:MBPS,...")
-    )
+    up_schedule: list[list[float]] | None = field(default=None, metadata=_meta(metavar="S:MBPS,..."))
     """Uplink rate over time for every device: [[seconds since training start, Mbit/s], ...], the first at 0 s
     (on the command line 0:10,30:2,60:10); overrides the preset's rate. Give it or up_mbps, not both."""
-    down_schedule: list[list[float]] | None = field(
-        default=None, metadata=_meta(metavar="S:MBPS,...")
-    )
+    down_schedule: list[list[float]] | None = field(default=None, metadata=_meta(metavar="S:MBPS,..."))
     """Downlink rate over time for every device, as up_schedule. Give it or down_mbps, not both."""
     netns: bool = False
     """Run the server and every device as separate hosts in Linux network namespaces, each link's rates enforced

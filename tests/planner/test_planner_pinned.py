@@ -22,7 +22,10 @@ CASES: dict[str, tuple[dict[str, object], list[int], list[int], float, float]] =
     "heterogeneous": (
         {
             "devices": 3,
-            "device_overrides": {1: DeviceOverride(device_slowdown=20.0), 2: DeviceOverride(network="4g", microbatches=2)},
+            "device_overrides": {
+                1: DeviceOverride(device_slowdown=20.0),
+                2: DeviceOverride(network="4g", microbatches=2),
+            },
         },
         [4, 1, 4],
         [1, 4, 2],

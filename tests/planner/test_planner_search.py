@@ -137,7 +137,7 @@ def test_modes_plan_only_what_they_have(model, profile):
     assert fl.plan.splits == [4] and fl.plan.microbatches == [1]
     sl = plan_run(_config(mode="sl", devices=3, split="auto", microbatches="auto"), model, SHAPE, profile())
     assert len(set(sl.plan.splits)) == 1 and sl.plan.microbatches == [1, 1, 1]
-    uneven = {1: DeviceOverride(device_slowdown=20.0), 2: DeviceOverride(up_mbps=0.5)}  # each alone would split elsewhere
+    uneven = {1: DeviceOverride(device_slowdown=20.0), 2: DeviceOverride(up_mbps=0.5)}  # each would split elsewhere
     sl = plan_run(_config(mode="sl", devices=3, split="auto", device_overrides=uneven), model, SHAPE, profile())
     assert len(set(sl.plan.splits)) == 1 and all(c.splits == (c.splits[0],) * 3 for c in sl.candidates)
     sfl = plan_run(_config(mode="sfl", split="auto"), model, SHAPE, profile())
