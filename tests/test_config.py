@@ -488,3 +488,12 @@ def test_a_profile_in_that_is_no_file_is_refused_and_one_never_read_is_warned_of
     assert check_profile_in(RunConfig(profile_in=str(saved), split="auto").validate()) == []
     assert check_profile_in(RunConfig(mode="fl", profile_in=str(saved), split="auto").validate())  # fl: no split
     assert check_profile_in(RunConfig().validate()) == []
+
+
+def test_configure_suggests_the_setting_meant() -> None:
+    from pipelearn.api import configure
+
+    with pytest.raises(ConfigError, match=r"unknown setting 'epoch' \(did you mean 'epochs'\?\)"):
+        configure(epoch=3)
+    with pytest.raises(ConfigError, match=r"'batchsize' \(did you mean 'batch_size'\?\)"):
+        configure(RunConfig(), batchsize=3)

@@ -132,11 +132,13 @@ class RunConfig:
     mode: Mode = "pipelearn"
     """fl, sl, sfl or pipelearn."""
     model: str = field(default="vgg5", metadata=_meta(metavar="NAME|MODULE:FUNCTION"))
-    """A zoo model name (see pipelearn.models.MODEL_NAMES), or a plug-in MODULE:FUNCTION or FILE.py:FUNCTION
-    (a pipelearn.models.ModelFactory); every device must be started with the same plug-in."""
+    """A zoo model (vgg5, vgg8, vgg11, vgg16, resnet18, resnet50, mobilenetv3-small, mobilenetv3-large), or a
+    plug-in MODULE:FUNCTION or FILE.py:FUNCTION (a pipelearn.models.ModelFactory); every device must be started with
+    the same plug-in."""
     dataset: str = field(default="mnist", metadata=_meta(metavar="NAME|MODULE:FUNCTION"))
-    """A data set name (see pipelearn.data.DATASET_NAMES), or a plug-in MODULE:FUNCTION or FILE.py:FUNCTION
-    (a pipelearn.data.DatasetFactory); every device must be started with the same plug-in."""
+    """A data set (mnist, fashion-mnist, cifar10, cifar100, svhn; idx: a directory of idx files; synthetic; saved: a
+    directory written by pipelearn.save_dataset), or a plug-in MODULE:FUNCTION or FILE.py:FUNCTION (a
+    pipelearn.data.DatasetFactory); every device must be started with the same plug-in."""
     synthetic_shape: tuple[int, int, int] = field(default=(1, 28, 28), metadata=_meta(metavar="CxHxW"))
     """Sample shape (channels, height, width) of the synthetic data set; (3, 32, 32) is CIFAR's."""
     data_dir: str | None = field(default=None, metadata=_meta(metavar="DIR"))

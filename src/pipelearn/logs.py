@@ -144,7 +144,7 @@ class _Lines:
         self, iterable: Iterable[Any] | None, total: int | None, desc: str, unit: str, log: logging.Logger
     ) -> None:
         self.iterable, self.total, self.desc, self.unit, self.log = iterable, total, desc, unit, log
-        self.n, self.postfix, self._said, self._closed = 0, "", -1, False
+        self.n, self.postfix, self._said, self._closed = 0, "", 0, False
 
     def update(self, n: int = 1) -> None:
         """Count `n` more done; say so where that passes another tenth of the total."""
