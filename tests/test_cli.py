@@ -430,7 +430,7 @@ def test_train_local_takes_samples_per_device_and_still_reads_samples() -> None:
     args = _parser().parse(["train-local", "--samples", "200"])
     assert _config(args).samples_per_device == 200 and deprecations(args)[0].startswith("--samples is now --samples-")
     device = _parser().parse(["device", "--server", "h:1", "--timeout", "3"])
-    assert device.timeout_s == 3.0 and deprecations(device) == ["--timeout is now --timeout-s; the old name will go"]
+    assert device.timeout_s == 3.0 and _parser().parse(["device", "--server", "h:1", "--timeout-s", "4"]).timeout_s == 4
 
 
 @pytest.mark.parametrize(

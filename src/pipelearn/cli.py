@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pipelearn import __version__
 from pipelearn.config import ConfigError, RunConfig, check_profile_in, did_you_mean, from_mapping, read_toml
 from pipelearn.logs import LogSettings, setup_logging
-from pipelearn.settings import RENAMED_FLAGS, RenamedFlag, add_flags, deprecations, typed_flags
+from pipelearn.settings import RENAMED_FLAGS, add_flags, deprecations, typed_flags
 
 if TYPE_CHECKING:
     from pipelearn.runtime.checkpoint import Checkpoint
@@ -26,6 +26,7 @@ _LOCAL_SETTINGS |= {"samples_per_device", "lr", "momentum", "seed", "test_sample
 _LOCAL_DEFAULTS: dict[str, Any] = {"devices": 1, "samples_per_device": None, "epochs": 3, "mode": "fl"}
 _LOCAL_DEFAULTS["out"] = "runs/train-local"
 """train-local's own defaults, where no TOML file is given."""
+_LINK_RATES = ("up_mbps", "down_mbps", "latency_ms", "up_schedule", "down_schedule")
 _OWN_PLAN = "for a plan of your own, use `pipelearn run`"
 _BENCH_ALTERNATIVES = {
     "mode": "the bench runs each mode of --modes: give --modes MODE ...",
@@ -34,7 +35,7 @@ _BENCH_ALTERNATIVES = {
     **{
         name: "the bench runs each network of --networks at its preset's rates; for a link of your own, use "
         "`pipelearn run`"
-        for name in ("up_mbps", "down_mbps", "latency_ms", "up_schedule", "down_schedule")
+        for name in _LINK_RATES
     },
     "split": f"the bench runs each mode at the planner's best split and micro-batch count; {_OWN_PLAN}",
     "microbatches": f"the bench runs each mode at the planner's best split and micro-batch count; {_OWN_PLAN}",
@@ -193,7 +194,8 @@ def _parser() -> _Parser:
         help="longest wait to reach the server and be admitted; then the device waits as long as the server is "
         "alive. Unit: seconds. Default: 120.",
     )
-    device.add_argument("--timeout", **timeout, action=RenamedFlag, help=argparse.SUPPRESS)
+    # the old spelling, which pipelearn.runtime.launch still passes: to warn (action=RenamedFlag) once it does not
+    device.add_argument("--timeout", **timeout, help=argparse.SUPPRESS)
     device.add_argument(
         "--model",
         metavar="NAME|MODULE:FUNCTION",
@@ -306,7 +308,9 @@ def _rounded(value: Any) -> Any:
 
 def _refuse_for_bench(args: argparse.Namespace, given: Mapping[str, str]) -> None:
     """Refuse each run setting given that the bench (or its accuracy table) would not honour, naming what to give."""
-    refused = {**_BENCH_ALTERNATIVES, **(_ACCURACY_ALTERNATIVES if args.accuracy else {})}
+    refused = dict(_BENCH_ALTERNATIVES)
+    if args.accuracy:  # the table refuses link rates itself (it trains over an unlimited link)
+        refused = {k: v for k, v in refused.items() if k not in _LINK_RATES} | _ACCURACY_ALTERNATIVES
     for name, said in given.items():
         if name in refused:
             raise ConfigError(f"{said}: {refused[name]}")
