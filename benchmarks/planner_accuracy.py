@@ -82,8 +82,8 @@ def fleet(kind: str, network: str, devices: int) -> dict[int, DeviceOverride]:
     if kind == "homogeneous":
         return {}
     overrides = {
-        1: DeviceOverride(slowdown=8.0),
-        2: DeviceOverride(slowdown=2.0),
+        1: DeviceOverride(device_slowdown=8.0),
+        2: DeviceOverride(device_slowdown=2.0),
         3: DeviceOverride(up_mbps=NETWORK_PRESETS[network].up_mbps / 2),
     }
     return {d: o for d, o in overrides.items() if d < devices}

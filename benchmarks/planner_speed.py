@@ -34,7 +34,9 @@ def fleet(devices: int, seed: int = 0, cores: float | Literal["auto", "off"] = "
     presets = [name for name in NETWORK_PRESETS if name != "unlimited"]
     overrides = {
         d: DeviceOverride(
-            network=rng.choice(presets), up_mbps=round(rng.uniform(2, 50), 1), slowdown=round(rng.uniform(1, 10), 1)
+            network=rng.choice(presets),
+            up_mbps=round(rng.uniform(2, 50), 1),
+            device_slowdown=round(rng.uniform(1, 10), 1),
         )
         for d in range(devices)
     }

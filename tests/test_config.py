@@ -17,6 +17,8 @@ from pipelearn.config import (
     DeviceOverride,
     Link,
     RunConfig,
+    check_profile_in,
+    check_sizes,
     from_mapping,
     load_toml,
 )
@@ -61,7 +63,7 @@ def test_device_overrides() -> None:
         split=3,
         microbatches=4,
         device_overrides={
-            1: DeviceOverride(network="wifi", down_mbps=99, slowdown=8.0, split=1, microbatches=2),
+            1: DeviceOverride(network="wifi", down_mbps=99, device_slowdown=8.0, split=1, microbatches=2),
             2: DeviceOverride(up_mbps=1.5, latency_ms=0),
         },
     ).validate()
@@ -108,7 +110,7 @@ aggregate_every = 5
 
 [device_overrides.1]
 network = "wifi"
-slowdown = 6.5
+device_slowdown = 6.5
 split = 1
 
 [device_overrides.2]
@@ -122,7 +124,7 @@ microbatches = 8
     assert math.isinf(config.link(0).up_mbps)
     assert config.link(0).down_mbps == NETWORK_PRESETS["4g+"].down_mbps
     assert set(config.device_overrides) == {1, 2}
-    assert config.device_overrides[1] == DeviceOverride(network="wifi", slowdown=6.5, split=1)
+    assert config.device_overrides[1] == DeviceOverride(network="wifi", device_slowdown=6.5, split=1)
     assert config.link(1).latency_ms == NETWORK_PRESETS["wifi"].latency_ms
     assert config.slowdown(1) == 6.5 and config.requested_split(1) == 1
     assert config.link(2).up_mbps == 2.5
@@ -146,7 +148,7 @@ def test_unknown_keys_are_named() -> None:
     with pytest.raises(ConfigError, match="epoch") as info:
         from_mapping({"epoch": 3})
     assert "unknown" in str(info.value)
-    with pytest.raises(ConfigError, match="batchsize, colour"):
+    with pytest.raises(ConfigError, match=r"'batchsize' \(did you mean 'batch_size'\?\), 'colour'; known: "):
         from_mapping({"colour": 1, "batchsize": 2})
     with pytest.raises(ConfigError, match=r"speed.*device_overrides\.0"):
         from_mapping({"device_overrides": {"0": {"speed": 2}}})
@@ -210,8 +212,8 @@ def test_unknown_keys_are_named() -> None:
         ({"device_overrides": {"-1": {}}}, "device_overrides"),
         ({"device_overrides": {"0": {"network": "5g"}}}, "device_overrides.0.network"),
         ({"device_overrides": {"0": {"network": ["4g"]}}}, "device_overrides.0.network"),
-        ({"device_overrides": {"1": {"slowdown": 0.5}}}, "device_overrides.1.slowdown"),
-        ({"device_overrides": {"1": {"slowdown": "x"}}}, "device_overrides.1.slowdown"),
+        ({"device_overrides": {"1": {"device_slowdown": 0.5}}}, "device_overrides.1.device_slowdown"),
+        ({"device_overrides": {"1": {"device_slowdown": "x"}}}, "device_overrides.1.device_slowdown"),
         ({"device_overrides": {"1": {"microbatches": 0}}}, "device_overrides.1.microbatches"),
         ({"device_overrides": {"1": {"microbatches": "many"}}}, "device_overrides.1.microbatches"),
         ({"device_overrides": {"1": {"split": "middle"}}}, "device_overrides.1.split"),
@@ -229,7 +231,9 @@ def test_bad_values_name_the_key(values: dict[str, Any], key: str) -> None:
 
 
 def test_liveness_must_span_at_least_two_heartbeats() -> None:
-    with pytest.raises(ConfigError, match=r"'liveness_s' is 1\.5; expected a number above 0, at least twice heart"):
+    with pytest.raises(
+        ConfigError, match=r"'liveness_s' is 1\.5; expected at least twice config key 'heartbeat_s' \(1\)"
+    ):
         from_mapping({"heartbeat_s": 1.0, "liveness_s": 1.5})
     assert from_mapping({"heartbeat_s": 0.5, "liveness_s": 1.0}).liveness_s == 1.0
 
@@ -259,7 +263,7 @@ def test_json_round_trip_with_inf_and_overrides() -> None:
         split="auto",
         aggregate_every=7,
         samples_per_device=None,
-        device_overrides={2: DeviceOverride(up_mbps=math.inf, slowdown=3.0, microbatches=5)},
+        device_overrides={2: DeviceOverride(up_mbps=math.inf, device_slowdown=3.0, microbatches=5)},
     ).validate()
     text = config.to_json()
     assert "pickle" not in text
@@ -359,7 +363,7 @@ def test_bad_schedules_name_the_key(schedule: Any) -> None:
     ],
 )
 def test_a_rate_and_a_schedule_of_one_direction_are_refused(values: dict[str, Any], keys: tuple[str, str]) -> None:
-    with pytest.raises(ConfigError, match=rf"'{keys[0]}' and '{keys[1]}' are both given; give one"):
+    with pytest.raises(ConfigError, match=rf"'{keys[0]}' and config key '{keys[1]}' are both given; give one"):
         from_mapping(values)
 
 
@@ -398,3 +402,98 @@ def test_plugins_and_hardware_in_toml(tmp_path: Path) -> None:
         "cuda:1",
         "off",
     )
+
+
+# --- one spelling, suggestions, and counts the run would cap -------------------------------------------------------
+
+
+def test_misspelt_keys_get_the_closest_known_one() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'epoch' \(did you mean 'epochs'\?\)$"):
+        from_mapping({"epoch": 3})
+    with pytest.raises(ConfigError, match=r"'slowdwn' \(did you mean 'device_slowdown'\?\) in device_overrides\.1"):
+        from_mapping({"device_overrides": {"1": {"slowdwn": 2.0}}})
+    with pytest.raises(ConfigError, match="known: "):  # nothing close: the known keys are listed
+        from_mapping({"zzz": 1})
+
+
+def test_the_old_override_key_slowdown_still_reads_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="pipelearn.config"):
+        config = from_mapping({"devices": 3, "device_overrides": {"1": {"slowdown": 6.0}, "2": {"slowdown": 2.0}}})
+    assert config.device_overrides[1] == DeviceOverride(device_slowdown=6.0) and config.slowdown(2) == 2.0
+    [record] = caplog.records
+    assert "device_overrides.1, 2: the key 'slowdown' is now 'device_slowdown'" in record.getMessage()
+    with pytest.raises(ConfigError, match="both 'slowdown' and 'device_slowdown'"):
+        from_mapping({"device_overrides": {"1": {"slowdown": 6.0, "device_slowdown": 2.0}}})
+
+
+def test_a_message_names_each_key_as_the_user_spelt_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        from_mapping({"heartbeat_s": 2.0, "liveness_s": 3.0})
+    assert str(info.value).startswith("config key 'liveness_s' is 3.0; expected at least twice config key 'heart")
+    shown = info.value.message({"liveness_s": "--liveness", "heartbeat_s": "--heartbeat-s"})
+    assert shown == "--liveness is 3.0; expected at least twice --heartbeat-s (2)"
+    assert ConfigError("a {brace} as it is").message({"x": "--x"}) == "a {brace} as it is"  # no keys: no formatting
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"microbatches": 200}, ["'microbatches' is 200, more than config key 'batch_size' 100", "at most 100"]),
+        (
+            {"devices": 2, "device_overrides": {"1": {"microbatches": 101}}},
+            ["'device_overrides.1.microbatches' is 101, more than config key 'batch_size' 100"],
+        ),
+        ({"samples_per_device": 50}, ["'batch_size' is 100, more than config key 'samples_per_device' 50"]),
+        (
+            {"test_samples": 100, "eval_samples": 500},
+            ["'eval_samples' is 500, more than config key 'test_samples' 100"],
+        ),
+    ],
+)
+def test_counts_the_run_would_cap_are_refused_naming_both_values(values: dict[str, Any], words: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        from_mapping(values)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_micro_batches_are_only_checked_where_they_cut_mini_batches() -> None:
+    assert from_mapping({"mode": "sfl", "microbatches": 200}).microbatches == 200  # sfl sends whole mini-batches
+    assert from_mapping({"microbatches": 100, "samples_per_device": 100}).microbatches == 100
+
+
+def test_sizes_of_the_data_set_refuse_more_test_samples_than_it_has() -> None:
+    with pytest.raises(ConfigError, match=r"'test_samples' is 20000, more than the 10000 samples of mnist's test"):
+        check_sizes(RunConfig(test_samples=20000).validate(), 10000, [1000] * 4)
+    with pytest.raises(ConfigError, match="'eval_samples' is 12000"):
+        check_sizes(RunConfig(eval_samples=12000).validate(), 10000, [1000] * 4)
+    assert check_sizes(RunConfig(test_samples=10000).validate(), 10000, [1000] * 4) == []
+
+
+def test_sizes_of_the_devices_warn_where_they_cap_batches_in_one_line_each() -> None:
+    config = RunConfig(devices=3, partition="dirichlet", microbatches=8, samples_per_device=None).validate()
+    [batches, micro] = check_sizes(config, 10000, [500, 40, 5])
+    assert "fewer training samples than batch_size 100 (device 1 40, device 2 5)" in batches
+    assert "(device 2 8 into 5)" in micro
+    assert check_sizes(dataclasses.replace(config, mode="sfl"), 10000, [500, 40, 5]) == [batches]
+
+
+def test_a_profile_in_that_is_no_file_is_refused_and_one_never_read_is_warned_of(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'profile_in' is '.*none\.json', which is no file; save one with"):
+        check_profile_in(RunConfig(profile_in=str(tmp_path / "none.json")).validate())
+    saved = tmp_path / "vgg5.json"
+    saved.write_text("{}")
+    [warning] = check_profile_in(RunConfig(profile_in=str(saved)).validate())  # split 2, 4 micro-batches: fixed
+    assert "is not read: every split and micro-batch count is fixed" in warning
+    assert check_profile_in(RunConfig(profile_in=str(saved), split="auto").validate()) == []
+    assert check_profile_in(RunConfig(mode="fl", profile_in=str(saved), split="auto").validate())  # fl: no split
+    assert check_profile_in(RunConfig().validate()) == []
+
+
+def test_configure_suggests_the_setting_meant() -> None:
+    from pipelearn.api import configure
+
+    with pytest.raises(ConfigError, match=r"unknown setting 'epoch' \(did you mean 'epochs'\?\)"):
+        configure(epoch=3)
+    with pytest.raises(ConfigError, match=r"'batchsize' \(did you mean 'batch_size'\?\)"):
+        configure(RunConfig(), batchsize=3)

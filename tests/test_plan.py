@@ -24,7 +24,7 @@ def test_a_fixed_config_resolves_to_its_own_values():
         devices=2,
         split=3,
         microbatches=5,
-        device_overrides={1: DeviceOverride(split=1, microbatches=2, slowdown=7.0, network="wifi")},
+        device_overrides={1: DeviceOverride(split=1, microbatches=2, device_slowdown=7.0, network="wifi")},
     ).validate()
     plan = resolve_plan(config, _model(), SHAPE)
     assert plan.splits == [3, 1] and plan.microbatches == [5, 2]

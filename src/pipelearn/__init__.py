@@ -13,19 +13,18 @@ In Python (a notebook, a script)::
 pipelearn.DatasetFactory or a pair of pipelearn.Dataset objects.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from pipelearn.api import Metrics, configure, join, run, serve, train_local
-    from pipelearn.config import ConfigError, RunConfig, load_toml
-    from pipelearn.data import Dataset, DatasetFactory, DataSplits, load_dataset, save_dataset
-    from pipelearn.models import ModelError, ModelFactory, build_model, split
-    from pipelearn.plugins import PluginError
+from pipelearn.logs import quiet_grpc
 
-_HOMES = {
+__version__ = "0.1.0"
+
+quiet_grpc()  # every pipelearn process imports this first, before anything imports grpc
+
+_PUBLIC = {
     "Metrics": "pipelearn.api",
     "configure": "pipelearn.api",
     "join": "pipelearn.api",
@@ -46,16 +45,8 @@ _HOMES = {
     "split": "pipelearn.models",
     "PluginError": "pipelearn.plugins",
 }
-"""Where each public name lives: imported on first use, so that `import pipelearn.schedule` (or `pipelearn --help`)
-does not load torch."""
-
-
-def __getattr__(name: str) -> Any:
-    """The public name `name`, imported from its module on first use."""
-    if name not in _HOMES:
-        raise AttributeError(f"module 'pipelearn' has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
-
+"""Each public name and the module it comes from, imported on first use (PEP 562): `import pipelearn` and the
+command line's --help load neither torch nor grpc."""
 
 __all__ = [
     "ConfigError",
@@ -79,3 +70,24 @@ __all__ = [
     "split",
     "train_local",
 ]
+
+if TYPE_CHECKING:
+    from pipelearn.api import Metrics, configure, join, run, serve, train_local
+    from pipelearn.config import ConfigError, RunConfig, load_toml
+    from pipelearn.data import Dataset, DatasetFactory, DataSplits, load_dataset, save_dataset
+    from pipelearn.models import ModelError, ModelFactory, build_model, split
+    from pipelearn.plugins import PluginError
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module when first asked for."""
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'pipelearn' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The public names with the module's own."""
+    return sorted({*globals(), *_PUBLIC})

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pipelearn.config import ConfigError, RunConfig
+from pipelearn.config import ConfigError, RunConfig, unknown_keys
 from pipelearn.data import Dataset, save_dataset
 from pipelearn.plugins import refuse_run_while_importing, spec_for
 from pipelearn.runtime.checkpoint import Checkpoint
@@ -32,10 +32,10 @@ DatasetArg = str | Callable[..., Any] | None
 def configure(config: RunConfig | None = None, **settings: Any) -> RunConfig:
     """`config` (default: RunConfig()) with `settings` (RunConfig fields) replaced, validated."""
     base = config if config is not None else RunConfig()
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(settings) - known)
+    known = [f.name for f in dataclasses.fields(RunConfig)]
+    unknown = sorted(set(settings) - set(known))
     if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise unknown_keys("setting", unknown, known)
     return dataclasses.replace(base, **settings).validate()
 
 

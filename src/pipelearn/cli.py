@@ -5,142 +5,83 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelearn import __version__, api
-from pipelearn.bench.accuracy import add_accuracy_flags
-from pipelearn.config import MODES, NETWORK_PRESETS, ConfigError, RunConfig, from_mapping, load_toml
-from pipelearn.metrics.rounds import best_accuracy
-from pipelearn.metrics.summary import summary
+from pipelearn import __version__
+from pipelearn.config import ConfigError, RunConfig, check_profile_in, did_you_mean, from_mapping, read_toml
+from pipelearn.logs import LogSettings, setup_logging
+from pipelearn.settings import RENAMED_FLAGS, add_flags, deprecations, typed_flags
 
 if TYPE_CHECKING:
     from pipelearn.runtime.checkpoint import Checkpoint
 
+log = logging.getLogger("pipelearn")
 
-def _int_or_auto(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
-
-
-def _cores(text: str) -> float | str:
-    if text in ("auto", "off"):
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of cores, 'auto' or 'off', got {text!r}") from None
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x32x32, got {text!r}") from None
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-def _schedule(text: str) -> list[list[float]]:
-    try:
-        return [[float(t), float(mbps)] for t, mbps in (step.split(":") for step in text.split(","))]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected SECONDS:MBPS steps separated by commas (0:10,30:2,60:10), got {text!r}"
-        ) from None
-
-
-_RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
-    ("--mode", "mode", {"choices": MODES}),
-    ("--model", "model", {"metavar": "NAME|MODULE:FUNCTION"}),
-    ("--dataset", "dataset", {"metavar": "NAME|MODULE:FUNCTION"}),
-    ("--synthetic-shape", "synthetic_shape", {"type": _shape, "metavar": "CxHxW"}),
-    ("--data-dir", "data_dir", {"metavar": "DIR"}),
-    ("--devices", "devices", {"type": int}),
-    ("--network", "network", {"choices": list(NETWORK_PRESETS)}),
-    ("--up-mbps", "up_mbps", {"type": _float}),
-    ("--down-mbps", "down_mbps", {"type": _float}),
-    ("--latency-ms", "latency_ms", {"type": _float}),
-    ("--up-schedule", "up_schedule", {"type": _schedule, "metavar": "S:MBPS,..."}),
-    ("--down-schedule", "down_schedule", {"type": _schedule, "metavar": "S:MBPS,..."}),
-    ("--netns", "netns", {"action": "store_true", "help": "devices and server as hosts in network namespaces"}),
-    ("--device-slowdown", "device_slowdown", {"type": _float, "metavar": "K"}),
-    ("--split", "split", {"type": _int_or_auto, "metavar": "P|auto"}),
-    ("--microbatches", "microbatches", {"type": _int_or_auto, "metavar": "N|auto"}),
-    ("--epochs", "epochs", {"type": int}),
-    ("--batch-size", "batch_size", {"type": int}),
-    ("--samples-per-device", "samples_per_device", {"type": int, "metavar": "S"}),
-    ("--partition", "partition", {"choices": ["iid", "dirichlet"]}),
-    ("--dirichlet-alpha", "dirichlet_alpha", {"type": _float}),
-    ("--aggregate-every", "aggregate_every", {"type": int, "metavar": "ITERATIONS"}),
-    ("--lr", "lr", {"type": _float}),
-    ("--momentum", "momentum", {"type": _float}),
-    ("--optimizer-state", "optimizer_state", {"choices": ["keep", "reset"]}),
-    ("--seed", "seed", {"type": int}),
-    ("--test-samples", "test_samples", {"type": int}),
-    ("--eval-every", "eval_every", {"type": int, "metavar": "ROUNDS"}),
-    ("--eval-samples", "eval_samples", {"type": int, "metavar": "N"}),
-    ("--target-accuracy", "target_accuracy", {"type": _float, "metavar": "A"}),
-    ("--stop-at-target", "stop_at_target", {"action": "store_true"}),
-    ("--threads", "threads", {"type": int}),
-    ("--host-cores", "host_cores", {"type": _cores, "metavar": "N|auto|off"}),
-    ("--profile-in", "profile_in", {"metavar": "FILE"}),
-    ("--timeout", "timeout_s", {"type": _float, "metavar": "SECONDS"}),
-    ("--compress", "compress", {"metavar": "none|fp16|bf16|int8|topk:R"}),
-    ("--compress-up", "compress_up", {"metavar": "CODEC"}),
-    ("--compress-down", "compress_down", {"metavar": "CODEC"}),
-    ("--server-device", "server_device", {"metavar": "auto|cpu|cuda|cuda:N|mps"}),
-    ("--server-amp", "server_amp", {"choices": ["off", "bf16"]}),
-    ("--heartbeat", "heartbeat_s", {"type": _float, "metavar": "SECONDS"}),
-    ("--liveness", "liveness_s", {"type": _float, "metavar": "SECONDS"}),
-    ("--out", "out", {"metavar": "DIR"}),
-]
-_LOCAL_FLAGS = {
-    "--model",
-    "--dataset",
-    "--data-dir",
-    "--epochs",
-    "--batch-size",
-    "--lr",
-    "--momentum",
-    "--seed",
-    "--test-samples",
-    "--threads",
-    "--out",
+_LOCAL_SETTINGS = {"model", "dataset", "data_dir", "download", "batchnorm", "epochs", "batch_size"}
+_LOCAL_SETTINGS |= {"samples_per_device", "lr", "momentum", "seed", "test_samples", "threads", "out"}
+"""The settings `pipelearn train-local` takes: what one process training the whole model has."""
+_LOCAL_DEFAULTS: dict[str, Any] = {"devices": 1, "samples_per_device": None, "epochs": 3, "mode": "fl"}
+_LOCAL_DEFAULTS["out"] = "runs/train-local"
+"""train-local's own defaults, where no TOML file is given."""
+_LINK_RATES = ("up_mbps", "down_mbps", "latency_ms", "up_schedule", "down_schedule")
+_OWN_PLAN = "for a plan of your own, use `pipelearn run`"
+_BENCH_ALTERNATIVES = {
+    "mode": "the bench runs each mode of --modes: give --modes MODE ...",
+    "model": "the bench runs each model of --models: give --models MODEL ...",
+    "network": "the bench runs each network of --networks: give --networks NETWORK ...",
+    **{
+        name: "the bench runs each network of --networks at its preset's rates; for a link of your own, use "
+        "`pipelearn run`"
+        for name in _LINK_RATES
+    },
+    "split": f"the bench runs each mode at the planner's best split and micro-batch count; {_OWN_PLAN}",
+    "microbatches": f"the bench runs each mode at the planner's best split and micro-batch count; {_OWN_PLAN}",
 }
+"""Run settings the bench cannot honour, and what to give instead (they parse, hidden, to be refused so)."""
+_ACCURACY_ALTERNATIVES = {
+    "dataset": "the accuracy table trains each data set of --datasets: give --datasets DATASET ...",
+    "network": "the accuracy table plans under 4g, 4g+ and wifi and trains over an unlimited link; leave it out",
+    "profile_in": "the accuracy table profiles each model itself; leave it out",
+}
+"""Run settings the accuracy table (`bench --accuracy`) cannot honour, and what to give instead."""
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, only: set[str] | None = None) -> None:
-    parser.add_argument("config", nargs="?", metavar="CONFIG.toml", help="a TOML file of run settings")
-    for flag, dest, extra in _RUN_FLAGS:
-        if only is None or flag in only:
-            parser.add_argument(flag, dest=dest, default=None, **extra)
-    parser.add_argument(
-        "--download",
-        action="store_true",
-        default=None,
-        help="fetch the data set's official files when they are missing (needs a network)",
-    )
-    parser.add_argument(
-        "--no-batchnorm",
-        dest="batchnorm",
-        action="store_false",
-        default=None,
-        help="build the zoo model without BatchNorm",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--json", action="store_true", help="end with a JSON summary instead of the readable one")
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose `parse` names the closest option to a misspelt one (Python 3.11's does not)."""
+
+    commands: dict[str, argparse.ArgumentParser]
+
+    def parse(self, argv: Sequence[str] | None = None) -> argparse.Namespace:
+        """Parse the command line; exit 2 with the closest known option of each unknown one."""
+        args, extras = self.parse_known_args(argv)
+        if extras:
+            command = self.commands.get(getattr(args, "command", None) or "", self)
+            known = [s for a in command._actions if a.help != argparse.SUPPRESS for s in a.option_strings]
+            hints = "".join(did_you_mean(x.split("=")[0], known) for x in extras if x.startswith("--"))
+            command.error(f"unrecognized arguments: {' '.join(extras)}{hints}")
+        return args
+
+
+def _add_config_flags(
+    parser: argparse.ArgumentParser,
+    *,
+    only: set[str] | None = None,
+    leave_out: Sequence[str] = (),
+    hidden: Sequence[str] = (),
+    defaults: Mapping[str, str] | None = None,
+    renamed: Mapping[str, str] = RENAMED_FLAGS,
+) -> None:
+    parser.add_argument("config", nargs="?", metavar="CONFIG.toml", help="a TOML file of run settings (keys below)")
+    add_flags(parser, only=only, leave_out=leave_out, hidden=hidden, defaults=defaults, renamed=renamed)
+
+
+def _add_output_flags(parser: argparse.ArgumentParser, json_summary: bool = True) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    if json_summary:
+        parser.add_argument("--json", action="store_true", help="end with a JSON summary instead of the readable one")
 
 
 def _add_security_flags(parser: argparse.ArgumentParser, metavar: str, what: str) -> None:
@@ -159,12 +100,26 @@ def _security(args: argparse.Namespace) -> None:
         )
 
 
-def _config(args: argparse.Namespace, **defaults: Any) -> RunConfig:
-    base = load_toml(args.config) if args.config else RunConfig()
-    values = dataclasses.asdict(base)
-    values["device_overrides"] = {k: dataclasses.asdict(v) for k, v in base.device_overrides.items()}
+def _file_values(args: argparse.Namespace) -> dict[str, Any]:
+    return read_toml(args.config) if getattr(args, "config", None) else {}
+
+
+def _given(args: argparse.Namespace) -> dict[str, str]:
+    """Each run setting the user gave, by name: as the flag typed, or as the TOML file's key."""
+    return {**{k: f"config key '{k}'" for k in _file_values(args)}, **typed_flags(args)}
+
+
+def _config(
+    args: argparse.Namespace, defaults: Mapping[str, Any] | None = None, unset: Mapping[str, Any] | None = None
+) -> RunConfig:
+    """The run's configuration: the flags over the TOML file over RunConfig's defaults (`defaults`, the command's own,
+    replace those where no file is given; `unset`, where neither the file nor a flag gives the setting)."""
+    file = _file_values(args)
+    values: dict[str, Any] = dataclasses.asdict(RunConfig())
     if not args.config:
-        values.update(defaults)
+        values.update(defaults or {})
+    values.update(file)
+    values.update({k: v for k, v in (unset or {}).items() if k not in file})
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     for rate, schedule in (("up_mbps", "up_schedule"), ("down_mbps", "down_schedule")):
@@ -176,12 +131,7 @@ def _config(args: argparse.Namespace, **defaults: Any) -> RunConfig:
 
 def _resumed(args: argparse.Namespace) -> tuple[RunConfig, Checkpoint]:
     """The checkpoint in --resume DIR and its run's config, writing on into DIR; other run settings are refused."""
-    given = [flag for flag, dest, _ in _RUN_FLAGS if getattr(args, dest, None) is not None]
-    given += [
-        flag
-        for flag, dest in (("--download", "download"), ("--no-batchnorm", "batchnorm"))
-        if vars(args)[dest] is not None
-    ]
+    given = list(typed_flags(args).values())
     if args.config or given:
         raise ConfigError(
             f"--resume continues a run with the settings in its checkpoint; leave out {args.config or given[0]}"
@@ -192,16 +142,18 @@ def _resumed(args: argparse.Namespace) -> tuple[RunConfig, Checkpoint]:
     return dataclasses.replace(checkpoint.config, out=str(args.resume)), checkpoint
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pipelearn", description=__doc__)
+def _parser() -> _Parser:
+    parser = _Parser(prog="pipelearn", description=__doc__, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"pipelearn {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="train with a server and devices as local processes over loopback")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do, one of:")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, description=text, allow_abbrev=False)
+
+    run = command("run", "train with a server and devices as local processes over loopback")
     _add_config_flags(run)
-    plan = commands.add_parser(
-        "plan", help="profile the model and choose each device's split and micro-batch count (auto unless given)"
-    )
-    _add_config_flags(plan)
+    plan = command("plan", "profile the model and choose each device's split and micro-batch count (auto unless given)")
+    _add_config_flags(plan, leave_out=["out"])
     plan.add_argument("--profile-out", metavar="FILE", help="save the profile as JSON")
     plan.add_argument(
         "--calibrate",
@@ -213,39 +165,37 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--compare", metavar="RUN_DIR", help="a finished run's measured busy and idle times beside the prediction"
     )
-    server = commands.add_parser("server", help="serve a run to devices on other machines")
-    server.add_argument("--listen", required=True, metavar="HOST:PORT")
+    plan.add_argument("--json", action="store_true", help="the choice and the candidates as JSON instead of a table")
+    server = command("server", "serve a run to devices on other machines")
+    server.add_argument("--listen", required=True, metavar="HOST:PORT", help="the address and port devices dial")
     _add_security_flags(server, "DIR", "the directory `pipelearn credentials` wrote (mutual TLS)")
-    _add_config_flags(server)
-    for command in (run, server):
-        command.add_argument(
+    _add_config_flags(server, leave_out=["netns"])  # the namespaces are made by `pipelearn run`
+    for each in (run, server):
+        each.add_argument(
             "--resume",
             metavar="DIR",
             help="continue the run whose last checkpoint is in DIR (its output directory), with its settings",
         )
-    device = commands.add_parser("device", help="join a server as one device")
-    device.add_argument("--server", required=True, metavar="HOST:PORT")
-    device.add_argument("--id", type=int, help="this device's id, 0..devices-1 (default: the one its credentials name)")
+        _add_output_flags(each)
+    device = command("device", "join a server as one device")
+    device.add_argument("--server", required=True, metavar="HOST:PORT", help="the address of the run's server")
+    device.add_argument(
+        "--id", type=int, metavar="N", help="this device's id, 0..devices-1. Default: the one its credentials name."
+    )
     _add_security_flags(device, "FILE", "this device's device-N.pem (or the directory holding it, with --id)")
     device.add_argument(
         "--data-dir", metavar="DIR", help="where this device's data set lives; the server's plan has no say"
     )
     device.add_argument("--download", action="store_true", help="fetch missing data set files (needs a network)")
+    timeout: dict[str, Any] = {"dest": "timeout_s", "type": float, "default": 120.0, "metavar": "SECONDS"}
     device.add_argument(
-        "--timeout",
-        type=_float,
-        default=120.0,
-        metavar="SECONDS",
-        help="longest wait to reach the server and be admitted; then the device waits as long as the server is alive",
+        "--timeout-s",
+        **timeout,
+        help="longest wait to reach the server and be admitted; then the device waits as long as the server is "
+        "alive. Unit: seconds. Default: 120.",
     )
-    bench = commands.add_parser("bench", help="every mode on one workload under each network, with figures")
-    _add_config_flags(bench)
-    bench.add_argument("--quick", action="store_true", help="a small subset: VGG5 under 4g and wifi, one epoch")
-    bench.add_argument("--resume", action="store_true", help="keep the runs an interrupted bench finished")
-    bench.add_argument("--modes", nargs="+", metavar="MODE", help="only these modes (default: all four)")
-    add_accuracy_flags(bench)
-    report = commands.add_parser("report", help="draw the figures and tables of a recorded run or bench again")
-    report.add_argument("directory", metavar="DIR", help="a run's --out directory, or a bench's")
+    # the old spelling, which pipelearn.runtime.launch still passes: to warn (action=RenamedFlag) once it does not
+    device.add_argument("--timeout", **timeout, help=argparse.SUPPRESS)
     device.add_argument(
         "--model",
         metavar="NAME|MODULE:FUNCTION",
@@ -257,32 +207,61 @@ def _parser() -> argparse.ArgumentParser:
         help="this device's data set; needed, and the server's, where the run uses a data plug-in",
     )
     device.add_argument(
-        "--compute",
-        default="cpu",
-        metavar="auto|cpu|cuda|cuda:N|mps",
-        help="where this device trains (default: cpu)",
+        "--compute", default="cpu", metavar="auto|cpu|cuda|cuda:N|mps", help="where this device trains. Default: cpu."
     )
-    credentials = commands.add_parser(
-        "credentials", help="make a CA, a server certificate and one credential file per device, for mutual TLS"
+    for each in (run, server, device):
+        add_flags(each, LogSettings)
+    bench = command("bench", "every mode on one workload under each network, with figures")
+    _add_config_flags(
+        bench,
+        hidden=list(_BENCH_ALTERNATIVES),
+        defaults={
+            "samples_per_device": "500 for vgg5, 200 for resnet18 (--quick: 300); --accuracy: 2500",
+            "epochs": "2 (--quick: 1); --accuracy: 10",
+            "test_samples": "1000 for resnet18, else the whole split",
+            "eval_every": "0 for resnet18, else 1; --accuracy: 0",
+            "out": "runs/bench; --accuracy: runs/accuracy",
+        },
+    )
+    bench.add_argument("--quick", action="store_true", help="a small subset: VGG5 under 4g and wifi, one epoch")
+    bench.add_argument("--resume", action="store_true", help="keep the runs an interrupted bench finished")
+    bench.add_argument("--modes", nargs="+", metavar="MODE", help="only these modes. Default: all four.")
+    bench.add_argument("--models", nargs="+", metavar="MODEL", help="only these models (of the bench or the table)")
+    bench.add_argument("--networks", nargs="+", metavar="NETWORK", help="only these networks. Default: 4g, 4g+, wifi.")
+    bench.add_argument(
+        "--accuracy",
+        action="store_true",
+        help="Table 1: test accuracy of fl, sfl and pipelearn per data set and model (writes accuracy.json, .md)",
+    )
+    bench.add_argument("--datasets", nargs="+", metavar="DATASET", help="with --accuracy: only these data sets")
+    _add_output_flags(bench, json_summary=False)
+    report = command("report", "draw the figures and tables of a recorded run or bench again")
+    report.add_argument("directory", metavar="DIR", help="a run's --out directory, or a bench's")
+    credentials = command(
+        "credentials", "make a CA, a server certificate and one credential file per device, for mutual TLS"
     )
     credentials.add_argument("directory", metavar="DIR", help="a new directory to write them into")
-    credentials.add_argument("--devices", type=int, required=True, help="how many device credentials (ids 0..N-1)")
+    credentials.add_argument(
+        "--devices", type=int, required=True, metavar="N", help="how many device credentials (ids 0..N-1)"
+    )
     credentials.add_argument(
         "--host", action="append", default=[], metavar="NAME", help="a name devices dial the server by (repeatable)"
     )
     credentials.add_argument(
         "--ip", action="append", default=[], metavar="ADDR", help="an address devices dial the server at (repeatable)"
     )
-    credentials.add_argument("--days", type=int, default=365, help="how long the certificates are valid")
-    local = commands.add_parser("train-local", help="train the whole model in this one process (the baseline)")
-    _add_config_flags(local, only=_LOCAL_FLAGS)
-    local.add_argument(
-        "--samples",
-        dest="samples_per_device",
-        type=int,
-        default=None,
-        help="training samples to use (default: the whole training split)",
+    credentials.add_argument(
+        "--days", type=int, default=365, metavar="DAYS", help="how long the certificates are valid. Default: 365."
     )
+    local = command("train-local", "train the whole model in this one process (the baseline)")
+    _add_config_flags(
+        local,
+        only=_LOCAL_SETTINGS,
+        defaults={"samples_per_device": "the whole training split", "epochs": "3", "out": "runs/train-local"},
+        renamed={"--samples": "samples_per_device"},
+    )
+    _add_output_flags(local)
+    parser.commands = dict(commands.choices)
     return parser
 
 
@@ -302,6 +281,8 @@ def _summary(metrics: dict[str, Any]) -> str:
 
 
 def _accuracy_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    from pipelearn.metrics.rounds import best_accuracy
+
     shown: dict[str, Any] = {}
     if metrics.get("rounds"):
         shown["best_accuracy"] = best_accuracy(metrics)
@@ -325,115 +306,155 @@ def _rounded(value: Any) -> Any:
     return value
 
 
+def _refuse_for_bench(args: argparse.Namespace, given: Mapping[str, str]) -> None:
+    """Refuse each run setting given that the bench (or its accuracy table) would not honour, naming what to give."""
+    refused = dict(_BENCH_ALTERNATIVES)
+    if args.accuracy:  # the table refuses link rates itself (it trains over an unlimited link)
+        refused = {k: v for k, v in refused.items() if k not in _LINK_RATES} | _ACCURACY_ALTERNATIVES
+    for name, said in given.items():
+        if name in refused:
+            raise ConfigError(f"{said}: {refused[name]}")
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from pipelearn.bench.accuracy import WORKLOAD, accuracy_command, check_accuracy_flags
+    from pipelearn.bench.runner import BenchPlan, bench
+
+    given = _given(args)
+    _refuse_for_bench(args, given)
+    check_accuracy_flags(args)
+    if args.accuracy:
+        config = _config(args, WORKLOAD)
+        out = Path(config.out if "out" in given else "runs/accuracy")
+        log.info("%s", accuracy_command(args, config, out))
+        return
+    config = _config(args)
+    check_profile_in(config)
+    plan = (BenchPlan.quick() if args.quick else BenchPlan()).chosen(args.modes, args.models, args.networks)
+    out = Path(config.out if "out" in given else "runs/bench")
+    bench(config, plan.with_workload(config, given), out, resume=args.resume, progress=not args.quiet)
+    print(f"bench: table in {out}/bench.md, results in {out}/bench.json, figures in {out}/*.png")
+
+
+def _plan_config(args: argparse.Namespace) -> RunConfig:
+    """`pipelearn plan`'s configuration: the run's, 'auto' where neither the file nor a flag gives a run-wide split
+    or micro-batch count."""
+    return _config(args, unset={"split": "auto", "microbatches": "auto"})
+
+
+def _command(args: argparse.Namespace) -> tuple[dict[str, Any], RunConfig] | None:
+    """Carry out the command; the metrics and configuration of a training, which main summarises."""
+    if args.command == "credentials":
+        from pipelearn.transport.credentials import make_credentials
+
+        written = make_credentials(args.directory, args.devices, args.host, args.ip, args.days)
+        print("\n".join(str(p) for p in written))
+        log.info(
+            "give %s to `pipelearn server --credentials` and each device only its own device-N.pem; the CA's private "
+            "key was not kept",
+            args.directory,
+        )
+        return None
+    if args.command == "report":
+        from pipelearn.bench.report import report
+
+        for path in report(args.directory):
+            print(path)
+        return None
+    if args.command == "bench":
+        _bench(args)
+        return None
+    from pipelearn import api  # torch and grpc load here, not for --help
+
+    if args.command == "device":
+        _security(args)
+        from pipelearn.transport.credentials import load_device_credentials
+
+        key = load_device_credentials(args.credentials, args.id) if args.credentials else None
+        device = key.device if key is not None else args.id
+        if device is None:
+            raise ConfigError("pipelearn device --insecure needs --id, this device's id")
+        api.join(
+            args.server,
+            device,
+            model=args.model,
+            dataset=args.dataset,
+            compute=args.compute,
+            timeout_s=args.timeout_s,
+            credentials=key,
+            insecure=args.insecure,
+            data_dir=args.data_dir,
+            download=args.download,
+        )
+        return None
+    if args.command == "plan":
+        from pipelearn.planner.command import plan_command
+
+        config = _plan_config(args)
+        check_profile_in(config)  # plan reads the profile whatever is fixed
+        print(
+            plan_command(
+                config,
+                as_json=args.json,
+                profile_in=config.profile_in,
+                profile_out=args.profile_out,
+                compare=args.compare,
+                calibrate_from=args.calibrate,
+            )
+        )
+        return None
+    if args.command == "train-local":
+        config = _config(args, _LOCAL_DEFAULTS)
+        return api.train_local(config, progress=not args.quiet), config
+    config, resume = _resumed(args) if args.resume else (_config(args), None)
+    for warning in check_profile_in(config):
+        log.warning("%s", warning)
+    if args.command == "server":
+        if config.netns:
+            raise ConfigError("{0} is for `pipelearn run`, which makes the namespaces; drop it for a server", "netns")
+        _security(args)
+        from pipelearn.transport.credentials import load_server_credentials
+
+        tls = load_server_credentials(args.credentials) if args.credentials else None
+        metrics = api.serve(
+            config, args.listen, credentials=tls, insecure=tls is None, progress=not args.quiet, resume=resume
+        )
+    else:
+        metrics = api.run(config, progress=not args.quiet, resume=resume)
+    from pipelearn.bench.report import report_run
+
+    report_run(Path(config.out))
+    return metrics, config
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse(argv)
     try:
-        if args.command == "credentials":
-            from pipelearn.transport.credentials import make_credentials
-
-            written = make_credentials(args.directory, args.devices, args.host, args.ip, args.days)
-            print("\n".join(str(p) for p in written))
-            print(
-                f"pipelearn: give {args.directory} to `pipelearn server --credentials` and each device only its own "
-                "device-N.pem; the CA's private key was not kept",
-                file=sys.stderr,
-            )
-            return 0
-        if args.command == "report":
-            from pipelearn.bench.report import report
-
-            for path in report(args.directory):
-                print(path)
-            return 0
-        if args.command == "bench":
-            from pipelearn.bench.accuracy import WORKLOAD, accuracy_command, check_accuracy_flags
-            from pipelearn.bench.runner import BenchPlan, bench, parse_modes
-            from pipelearn.models import canonical_model_name
-
-            check_accuracy_flags(args)
-            if args.accuracy:
-                print(accuracy_command(args, _config(args, **WORKLOAD)))
-                return 0
-            plan = BenchPlan.quick() if args.quick else BenchPlan()
-            if args.modes:
-                plan = dataclasses.replace(plan, modes=parse_modes(args.modes))
-            if args.models:
-                plan = dataclasses.replace(plan, models=tuple(canonical_model_name(m) for m in args.models))
-            out = Path(args.out or "runs/bench")
-            bench(_config(args), plan, out, resume=args.resume, progress=not args.quiet)
-            print(f"bench: table in {out}/bench.md, results in {out}/bench.json, figures in {out}/*.png")
-            return 0
-        if args.command == "device":
-            _security(args)
-            from pipelearn.transport.credentials import load_device_credentials
-
-            key = load_device_credentials(args.credentials, args.id) if args.credentials else None
-            device = key.device if key is not None else args.id
-            if device is None:
-                raise ConfigError("pipelearn device --insecure needs --id, this device's id")
-            api.join(
-                args.server,
-                device,
-                model=args.model,
-                dataset=args.dataset,
-                compute=args.compute,
-                timeout_s=args.timeout,
-                credentials=key,
-                insecure=args.insecure,
-                data_dir=args.data_dir,
-                download=args.download,
-            )
-            return 0
-        if args.command == "plan":
-            from pipelearn.planner.command import plan_command
-
-            config = _config(args)  # the run-wide split and micro-batch count are the planner's unless given
-            config = dataclasses.replace(
-                config,
-                split="auto" if args.split is None else config.split,
-                microbatches="auto" if args.microbatches is None else config.microbatches,
-            )
-            print(
-                plan_command(
-                    config,
-                    as_json=args.json,
-                    profile_in=config.profile_in,
-                    profile_out=args.profile_out,
-                    compare=args.compare,
-                    calibrate_from=args.calibrate,
-                )
-            )
-            return 0
-        if args.command == "train-local":
-            config = _config(args, devices=1, samples_per_device=None, epochs=3, mode="fl", out="runs/train-local")
-            metrics = api.train_local(config, progress=not args.quiet)
-        elif args.command == "server":
-            config, resume = _resumed(args) if args.resume else (_config(args), None)
-            if config.netns:
-                raise ConfigError("netns is for `pipelearn run`, which makes the namespaces; drop it for a server")
-            _security(args)
-            from pipelearn.transport.credentials import load_server_credentials
-
-            tls = load_server_credentials(args.credentials) if args.credentials else None
-            metrics = api.serve(
-                config, args.listen, credentials=tls, insecure=tls is None, progress=not args.quiet, resume=resume
-            )
-        else:
-            config, resume = _resumed(args) if args.resume else (_config(args), None)
-            metrics = api.run(config, progress=not args.quiet, resume=resume)
-        if args.command != "train-local":
-            from pipelearn.bench.report import report_run
-
-            report_run(Path(config.out))
-    except (ConfigError, ValueError, OSError) as exc:
-        print(f"pipelearn: error: {exc}", file=sys.stderr)
+        setup_logging(getattr(args, "log_file", None))
+    except OSError as exc:
+        setup_logging()
+        log.error("--log-file %s: %s", args.log_file, exc.strerror or exc)
+        return 2
+    for warning in deprecations(args):
+        log.warning("%s", warning)
+    try:
+        done = _command(args)
+    except ConfigError as exc:
+        log.error("%s", exc.message(typed_flags(args)))
+        return 2
+    except (ValueError, OSError) as exc:
+        log.error("%s", exc)
         return 2
     except RuntimeError as exc:
-        print(f"pipelearn: failed: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 1
     except KeyboardInterrupt:
-        print("pipelearn: interrupted", file=sys.stderr)
+        log.info("interrupted")
         return 130
-    print(_summary(metrics) if args.json else summary(metrics, config.out))
+    if done is not None:
+        from pipelearn.metrics.summary import summary
+
+        metrics, config = done
+        print(_summary(metrics) if args.json else summary(metrics, config.out))
     return 0

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 import json
+import logging
 import math
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -24,8 +26,54 @@ COMPUTE_SETTING = r"auto|cpu|mps|cuda(:\d+)?"
 """What a compute setting (server_device, a device's --compute) may say."""
 
 
+log = logging.getLogger("pipelearn.config")
+
+
 class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the key and what to do."""
+    """A configuration value is wrong; the message names the key and what to do.
+
+    `keys` are the settings it is about: the message has {0}, {1}, ... where it names them, so that the command line
+    can name each as the flag the user typed (`message`); elsewhere each is named as a config key.
+    """
+
+    def __init__(self, message: str, *keys: str) -> None:
+        self.template, self.keys = message, keys
+        super().__init__(self.message())
+
+    def message(self, names: Mapping[str, str] | None = None) -> str:
+        """The message, each key named as `names` spells it (a flag the user typed), else as `config key 'KEY'`."""
+        if not self.keys:
+            return self.template
+        names = names or {}
+        return self.template.format(*(names.get(k) or f"config key '{k}'" for k in self.keys))
+
+
+def _shown(value: object) -> str:
+    """A value's repr, safe inside a ConfigError's message (whose braces name keys)."""
+    return repr(value).replace("{", "{{").replace("}", "}}")
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """' (did you mean X?)' for the known word closest to a misspelt one, or '' where none is close."""
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_keys(what: str, unknown: Sequence[str], known: Iterable[str], where: str = "") -> ConfigError:
+    """The error for unknown keys (`what`: 'config key', 'setting') `where` (' in TABLE'), each with the known key
+    closest to it."""
+    known = sorted(known)
+    hints = [f"'{k}'{did_you_mean(k, known)}" for k in unknown]
+    text = f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(hints)}{where}"
+    if not all(h.endswith("?)") for h in hints):
+        text += f"; known: {', '.join(known)}"
+    return ConfigError(text.replace("{", "{{").replace("}", "}}"))
+
+
+def _meta(*, unit: str = "", metavar: str = "", choices: Iterable[str] = ()) -> dict[str, Any]:
+    """A field's metadata: the unit of its value, the form of its flag's value, and the values it may take where its
+    type does not say (pipelearn.settings reads them)."""
+    return {"unit": unit, "metavar": metavar, "choices": tuple(choices)}
 
 
 @dataclass(frozen=True)
@@ -55,13 +103,18 @@ class DeviceOverride:
 
     network: str | None = None
     """A preset name from NETWORK_PRESETS."""
-    up_mbps: float | None = None
-    down_mbps: float | None = None
-    latency_ms: float | None = None
-    slowdown: float | None = None
-    """Device computation takes this many times its measured time."""
-    split: int | None = None
-    microbatches: int | None = None
+    up_mbps: float | None = field(default=None, metadata=_meta(unit="Mbit/s"))
+    """This device's uplink rate, as RunConfig.up_mbps."""
+    down_mbps: float | None = field(default=None, metadata=_meta(unit="Mbit/s"))
+    """This device's downlink rate, as RunConfig.down_mbps."""
+    latency_ms: float | None = field(default=None, metadata=_meta(unit="ms"))
+    """This device's one-way latency, as RunConfig.latency_ms."""
+    device_slowdown: float | None = field(default=None, metadata=_meta(unit="times"))
+    """Device computation takes this many times its measured time, as RunConfig.device_slowdown."""
+    split: int | Literal["auto"] | None = None
+    """This device's split point, as RunConfig.split."""
+    microbatches: int | Literal["auto"] | None = None
+    """This device's micro-batch count, as RunConfig.microbatches."""
     up_schedule: list[list[float]] | None = None
     """This device's uplink rate over time, as RunConfig.up_schedule; give it or up_mbps, not both."""
     down_schedule: list[list[float]] | None = None
@@ -70,113 +123,128 @@ class DeviceOverride:
 
 @dataclass
 class RunConfig:
-    """Everything one training run needs; every process of the run sees the same values."""
+    """Everything one training run needs; every process of the run sees the same values.
+
+    Each field's docstring is its one description: `pipelearn.settings` makes the command line's flags (the name
+    with dashes), their help and the README's flag table from the fields, their types, defaults and metadata.
+    """
 
     mode: Mode = "pipelearn"
     """fl, sl, sfl or pipelearn."""
-    model: str = "vgg5"
-    """A zoo model name (see pipelearn.models.MODEL_NAMES), or a plug-in MODULE:FUNCTION or FILE.py:FUNCTION
-    (a pipelearn.models.ModelFactory); every device must be started with the same plug-in."""
-    dataset: str = "mnist"
-    """A data set name (see pipelearn.data.DATASET_NAMES), or a plug-in MODULE:FUNCTION or FILE.py:FUNCTION
-    (a pipelearn.data.DatasetFactory); every device must be started with the same plug-in."""
-    synthetic_shape: tuple[int, int, int] = (1, 28, 28)
+    model: str = field(default="vgg5", metadata=_meta(metavar="NAME|MODULE:FUNCTION"))
+    """A zoo model (vgg5, vgg8, vgg11, vgg16, resnet18, resnet50, mobilenetv3-small, mobilenetv3-large), or a
+    plug-in MODULE:FUNCTION or FILE.py:FUNCTION (a pipelearn.models.ModelFactory); every device must be started with
+    the same plug-in."""
+    dataset: str = field(default="mnist", metadata=_meta(metavar="NAME|MODULE:FUNCTION"))
+    """A data set (mnist, fashion-mnist, cifar10, cifar100, svhn; idx: a directory of idx files; synthetic; saved: a
+    directory written by pipelearn.save_dataset), or a plug-in MODULE:FUNCTION or FILE.py:FUNCTION (a
+    pipelearn.data.DatasetFactory); every device must be started with the same plug-in."""
+    synthetic_shape: tuple[int, int, int] = field(default=(1, 28, 28), metadata=_meta(metavar="CxHxW"))
     """Sample shape (channels, height, width) of the synthetic data set; (3, 32, 32) is CIFAR's."""
-    data_dir: str | None = None
+    data_dir: str | None = field(default=None, metadata=_meta(metavar="DIR"))
     """Directory holding the data set's official files, where it needs one."""
     download: bool = False
     """Fetch the data set's official files (checksummed) when they are missing; needs a network."""
     batchnorm: bool = True
     """Whether the zoo model has BatchNorm layers."""
-    devices: int = 4
+    devices: int = field(default=4, metadata=_meta(metavar="N"))
     """Number of devices."""
-    network: str = "4g"
-    """Network preset for every device: 4g, 4g+, wifi or unlimited."""
-    up_mbps: float | None = None
-    """Uplink rate in Mbit/s; overrides the preset's."""
-    down_mbps: float | None = None
-    """Downlink rate in Mbit/s; overrides the preset's."""
-    latency_ms: float | None = None
+    network: str = field(default="4g", metadata=_meta(choices=NETWORK_PRESETS))
+    """Network preset for every device: 4g (10/25 Mbit/s up/down, 30 ms), 4g+ (20/60, 20 ms), wifi (50/50, 5 ms) or
+    unlimited."""
+    up_mbps: float | None = field(default=None, metadata=_meta(unit="Mbit/s", metavar="MBPS"))
+    """Uplink rate in Mbit/s (inf for unlimited); overrides the preset's."""
+    down_mbps: float | None = field(default=None, metadata=_meta(unit="Mbit/s", metavar="MBPS"))
+    """Downlink rate in Mbit/s (inf for unlimited); overrides the preset's."""
+    latency_ms: float | None = field(default=None, metadata=_meta(unit="ms", metavar="MS"))
     """One-way latency in ms; overrides the preset's."""
-    up_schedule: list[list[float]] | None = None
-    """Uplink rate over time for every device: [[seconds since training start, Mbit/s], ...], the first at 0 s;
-    overrides the preset's rate. Give it or up_mbps, not both."""
-    down_schedule: list[list[float]] | None = None
+    up_schedule: list[list[float]] | None = field(default=None, metadata=_meta(metavar="S:MBPS,..."))
+    """Uplink rate over time for every device: [[seconds since training start, Mbit/s], ...], the first at 0 s
+    (on the command line 0:10,30:2,60:10); overrides the preset's rate. Give it or up_mbps, not both."""
+    down_schedule: list[list[float]] | None = field(default=None, metadata=_meta(metavar="S:MBPS,..."))
     """Downlink rate over time for every device, as up_schedule. Give it or down_mbps, not both."""
     netns: bool = False
     """Run the server and every device as separate hosts in Linux network namespaces, each link's rates enforced
     by the kernel (tc); `pipelearn run` only, as root. The user-space links then add only the latency."""
-    device_slowdown: float = 4.0
+    device_slowdown: float = field(default=4.0, metadata=_meta(unit="times", metavar="K"))
     """Each device action takes this many times the CPU time its work needs here (devices are slower than servers);
     the device waits out the difference. Time lost to other processes on a shared machine is not multiplied."""
-    split: int | Literal["auto"] = 2
+    split: int | Literal["auto"] = field(default=2, metadata=_meta(unit="blocks", metavar="P|auto"))
     """Split point p: blocks 1..p run on the device; 'auto' lets the planner choose per device."""
-    microbatches: int | Literal["auto"] = 4
-    """Micro-batches per mini-batch in pipelearn mode (sfl and sl use 1, fl 1); 'auto' lets the planner choose."""
-    epochs: int = 2
+    microbatches: int | Literal["auto"] = field(default=4, metadata=_meta(metavar="N|auto"))
+    """Micro-batches per mini-batch in pipelearn mode (sfl and sl use 1, fl 1), at most batch_size; 'auto' lets the
+    planner choose."""
+    epochs: int = field(default=2, metadata=_meta(metavar="N"))
     """Passes over each device's data."""
-    batch_size: int = 100
-    """Mini-batch size on each device."""
-    samples_per_device: int | None = 1000
-    """Training samples per device, drawn from the training split; None uses the whole split."""
+    batch_size: int = field(default=100, metadata=_meta(unit="samples", metavar="SAMPLES"))
+    """Mini-batch size on each device, at most samples_per_device."""
+    samples_per_device: int | None = field(default=1000, metadata=_meta(unit="samples", metavar="SAMPLES"))
+    """Training samples per device, drawn from the training split; none uses the whole split."""
     partition: Literal["iid", "dirichlet"] = "iid"
-    """How samples are dealt to devices."""
-    dirichlet_alpha: float = 0.5
+    """How samples are dealt to devices: iid, or a non-IID dirichlet label split."""
+    dirichlet_alpha: float = field(default=0.5, metadata=_meta(metavar="ALPHA"))
     """Concentration of the non-IID label split; smaller is more skewed."""
-    aggregate_every: int | None = None
-    """FedAvg every this many iterations; None means once per epoch."""
-    lr: float = 0.01
-    momentum: float = 0.9
+    aggregate_every: int | None = field(default=None, metadata=_meta(unit="iterations", metavar="ITERATIONS"))
+    """FedAvg every this many iterations; none means once per epoch."""
+    lr: float = field(default=0.01, metadata=_meta(metavar="LR"))
+    """SGD learning rate."""
+    momentum: float = field(default=0.9, metadata=_meta(metavar="M"))
+    """SGD momentum."""
     optimizer_state: Literal["keep", "reset"] = "keep"
     """What SGD momentum does when FedAvg replaces a part's weights: "keep" applies the old momentum to the new
     weights (the paper's reference code builds each optimizer once); "reset" starts from none, as a fresh optimizer
     per round would (Flower's examples)."""
-    seed: int = 0
-    test_samples: int | None = None
-    """Evaluate on this many test samples; None uses the whole test split."""
-    eval_every: int = 1
+    seed: int = field(default=0, metadata=_meta(metavar="N"))
+    """Seed of the initial weights, of each device's samples and of their shuffling."""
+    test_samples: int | None = field(default=None, metadata=_meta(unit="samples", metavar="SAMPLES"))
+    """Evaluate on this many test samples, at most the test split's; none uses the whole test split."""
+    eval_every: int = field(default=1, metadata=_meta(unit="rounds", metavar="ROUNDS"))
     """Evaluate the global model after every this many aggregation rounds (and the last), beside training; 0: only
     the final model."""
-    eval_samples: int | None = None
-    """Evaluate each round's global model on this many test samples (seeded); None: as test_samples."""
-    target_accuracy: float | None = None
+    eval_samples: int | None = field(default=None, metadata=_meta(unit="samples", metavar="SAMPLES"))
+    """Evaluate each round's global model on this many test samples (seeded), at most test_samples; none: as
+    test_samples."""
+    target_accuracy: float | None = field(default=None, metadata=_meta(unit="fraction", metavar="A"))
     """Record the time and round at which the global model first reaches this test accuracy (a fraction)."""
     stop_at_target: bool = False
     """End the run at the first aggregation after the global model has reached target_accuracy."""
-    threads: int = 1
+    threads: int = field(default=1, metadata=_meta(metavar="N"))
     """torch threads per process; 1 keeps processes from starving each other on few cores."""
-    host_cores: float | Literal["auto", "off"] = "auto"
+    host_cores: float | Literal["auto", "off"] = field(
+        default="auto", metadata=_meta(unit="cores", metavar="N|auto|off")
+    )
     """CPU cores that the server and every device share, for the planner's predictions: what compute at once
     shares them. 'auto': this machine's usable cores, as `pipelearn run` starts every process here ('off' for
     `pipelearn server`, whose devices are elsewhere); 'off': each on hardware of its own; or a number of cores."""
-    profile_in: str | None = None
+    profile_in: str | None = field(default=None, metadata=_meta(metavar="FILE"))
     """A saved profile (`pipelearn plan --profile-out FILE`, calibrated or not) that the planner chooses every
     `auto` from, instead of profiling the model as the run starts."""
-    timeout_s: float = 120.0
+    timeout_s: float = field(default=120.0, metadata=_meta(unit="seconds", metavar="SECONDS"))
     """Least time a device gets to show progress towards its next scheduled message, and the limit for joining and
     loading data. Its deadline is longer where the plan and its pace so far expect longer (see
     pipelearn.transport.liveness); past it the server warns, late by as much again it drops the device. Raise it for
     first steps longer than this: nothing is measured before them."""
-    heartbeat_s: float = 1.0
+    heartbeat_s: float = field(default=1.0, metadata=_meta(unit="seconds", metavar="SECONDS"))
     """Seconds between the heartbeats each side sends the other: alive, and how far along (not training traffic)."""
-    liveness_s: float = 10.0
+    liveness_s: float = field(default=10.0, metadata=_meta(unit="seconds", metavar="SECONDS"))
     """A peer from which nothing arrives, not even a heartbeat, for this long is dead: the server drops such a
     device, and a device gives up on such a server. Heartbeats pass what an emulated link is pacing, but not a
     message already crossing a real network: there, keep it above the time the largest message takes to cross."""
-    compress: str = "none"
+    compress: str = field(default="none", metadata=_meta(metavar="none|fp16|bf16|int8|topk:R"))
     """Compression of every tensor sent, both ways: none, fp16, bf16, int8 or topk:R (keep the largest fraction R)."""
-    compress_up: str | None = None
-    """Compression of what devices send (activations, weights); overrides compress."""
-    compress_down: str | None = None
-    """Compression of what the server sends (gradients, weights); overrides compress."""
-    server_device: str = "auto"
+    compress_up: str | None = field(default=None, metadata=_meta(metavar="CODEC"))
+    """Compression of what devices send (activations, weights), as compress; overrides compress."""
+    compress_down: str | None = field(default=None, metadata=_meta(metavar="CODEC"))
+    """Compression of what the server sends (gradients, weights), as compress; overrides compress."""
+    server_device: str = field(default="auto", metadata=_meta(metavar="auto|cpu|cuda|cuda:N|mps"))
     """Where the server trains its parts: auto (a GPU where torch sees one, else the CPU), cpu, cuda, cuda:N or mps."""
     server_amp: Literal["off", "bf16"] = "off"
     """Mixed precision of the server's forward passes: off, or bf16 (torch.autocast) where the hardware has it."""
-    out: str = "runs/latest"
+    out: str = field(default="runs/latest", metadata=_meta(metavar="DIR"))
     """Output directory for metrics.json, trace.json and model.safetensors."""
     device_overrides: dict[int, DeviceOverride] = field(default_factory=dict)
-    """Per-device settings, keyed by device id."""
+    """Per-device settings, keyed by device id: TOML tables [device_overrides.N] of network, up_mbps, down_mbps,
+    latency_ms, device_slowdown, split, microbatches, up_schedule and down_schedule."""
 
     def link(self, device: int) -> Link:
         """The network of one device at training start, overrides applied (`rates` gives the rates over time)."""
@@ -202,7 +270,7 @@ class RunConfig:
 
     def slowdown(self, device: int) -> float:
         """The compute slowdown factor of one device."""
-        return _first(self.device_overrides.get(device, DeviceOverride()).slowdown, self.device_slowdown)
+        return _first(self.device_overrides.get(device, DeviceOverride()).device_slowdown, self.device_slowdown)
 
     def requested_split(self, device: int) -> int | Literal["auto"]:
         """The split point asked for one device, 'auto' included; the run plan resolves it (pipelearn.plan)."""
@@ -233,19 +301,66 @@ class RunConfig:
             for name, (ok, expected) in _OVERRIDE_RULES.items():
                 value = getattr(override, name)
                 _check(value is None or ok(value), f"device_overrides.{device}.{name}", value, expected)
-        for level, where in [(self, ""), *((o, f"device_overrides.{d}.") for d, o in self.device_overrides.items())]:
+        levels: list[tuple[RunConfig | DeviceOverride, str]] = [
+            (self, ""),
+            *((o, f"device_overrides.{d}.") for d, o in self.device_overrides.items()),
+        ]
+        for level, where in levels:
             for direction in ("up", "down"):
                 if None not in (getattr(level, f"{direction}_schedule"), getattr(level, f"{direction}_mbps")):
                     raise ConfigError(
-                        f"config keys '{where}{direction}_schedule' and '{where}{direction}_mbps' are both given; "
-                        f"give one (a fixed rate is a schedule of one step: [[0, MBPS]])"
+                        "{0} and {1} are both given; give one (a fixed rate is a schedule of one step: [[0, MBPS]])",
+                        f"{where}{direction}_schedule",
+                        f"{where}{direction}_mbps",
                     )
         if self.stop_at_target:
-            _check(self.target_accuracy is not None, "target_accuracy", None, "a fraction when stop_at_target is set")
-            _check(self.eval_every >= 1, "eval_every", 0, "1 or more when stop_at_target is set")
+            _check(
+                self.target_accuracy is not None,
+                "target_accuracy",
+                None,
+                "a fraction when {1} is set",
+                "stop_at_target",
+            )
+            _check(self.eval_every >= 1, "eval_every", 0, "1 or more when {1} is set", "stop_at_target")
             _check(self.mode != "sl", "stop_at_target", True, "false in sl, which has no aggregation rounds")
-        _check(self.liveness_s >= 2 * self.heartbeat_s, "liveness_s", self.liveness_s, _RULES["liveness_s"][1])
+        _check(
+            self.liveness_s >= 2 * self.heartbeat_s,
+            "liveness_s",
+            self.liveness_s,
+            f"at least twice {{1}} ({self.heartbeat_s:g})",
+            "heartbeat_s",
+        )
+        self._check_counts(levels)
         return self
+
+    def _check_counts(self, levels: list[tuple[RunConfig | DeviceOverride, str]]) -> None:
+        """Refuse counts that the run would cap silently: more micro-batches than samples in a mini-batch, a
+        mini-batch larger than a device's samples, more samples a round evaluated than are tested."""
+        batch = self.batch_size
+        if self.mode == "pipelearn":
+            for level, where in levels:
+                micro = level.microbatches
+                if _whole(micro) and micro > batch:  # type: ignore[operator]
+                    raise ConfigError(
+                        f"{{0}} is {micro}, more than {{1}} {batch}: a mini-batch of {batch} samples is cut into at "
+                        f"most {batch} micro-batches; give at most {batch}, or raise {{1}}",
+                        f"{where}microbatches",
+                        "batch_size",
+                    )
+        if self.samples_per_device is not None and self.samples_per_device < batch:
+            raise ConfigError(
+                f"{{0}} is {batch}, more than {{1}} {self.samples_per_device}: every mini-batch would be a device's "
+                f"{self.samples_per_device} samples; give at most {self.samples_per_device}, or raise {{1}}",
+                "batch_size",
+                "samples_per_device",
+            )
+        if None not in (self.eval_samples, self.test_samples) and self.eval_samples > self.test_samples:  # type: ignore[operator]
+            raise ConfigError(
+                f"{{0}} is {self.eval_samples}, more than {{1}} {self.test_samples}: a round is evaluated on at most "
+                "the samples the final model is tested on; lower {0}, or raise {1}",
+                "eval_samples",
+                "test_samples",
+            )
 
     def to_json(self) -> str:
         """Serialise for the wire (JSON, never pickle)."""
@@ -393,7 +508,7 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     ),
     "server_amp": (lambda v: v in ("off", "bf16"), "off or bf16"),
     "heartbeat_s": (_rate, "a number above 0"),
-    "liveness_s": (_rate, "a number above 0, at least twice heartbeat_s"),
+    "liveness_s": (_rate, "a number above 0"),
     "out": (_string, "a directory"),
 }
 """What each RunConfig key must be, and how to say so."""
@@ -403,7 +518,7 @@ _OVERRIDE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "up_mbps": (_rate, "above 0 (inf for unlimited)"),
     "down_mbps": (_rate, "above 0 (inf for unlimited)"),
     "latency_ms": (_at_least(0, whole=False), "0 or more"),
-    "slowdown": _RULES["device_slowdown"],
+    "device_slowdown": _RULES["device_slowdown"],
     "split": _RULES["split"],
     "microbatches": _RULES["microbatches"],
     "up_schedule": (_schedule, _SCHEDULE),
@@ -412,45 +527,133 @@ _OVERRIDE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
 """What each per-device override must be when given."""
 
 
-def _check(ok: bool, key: str, value: object, expected: str) -> None:
+def _check(ok: bool, key: str, value: object, expected: str, *others: str) -> None:
+    """Unless `ok`, refuse `key`'s value; `expected` may name the `others` keys as {1}, {2}, ..."""
     if not ok:
-        raise ConfigError(f"config key '{key}' is {value!r}; expected {expected}")
+        raise ConfigError(f"{{0}} is {_shown(value)}; expected {expected}", key, *others)
+
+
+_RENAMED_OVERRIDE_KEYS = {"slowdown": "device_slowdown"}
+"""Old per-device keys, still read (with a warning), and their names now."""
 
 
 def from_mapping(data: dict[str, Any]) -> RunConfig:
     """Build a RunConfig from a mapping (TOML or JSON), refusing unknown keys by name."""
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(data) - known)
+    known = [f.name for f in dataclasses.fields(RunConfig)]
+    unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        raise unknown_keys("config key", unknown, known)
     values = dict(data)
     if isinstance(values.get("synthetic_shape"), list):  # TOML and JSON have lists, not tuples
         values["synthetic_shape"] = tuple(values["synthetic_shape"])
     overrides = values.pop("device_overrides", {}) or {}
-    fields = {f.name for f in dataclasses.fields(DeviceOverride)}
+    fields = [f.name for f in dataclasses.fields(DeviceOverride)]
     parsed: dict[int, DeviceOverride] = {}
     if not isinstance(overrides, dict):
-        raise ConfigError(f"config key 'device_overrides' is {overrides!r}; expected tables keyed by device id")
+        raise ConfigError(f"{{0}} is {_shown(overrides)}; expected tables keyed by device id", "device_overrides")
+    renamed: dict[str, list[str]] = {}
     for key, spec in overrides.items():
         if not isinstance(spec, dict):
-            raise ConfigError(f"config key 'device_overrides.{key}' is {spec!r}; expected a table of settings")
-        bad = sorted(set(spec) - fields)
+            raise ConfigError(f"{{0}} is {_shown(spec)}; expected a table of settings", f"device_overrides.{key}")
+        spec = dict(spec)
+        for old, new in _RENAMED_OVERRIDE_KEYS.items():
+            if old in spec:
+                if new in spec:
+                    raise ConfigError(
+                        f"device_overrides.{key} gives both '{old}' and '{new}'; keep only '{new}' (its name now)"
+                    )
+                spec[new] = spec.pop(old)
+                renamed.setdefault(old, []).append(str(key))
+        bad = sorted(set(spec) - set(fields))
         if bad:
-            raise ConfigError(f"unknown key(s) {', '.join(bad)} in device_overrides.{key}; known: {sorted(fields)}")
+            raise unknown_keys("config key", bad, fields, where=f" in device_overrides.{key}")
         try:
             parsed[int(key)] = DeviceOverride(**spec)
         except ValueError as exc:
             raise ConfigError(f"device_overrides key {key!r} is not a device id") from exc
+    for old, devices in renamed.items():
+        log.warning(
+            "device_overrides.%s: the key '%s' is now '%s', as the run-wide key; rename it (the old name will go)",
+            ", ".join(devices),
+            old,
+            _RENAMED_OVERRIDE_KEYS[old],
+        )
     return RunConfig(**values, device_overrides=parsed).validate()
 
 
-def load_toml(path: str | Path) -> RunConfig:
-    """Load a RunConfig from a TOML file; per-device tables go under [device_overrides.N]."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The settings a TOML file gives, as written (`from_mapping` checks them)."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    return from_mapping(data)
+
+
+def load_toml(path: str | Path) -> RunConfig:
+    """Load a RunConfig from a TOML file; per-device tables go under [device_overrides.N]."""
+    return from_mapping(read_toml(path))
+
+
+def chooses_plan(config: RunConfig) -> bool:
+    """Whether the planner chooses anything for this run: a split (but in fl) or a micro-batch count (pipelearn)."""
+    return any(
+        (config.mode != "fl" and config.requested_split(d) == "auto")
+        or (config.mode == "pipelearn" and config.requested_microbatches(d) == "auto")
+        for d in range(config.devices)
+    )
+
+
+def check_profile_in(config: RunConfig) -> list[str]:
+    """Refuse a profile_in that is no file; call it where the profile is read (the server, `pipelearn plan`), not in
+    `validate`: devices are sent the setting but not the file. Returns a warning where no planning reads it."""
+    if config.profile_in is None:
+        return []
+    if not Path(config.profile_in).is_file():
+        raise ConfigError(
+            f"{{0}} is {_shown(config.profile_in)}, which is no file; save one with "
+            "`pipelearn plan --profile-out FILE`, or leave it out to profile the model as the run starts",
+            "profile_in",
+        )
+    if not chooses_plan(config):
+        return [
+            f"profile_in {config.profile_in} is not read: every split and micro-batch count is fixed; "
+            "give split or microbatches 'auto' to plan from it"
+        ]
+    return []
+
+
+def check_sizes(config: RunConfig, test_size: int, device_samples: Sequence[int]) -> list[str]:
+    """What the data set's sizes make of the configuration: a ConfigError where it asks for more test samples than
+    the test split has (`test_size`), else one-line warnings where a device's samples (`device_samples`) cap its
+    mini-batches or micro-batches."""
+    for key in ("test_samples", "eval_samples"):
+        wanted = getattr(config, key)
+        if wanted is not None and wanted > test_size:
+            raise ConfigError(
+                f"{{0}} is {wanted}, more than the {test_size} samples of {config.dataset}'s test split; give at most "
+                f"{test_size}, or leave it out for the whole split",
+                key,
+            )
+    warnings = []
+    short = {d: n for d, n in enumerate(device_samples) if n < config.batch_size}
+    if short:
+        held = ", ".join(f"device {d} {n}" for d, n in short.items())
+        warnings.append(
+            f"fewer training samples than batch_size {config.batch_size} ({held}): those devices' mini-batches are "
+            "all their samples"
+        )
+    if config.mode == "pipelearn":
+        capped = {}
+        for d, n in enumerate(device_samples):
+            micro = config.requested_microbatches(d)
+            if _whole(micro) and micro > min(n, config.batch_size):  # type: ignore[operator]
+                capped[d] = (micro, min(n, config.batch_size))
+        if capped:
+            shown = ", ".join(f"device {d} {m} into {b}" for d, (m, b) in capped.items())
+            warnings.append(
+                f"more micro-batches than samples in a mini-batch ({shown}): each micro-batch has at least one sample"
+            )
+    return warnings

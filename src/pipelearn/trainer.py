@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,13 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from pipelearn.config import RunConfig
+from pipelearn.config import RunConfig, check_sizes
 from pipelearn.data.dealing import DeviceBatches, device_indices, load_data
 from pipelearn.events import now
 from pipelearn.models.parts import make_model
 from pipelearn.training import evaluate, make_optimizer, scaled_loss
+
+log = logging.getLogger("pipelearn.trainer")
 
 
 def train_local(config: RunConfig, progress: bool = True) -> dict[str, Any]:
@@ -23,6 +26,8 @@ def train_local(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     train = load_data(config, "train")
     test = load_data(config, "test")
     indices = device_indices(config, train, 0)
+    for warning in check_sizes(config, len(test), [len(indices)]):  # raises where the test split is too small
+        log.warning("%s", warning)
     model = make_model(config, train.input_shape, train.num_classes).train()
     optimizer = make_optimizer(model, config)
     assert optimizer is not None

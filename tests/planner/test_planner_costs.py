@@ -41,7 +41,7 @@ def test_tables_sum_blocks_on_each_side_of_the_split(profile):
 
 
 def test_action_costs_apply_slowdown_and_links(profile):
-    config = RunConfig(devices=2, network="4g", batch_size=8, device_overrides={1: DeviceOverride(slowdown=3.0)})
+    config = RunConfig(devices=2, network="4g", batch_size=8, device_overrides={1: DeviceOverride(device_slowdown=3.0)})
     setups = fixed_setups(config.validate(), [2, 2], [2, 2])
     schedule = build_schedule("pipelearn", [DevicePlan(8, 2, 2)] * 2, batch_size=8, epochs=1)
     costs = CostModel(profile(), batch_size=8, devices=2)
@@ -165,7 +165,7 @@ def test_sending_weights_pays_safetensors_fixed_cost_per_tensor(profile):
 
 
 def test_a_calibration_turns_every_computation_into_its_line_and_leaves_transfers(profile):
-    config = RunConfig(devices=2, network="4g", batch_size=8, device_overrides={1: DeviceOverride(slowdown=3.0)})
+    config = RunConfig(devices=2, network="4g", batch_size=8, device_overrides={1: DeviceOverride(device_slowdown=3.0)})
     setups = fixed_setups(config.validate(), [2, 2], [2, 2])
     schedule = build_schedule("pipelearn", [DevicePlan(8, 2, 2)] * 2, batch_size=8, epochs=1)
     measured = profile(fixed=1e-4)

@@ -10,7 +10,7 @@ from pipelearn.planner.costs import CostModel
 from pipelearn.planner.predict import run_simulation
 from pipelearn.planner.search import plan_run
 
-_LARGE = {d: DeviceOverride(slowdown=float(1 + d % 7), up_mbps=float(5 + d % 11)) for d in range(40)}
+_LARGE = {d: DeviceOverride(device_slowdown=float(1 + d % 7), up_mbps=float(5 + d % 11)) for d in range(40)}
 _LARGE_SPLITS = [4, 4, 4, 4, 4, 3, 3] * 5 + [4, 4, 4, 4, 4]
 _LARGE_COUNTS = [int(c) for c in "1111112111112211111121111122111112211111"]
 
@@ -23,7 +23,10 @@ CASES: dict[str, tuple[dict[str, object], list[int], list[int], float, float]] =
     "heterogeneous": (
         {
             "devices": 3,
-            "device_overrides": {1: DeviceOverride(slowdown=20.0), 2: DeviceOverride(network="4g", microbatches=2)},
+            "device_overrides": {
+                1: DeviceOverride(device_slowdown=20.0),
+                2: DeviceOverride(network="4g", microbatches=2),
+            },
         },
         [4, 1, 4],
         [1, 4, 2],

@@ -107,7 +107,7 @@ def test_search_equals_brute_force_by_simulation(model, profile, mode):
 
 @pytest.mark.parametrize(
     "overrides",
-    [{1: DeviceOverride(slowdown=8.0, up_mbps=3.0)}, {1: DeviceOverride(network="4g")}],
+    [{1: DeviceOverride(device_slowdown=8.0, up_mbps=3.0)}, {1: DeviceOverride(network="4g")}],
     ids=["slow-device", "slow-link"],
 )
 def test_search_equals_brute_force_by_simulation_for_a_heterogeneous_pair(model, profile, overrides):
@@ -130,7 +130,7 @@ def test_a_heterogeneous_fleet_gets_a_plan_per_device(model, profile):
         devices=3,
         split="auto",
         microbatches="auto",
-        device_overrides={1: DeviceOverride(slowdown=20.0), 2: DeviceOverride(network="4g", microbatches=2)},
+        device_overrides={1: DeviceOverride(device_slowdown=20.0), 2: DeviceOverride(network="4g", microbatches=2)},
     )
     planned = plan_run(config, model, SHAPE, profile())
     plan = planned.plan
@@ -143,7 +143,7 @@ def test_a_heterogeneous_fleet_gets_a_plan_per_device(model, profile):
 
 
 def test_large_fleets_are_estimated_and_fixed_values_hold(model, profile):
-    overrides = {d: DeviceOverride(slowdown=float(1 + d % 7), up_mbps=float(5 + d % 11)) for d in range(300)}
+    overrides = {d: DeviceOverride(device_slowdown=float(1 + d % 7), up_mbps=float(5 + d % 11)) for d in range(300)}
     overrides[0] = DeviceOverride(split=1, microbatches=3)
     config = _config(devices=300, split="auto", microbatches="auto", samples_per_device=800, device_overrides=overrides)
     planned = plan_run(config, model, SHAPE, profile())
@@ -157,7 +157,7 @@ def test_modes_plan_only_what_they_have(model, profile):
     assert fl.plan.splits == [4] and fl.plan.microbatches == [1]
     sl = plan_run(_config(mode="sl", devices=3, split="auto", microbatches="auto"), model, SHAPE, profile())
     assert len(set(sl.plan.splits)) == 1 and sl.plan.microbatches == [1, 1, 1]
-    uneven = {1: DeviceOverride(slowdown=20.0), 2: DeviceOverride(up_mbps=0.5)}  # each alone would split elsewhere
+    uneven = {1: DeviceOverride(device_slowdown=20.0), 2: DeviceOverride(up_mbps=0.5)}  # each would split elsewhere
     sl = plan_run(_config(mode="sl", devices=3, split="auto", device_overrides=uneven), model, SHAPE, profile())
     assert len(set(sl.plan.splits)) == 1 and all(c.splits == (c.splits[0],) * 3 for c in sl.candidates)
     sfl = plan_run(_config(mode="sfl", split="auto"), model, SHAPE, profile())

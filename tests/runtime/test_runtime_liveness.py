@@ -99,7 +99,7 @@ def test_an_fl_device_computing_for_many_timeouts_between_messages_finishes(smal
     config = small_config(
         **shape,
         device_slowdown=_slowdown_for(small_config(**shape), 0.2),
-        device_overrides={0: DeviceOverride(slowdown=1.0)},
+        device_overrides={0: DeviceOverride(device_slowdown=1.0)},
         timeout_s=1.0,
         heartbeat_s=0.2,
         liveness_s=2.0,

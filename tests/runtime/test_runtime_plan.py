@@ -15,7 +15,7 @@ def test_auto_plans_then_trains_and_records_the_plan(small_config):
         split="auto",
         microbatches="auto",
         network="wifi",
-        device_overrides={1: DeviceOverride(slowdown=3.0, split=1)},
+        device_overrides={1: DeviceOverride(device_slowdown=3.0, split=1)},
     )
     metrics = run_local(config, progress=False)
     assert metrics["failed_devices"] == []

@@ -285,19 +285,8 @@ def _finished(cell: dict[str, Any], metrics: dict[str, Any], wall_s: float | Non
     }
 
 
-def add_accuracy_flags(bench: argparse.ArgumentParser) -> None:
-    """The flags of `pipelearn bench --accuracy`."""
-    bench.add_argument(
-        "--accuracy",
-        action="store_true",
-        help="Table 1: test accuracy of fl, sfl and pipelearn per data set and model (writes accuracy.json, .md)",
-    )
-    bench.add_argument("--models", nargs="+", metavar="MODEL", help="only these models (of the bench or the table)")
-    bench.add_argument("--datasets", nargs="+", metavar="DATASET", help="with --accuracy: only these data sets")
-
-
-def accuracy_command(args: argparse.Namespace, base: RunConfig) -> str:
-    """Run `pipelearn bench --accuracy` from parsed flags and the workload; return where the results are."""
+def accuracy_command(args: argparse.Namespace, base: RunConfig, out: Path) -> str:
+    """Run `pipelearn bench --accuracy` from parsed flags and the workload into `out`; return where the results are."""
     if args.quick:
         raise ConfigError("--quick is for the timing bench; for a small accuracy table name --models, --datasets, "
                           "--epochs and --samples-per-device")  # fmt: skip
@@ -308,13 +297,16 @@ def accuracy_command(args: argparse.Namespace, base: RunConfig) -> str:
             f"leave out {given[0]}"
         )
     table = Table.chosen(args.datasets, args.models, args.modes)
-    out = Path(args.out or "runs/accuracy")
     accuracy_bench(base, table, out, resume=args.resume, progress=not args.quiet)
     return f"accuracy: Table 1 in {out}/accuracy.md, results in {out}/accuracy.json, runs in {out}/runs/"
 
 
 def check_accuracy_flags(args: argparse.Namespace) -> None:
-    """Refuse the accuracy table's own flags on the timing bench."""
-    for flag in ("datasets",):
-        if getattr(args, flag, None) is not None and not args.accuracy:
-            raise ConfigError(f"--{flag} chooses cells of the accuracy table: add --accuracy, or leave it out")
+    """Refuse the accuracy table's own flags on the timing bench, and the timing bench's on the table."""
+    if args.datasets is not None and not args.accuracy:
+        raise ConfigError("--datasets chooses cells of the accuracy table: add --accuracy, or leave it out")
+    if args.networks is not None and args.accuracy:
+        raise ConfigError(
+            f"--networks: the accuracy table plans under {', '.join(NETWORKS)} and trains over an unlimited link; "
+            "leave it out"
+        )

@@ -6,13 +6,13 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipelearn.bench.speedup_map import speedup_map
-from pipelearn.config import NETWORK_PRESETS, RunConfig
+from pipelearn.config import NETWORK_PRESETS, ConfigError, RunConfig
 from pipelearn.planner.resolve import at_best_plan
 
 BENCH_MODES = ("fl", "sl", "sfl", "pipelearn")
@@ -43,6 +43,39 @@ class BenchPlan:
             samples_per_device={"vgg5": 300},
             epochs=1,
         )
+
+    def chosen(
+        self,
+        modes: Sequence[str] | None = None,
+        models: Sequence[str] | None = None,
+        networks: Sequence[str] | None = None,
+    ) -> BenchPlan:
+        """This plan with only the modes, models and networks named (`--modes`, `--models`, `--networks`), checked."""
+        from pipelearn.models import canonical_model_name
+
+        changes: dict[str, Any] = {}
+        if modes:
+            changes["modes"] = parse_modes(modes)
+        if models:
+            changes["models"] = tuple(dict.fromkeys(canonical_model_name(m) for m in models))
+        if networks:
+            bad = [n for n in networks if n not in NETWORK_PRESETS]
+            if bad:
+                raise ConfigError(f"--networks: unknown network(s) {', '.join(bad)}; expected some of "
+                                  f"{', '.join(NETWORK_PRESETS)}")  # fmt: skip
+            changes["networks"] = tuple(dict.fromkeys(networks))
+        return dataclasses.replace(self, **changes)
+
+    def with_workload(self, config: RunConfig, given: Collection[str]) -> BenchPlan:
+        """This plan with the workload settings the user gave (flags or a TOML file, `given`) for every model, in
+        place of the plan's own per-model sizes."""
+        changes: dict[str, Any] = {}
+        for name in ("samples_per_device", "test_samples", "eval_every"):
+            if name in given:
+                changes[name] = {}  # an empty per-model table: every run takes the workload's value
+        if "epochs" in given:
+            changes["epochs"] = config.epochs
+        return dataclasses.replace(self, **changes)
 
 
 def run_config(base: RunConfig, model: str, network: str, mode: str, plan: BenchPlan, out: Path) -> RunConfig:
@@ -121,7 +154,9 @@ def bench(base: RunConfig, plan: BenchPlan, out: Path, resume: bool = False, pro
     for model in plan.models:
         say(progress, f"predicting the speed-up map of {model} from a profile of the model ...")
         result["maps"][model] = speedup_map(
-            dataclasses.replace(base, model=model, samples_per_device=plan.samples_per_device.get(model)),
+            dataclasses.replace(
+                base, model=model, samples_per_device=plan.samples_per_device.get(model, base.samples_per_device)
+            ),
             measured_points(rows, model, base.device_slowdown),
         )
         (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -219,5 +254,5 @@ def parse_modes(names: Sequence[str]) -> tuple[str, ...]:
     """Modes named on the command line, checked."""
     bad = [n for n in names if n not in BENCH_MODES]
     if bad:
-        raise ValueError(f"unknown mode(s) {', '.join(bad)}; expected some of {', '.join(BENCH_MODES)}")
+        raise ConfigError(f"--modes: unknown mode(s) {', '.join(bad)}; expected some of {', '.join(BENCH_MODES)}")
     return tuple(names)

@@ -158,10 +158,11 @@ def load_device_credentials(path: str | Path, device: int | None = None) -> Devi
             raise CredentialsError(f"{path} is a directory: give --id to pick device-N.pem from it")
         path = device_file(path, device)
     data = _read(path)
-    _warn_if_readable(path)
     blocks: dict[bytes, list[bytes]] = {b"CERTIFICATE": [], b"PRIVATE KEY": []}
     for match in _PEM_BLOCK.finditer(data):
         blocks.setdefault(match.group(1), []).append(match.group(0))
+    if blocks[b"PRIVATE KEY"]:  # a CA file given by mistake holds none: it is refused below, not warned of
+        _warn_if_readable(path)
     try:
         certs = [(x509.load_pem_x509_certificate(b), b) for b in blocks[b"CERTIFICATE"]]
     except ValueError as exc:
