@@ -287,7 +287,7 @@ def test_a_device_takes_a_sane_plan_and_the_plan_carries_no_server_paths() -> No
         ({"model": "evilnet"}, "unknown model 'evilnet'"),
         ({"dataset": "/etc/passwd"}, "unknown data set"),
         ({"devices": 2}, "leaves out this device 2"),
-        ({"batch_size": PLAN_LIMITS["batch_size"] + 1}, "past this device's limit"),
+        ({"batch_size": PLAN_LIMITS["batch_size"] + 1, "samples_per_device": None}, "past this device's limit"),
         ({"epochs": PLAN_LIMITS["epochs"] + 1}, "past this device's limit"),
         ({"device_slowdown": 1e9}, "past this device's limit"),
         ({"devices": -1}, "not a valid configuration"),

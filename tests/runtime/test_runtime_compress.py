@@ -46,9 +46,10 @@ def test_a_compressed_run_trains_and_records_raw_and_wire_bytes(small_config, mo
         assert flow["codec"] == codec and all(d["codec"] == codec for d in per_device)
         assert flow["raw_bytes"] == sum(d["raw_bytes"] for d in per_device) > 0
         assert flow["wire_bytes"] == sum(d["wire_bytes"] for d in per_device) > 0
-        # the links carried the compressed tensors plus the envelopes' few bytes
+        # the links carried the compressed tensors plus the envelopes and, up, the timeline each round's weights
+        # carry (about 1% here): far less than the raw tensors would have been
         link = metrics[f"bytes_{direction}"]
-        assert flow["wire_bytes"] < link < flow["wire_bytes"] * 1.01 + 5000
+        assert flow["wire_bytes"] < link < flow["wire_bytes"] * 1.03 + 5000
         low, high = RATIO.get(codec, (1.2, 20.0))
         assert low <= flow["ratio"] <= high, (direction, codec, flow)
         if codec == "none":
