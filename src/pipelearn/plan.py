@@ -154,5 +154,10 @@ def plans_for(plan: RunPlan, samples: list[int]) -> list[DevicePlan]:
 def schedule_for(config: RunConfig, plan: RunPlan, samples: list[int]) -> Schedule:
     """The run's schedule; the server, every device and the simulator build the same one."""
     return build_schedule(
-        config.mode, plans_for(plan, samples), config.batch_size, config.epochs, config.aggregate_every
+        config.mode,
+        plans_for(plan, samples),
+        config.batch_size,
+        config.epochs,
+        config.aggregate_every,
+        staleness=config.staleness,
     )

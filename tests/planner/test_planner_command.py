@@ -16,7 +16,11 @@ def test_plan_prints_json_and_saves_a_profile_it_can_reuse(tmp_path: Path, capsy
     profile = tmp_path / "profile.json"
     assert main(["plan", *FLAGS, "--json", "--profile-out", str(profile)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"split", "microbatches", "predicted_epoch_s", "bound_s", "host_cores", "candidates"}
+    assert set(out) == {"split", "microbatches", "predicted_epoch_s", "bound_s", "host_cores", "candidates"} | {
+        "staleness_epoch_s"
+    }
+    fresh, stale = out["staleness_epoch_s"]  # the choice simulated with staleness 0 and 1, never chosen by itself
+    assert 0 < stale < fresh * 1.05  # fewer dependencies: not slower, but for a list schedule's rare anomaly
     assert len(out["split"]) == len(out["microbatches"]) == 2
     assert all(0 <= s <= 5 for s in out["split"]) and all(1 <= n <= 10 for n in out["microbatches"])
     best = out["candidates"][0]
@@ -27,6 +31,7 @@ def test_plan_prints_json_and_saves_a_profile_it_can_reuse(tmp_path: Path, capsy
     assert main(["plan", *FLAGS, "--profile-in", str(profile), "--split", "3", "--mode", "sfl"]) == 0
     table = capsys.readouterr().out
     assert f"profile: {profile}" in table and "choice (sfl, 2 devices): split 3, micro-batches 1" in table
+    assert "with staleness 1 (changes what is computed, so the planner never chooses it): predicted epoch" in table
 
     for cores, recorded in (("off", None), ("1.5", 1.5)):
         assert main(["plan", *FLAGS, "--profile-in", str(profile), "--host-cores", cores, "--json"]) == 0

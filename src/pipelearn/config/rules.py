@@ -108,6 +108,7 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "partition": (lambda v: v in ("iid", "dirichlet"), "iid or dirichlet"),
     "dirichlet_alpha": (_rate, "a number above 0"),
     "aggregate_every": (_optional(_at_least(1)), "a whole number of at least 1"),
+    "staleness": (lambda v: v in (0, 1) and _whole(v), "0 or 1"),
     "lr": (_rate, "a number above 0"),
     "momentum": (_at_least(0, whole=False), "a number of 0 or more"),
     "optimizer_state": (lambda v: v in ("keep", "reset"), "keep or reset"),
@@ -182,6 +183,12 @@ def check_run(config: RunConfig) -> None:
                     f"{where}{direction}_schedule",
                     f"{where}{direction}_mbps",
                 )
+    _check(
+        config.staleness == 0 or config.mode != "fl",
+        "staleness",
+        config.staleness,
+        "0 in fl, whose devices train the whole model alone with nothing to overlap",
+    )
     if config.stop_at_target:
         _check(
             config.target_accuracy is not None,

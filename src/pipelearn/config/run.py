@@ -107,6 +107,10 @@ class RunConfig:
     """Concentration of the non-IID label split; smaller is more skewed."""
     aggregate_every: int | None = field(default=None, metadata=_meta(unit="iterations", metavar="ITERATIONS"))
     """FedAvg every this many iterations; none means once per epoch."""
+    staleness: int = field(default=0, metadata=_meta(unit="mini-batches", metavar="0|1"))
+    """How many mini-batches late each side applies its gradient: 0 is the paper's arithmetic; 1 lets the next
+    mini-batch's forwards run while this one's gradients come back (no fill and drain per mini-batch; each backward
+    uses the weights its forward used; FedAvg still averages fully updated models). Not in fl."""
     lr: float = field(default=0.01, metadata=_meta(metavar="LR"))
     """SGD learning rate."""
     momentum: float = field(default=0.9, metadata=_meta(metavar="M"))

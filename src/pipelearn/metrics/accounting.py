@@ -72,3 +72,10 @@ def compression_totals(per_device: Sequence[dict[str, dict[str, Any]]]) -> dict[
             "ratio": raw / wire if wire else None,
         }
     return totals
+
+
+def peak_memory(events: Sequence[Event], device: int) -> int | None:
+    """The most bytes one device's part held for training at once (activations kept for backward plus stashed
+    weight versions), from its `dN.memory` events; None where it reported none."""
+    peaks = [int(e.args["peak_bytes"]) for e in events if e.name == f"d{device}.memory"]
+    return max(peaks, default=None)

@@ -12,7 +12,14 @@ from safetensors.torch import save_file
 
 from pipelearn.config import RunConfig
 from pipelearn.events import Event, compute_track, link_track
-from pipelearn.metrics.accounting import bottleneck, compression_totals, epoch_times, track_usage, train_losses
+from pipelearn.metrics.accounting import (
+    bottleneck,
+    compression_totals,
+    epoch_times,
+    peak_memory,
+    track_usage,
+    train_losses,
+)
 from pipelearn.metrics.trace import write_trace
 from pipelearn.plan import RunPlan
 
@@ -61,6 +68,7 @@ def write_results(
                 "split": plan.devices[d].split if config.mode != "fl" else None,
                 "microbatches": plan.devices[d].microbatches,
                 "slowdown": plan.devices[d].slowdown,
+                "peak_memory_bytes": peak_memory(events, d),
                 "error": errors.get(d),
                 **({"compression": compression[d]} if compression else {}),
             }
@@ -79,6 +87,7 @@ def write_results(
         "train_time_s": wall,
         "startup_s": startup_s,
         "optimizer_state": config.optimizer_state,
+        "staleness": config.staleness,
         "epoch_times_s": epoch_times(events, start, end, config.epochs),
         "train_loss": train_losses(events, config.epochs),
         "test_accuracy": accuracy,

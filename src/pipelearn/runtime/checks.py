@@ -90,7 +90,9 @@ def plan_limits(
             activation = largest * (math.prod(output_shape(part, input_shape)) * 4 + 8)
         actions = len(schedule.lane(Resource.DEVICE, d)) + len(schedule.lane(Resource.UPLINK, d))
         limits.append(max(weights, activation) + actions * EVENT_BYTES + HEADROOM_BYTES)  # weights carry events
-    in_flight = max(_microbatches(config, plan, d) for d in range(config.devices)) + IN_FLIGHT_MARGIN
+    # under staleness a lane holds the next mini-batch's micro-batches beside this one's
+    in_flight = (1 + config.staleness) * max(_microbatches(config, plan, d) for d in range(config.devices))
+    in_flight += IN_FLIGHT_MARGIN
     return PlanLimits(samples=samples, max_bytes=limits, in_flight=in_flight)
 
 
