@@ -41,6 +41,9 @@ class RunPlan:
     """Predicted busy seconds per epoch of the busiest resource, which no schedule can beat; None if not planned."""
     host_cores: float | None = None
     """CPU cores the server and every device share in the prediction; None: each computes on hardware of its own."""
+    server_order: tuple[int, ...] | None = None
+    """Each device's rank at the shared server (0 first), the device predicted to finish its round last first;
+    None: devices are served as their work arrives."""
 
     @property
     def splits(self) -> list[int]:
@@ -59,6 +62,7 @@ class RunPlan:
             "predicted_epoch_s": self.predicted_epoch_s,
             "bound_s": self.bound_s,
             "host_cores": self.host_cores,
+            "server_order": None if self.server_order is None else list(self.server_order),
         }
 
     @classmethod
@@ -75,11 +79,13 @@ class RunPlan:
                 for d in data["devices"]
             )
             predicted, bound, cores = data.get("predicted_epoch_s"), data.get("bound_s"), data.get("host_cores")
+            order = data.get("server_order")
             return cls(
                 devices,
                 None if predicted is None else float(predicted),
                 None if bound is None else float(bound),
                 None if cores is None else float(cores),
+                None if order is None else tuple(int(r) for r in order),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed run plan ({exc!r}): {json.dumps(data)[:200]}") from exc
@@ -160,4 +166,5 @@ def schedule_for(config: RunConfig, plan: RunPlan, samples: list[int]) -> Schedu
         config.epochs,
         config.aggregate_every,
         staleness=config.staleness,
+        server_order=plan.server_order,
     )

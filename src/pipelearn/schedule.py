@@ -111,6 +111,9 @@ class Schedule:
     still in flight, so each side applies a mini-batch's gradient one mini-batch late (the drain comes once a
     round, before the weights are sent)."""
     lanes: dict[Lane, list[Action]] = field(default_factory=dict)
+    server_order: tuple[int, ...] | None = None
+    """Each device's rank at the shared server (0 first): where several devices' actions wait for it, the
+    best-ranked goes first; None serves them in the order they became ready."""
 
     def lane(self, resource: Resource, device: int, from_round: int = 0) -> list[Action]:
         """The actions of one lane, in order; with from_round, only those of that round and later."""
@@ -155,7 +158,16 @@ def splice(before: Schedule, after: Schedule, from_round: int) -> Schedule:
         for lane in {**before.lanes, **after.lanes}
     }
     plans = before.plans[:from_round] + after.plans[from_round:]
-    return Schedule(before.mode, before.rounds, before.batch_sizes, plans, before.round_starts, before.staleness, lanes)
+    return Schedule(
+        before.mode,
+        before.rounds,
+        before.batch_sizes,
+        plans,
+        before.round_starts,
+        before.staleness,
+        lanes,
+        after.server_order,
+    )
 
 
 def _short(key: Key) -> str:
@@ -197,14 +209,18 @@ def build_schedule(
     epochs: int,
     aggregate_every: int | None = None,
     staleness: int = 0,
+    server_order: Sequence[int] | None = None,
 ) -> Schedule:
-    """The schedule of a whole run in one of the four modes, with mini-batches `staleness` steps apart (0 or 1)."""
+    """The schedule of a whole run in one of the four modes, with mini-batches `staleness` steps apart (0 or 1),
+    the shared server serving devices in `server_order` (each device's rank; None: as they become ready)."""
     if mode not in ("fl", "sl", "sfl", "pipelearn"):
         raise ValueError(f"unknown mode {mode!r}; expected fl, sl, sfl or pipelearn")
     if staleness not in (0, 1) or (staleness and mode == "fl"):
         raise ValueError(f"staleness is 0 or 1 (not {staleness!r}), and 0 in fl, whose devices train alone")
     if any(p.samples < 1 for p in plans):
         raise ValueError("every device needs at least one training sample")
+    if server_order is not None and sorted(server_order) != list(range(len(plans))):
+        raise ValueError(f"a server order ranks each of the {len(plans)} devices once, 0 first; not {server_order}")
     sizes = [iteration_sizes(p.samples, batch_size, epochs) for p in plans]
     per_epoch = [len(s) // epochs for s in sizes]
     rounds = round_count(mode, per_epoch, epochs, aggregate_every)
@@ -215,7 +231,8 @@ def build_schedule(
     ]
     run = [DevicePlan(p.samples, p.split, p.microbatches if mode == "pipelearn" else 1) for p in plans]
     starts = [[r.start for r in ranges] for ranges in round_ranges]
-    schedule = Schedule(mode, rounds, sizes, [run] * rounds, starts, staleness)
+    order = tuple(server_order) if server_order is not None else None
+    schedule = Schedule(mode, rounds, sizes, [run] * rounds, starts, staleness, server_order=order)
     builder = _Builder(schedule, per_epoch)
     for r in range(schedule.rounds):
         for d in range(len(plans)):

@@ -83,6 +83,13 @@ def _schedule(v: object) -> bool:
 _SCHEDULE = "a list of [seconds since training start, Mbit/s] steps: the first at 0, times rising, rates above 0"
 
 
+def _slowdowns(v: object) -> bool:
+    return _schedule(v) and all(_at_least(1, whole=False)(k) for _, k in v)  # type: ignore[attr-defined]
+
+
+_SLOWDOWNS = "a list of [seconds since training start, factor] steps: the first at 0, times rising, factors 1 or more"
+
+
 _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "mode": (lambda v: v in MODES, f"one of {', '.join(MODES)}"),
     "model": (_string, "a model name"),
@@ -100,6 +107,7 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "down_schedule": (_optional(_schedule), _SCHEDULE),
     "netns": (lambda v: isinstance(v, bool), "true or false"),
     "device_slowdown": (_at_least(1, whole=False), "a number of at least 1"),
+    "slowdown_schedule": (_optional(_slowdowns), _SLOWDOWNS),
     "split": (_split_or_auto, "a number or 'auto'"),
     "microbatches": (_count_or_auto, "a number of at least 1 or 'auto'"),
     "epochs": (_at_least(1), "a whole number of at least 1"),
@@ -109,6 +117,8 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "dirichlet_alpha": (_rate, "a number above 0"),
     "aggregate_every": (_optional(_at_least(1)), "a whole number of at least 1"),
     "staleness": (lambda v: v in (0, 1) and _whole(v), "0 or 1"),
+    "adapt": (lambda v: v in ("on", "off"), "on or off"),
+    "server_order": (lambda v: v in ("arrival", "critical-path"), "arrival or critical-path"),
     "lr": (_rate, "a number above 0"),
     "momentum": (_at_least(0, whole=False), "a number of 0 or more"),
     "optimizer_state": (lambda v: v in ("keep", "reset"), "keep or reset"),
@@ -146,6 +156,7 @@ _OVERRIDE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "microbatches": _RULES["microbatches"],
     "up_schedule": (_schedule, _SCHEDULE),
     "down_schedule": (_schedule, _SCHEDULE),
+    "slowdown_schedule": (_slowdowns, _SLOWDOWNS),
 }
 """What each per-device override must be when given."""
 
@@ -183,6 +194,13 @@ def check_run(config: RunConfig) -> None:
                     f"{where}{direction}_schedule",
                     f"{where}{direction}_mbps",
                 )
+    for d, o in config.device_overrides.items():
+        if None not in (o.slowdown_schedule, o.device_slowdown):
+            raise ConfigError(
+                "{0} and {1} are both given; give one (a fixed factor is a schedule of one step: [[0, K]])",
+                f"device_overrides.{d}.slowdown_schedule",
+                f"device_overrides.{d}.device_slowdown",
+            )
     _check(
         config.staleness == 0 or config.mode != "fl",
         "staleness",

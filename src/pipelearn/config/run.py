@@ -40,6 +40,8 @@ class DeviceOverride:
     """This device's uplink rate over time, as RunConfig.up_schedule; give it or up_mbps, not both."""
     down_schedule: list[list[float]] | None = None
     """This device's downlink rate over time, as RunConfig.down_schedule; give it or down_mbps, not both."""
+    slowdown_schedule: list[list[float]] | None = None
+    """This device's slowdown over time, as RunConfig.slowdown_schedule; give it or device_slowdown, not both."""
 
 
 @dataclass
@@ -90,11 +92,21 @@ class RunConfig:
     device_slowdown: float = field(default=4.0, metadata=_meta(unit="times", metavar="K"))
     """Each device action takes this many times the CPU time its work needs here (devices are slower than servers);
     the device waits out the difference. Time lost to other processes on a shared machine is not multiplied."""
+    slowdown_schedule: list[list[float]] | None = field(default=None, metadata=_meta(metavar="S:K,..."))
+    """Every device's slowdown over time, as a device that throttles or takes other load: [[seconds since training
+    start, factor], ...], the first at 0 s (on the command line 0:4,60:16); replaces device_slowdown."""
     split: int | Literal["auto"] = field(default=2, metadata=_meta(unit="blocks", metavar="P|auto"))
     """Split point p: blocks 1..p run on the device; 'auto' lets the planner choose per device."""
     microbatches: int | Literal["auto"] = field(default=4, metadata=_meta(metavar="N|auto"))
     """Micro-batches per mini-batch in pipelearn mode (sfl and sl use 1, fl 1), at most batch_size; 'auto' lets the
     planner choose."""
+    adapt: Literal["on", "off"] = "on"
+    """Re-plan at aggregation from what the run measures (each device's speed, each link's rate, the server's
+    costs): where a split or micro-batch count is 'auto' and a new plan is predicted clearly faster, the next round
+    runs it. Nothing is re-planned where every split and micro-batch count is fixed."""
+    server_order: Literal["arrival", "critical-path"] = "arrival"
+    """Which waiting device the shared server computes for first: the one whose work arrived first, or the one
+    predicted to finish its round last (a straggler), so that the round ends sooner."""
     epochs: int = field(default=2, metadata=_meta(metavar="N"))
     """Passes over each device's data."""
     batch_size: int = field(default=100, metadata=_meta(unit="samples", metavar="SAMPLES"))
@@ -169,7 +181,7 @@ class RunConfig:
     """Output directory for metrics.json, trace.json and model.safetensors."""
     device_overrides: dict[int, DeviceOverride] = field(default_factory=dict)
     """Per-device settings, keyed by device id: TOML tables [device_overrides.N] of network, up_mbps, down_mbps,
-    latency_ms, device_slowdown, split, microbatches, up_schedule and down_schedule."""
+    latency_ms, device_slowdown, slowdown_schedule, split, microbatches, up_schedule and down_schedule."""
 
     def link(self, device: int) -> Link:
         """The network of one device at training start, overrides applied (`rates` gives the rates over time)."""
@@ -194,8 +206,19 @@ class RunConfig:
         return ((0.0, float(base.up_mbps if direction == "up" else base.down_mbps)),)
 
     def slowdown(self, device: int) -> float:
-        """The compute slowdown factor of one device."""
-        return _first(self.device_overrides.get(device, DeviceOverride()).device_slowdown, self.device_slowdown)
+        """The compute slowdown factor of one device at training start (`slowdowns` gives it over time)."""
+        return self.slowdowns(device)[0][1]
+
+    def slowdowns(self, device: int) -> RateSteps:
+        """One device's slowdown over time: (seconds since training start, factor) steps; the most specific given
+        wins (the device's schedule or factor, then the run's)."""
+        o = self.device_overrides.get(device, DeviceOverride())
+        for schedule, factor in ((o.slowdown_schedule, o.device_slowdown), (self.slowdown_schedule, None)):
+            if schedule is not None:
+                return tuple((float(t), float(k)) for t, k in schedule)
+            if factor is not None:
+                return ((0.0, float(factor)),)
+        return ((0.0, float(self.device_slowdown)),)
 
     def requested_split(self, device: int) -> int | Literal["auto"]:
         """The split point asked for one device, 'auto' included; the run plan resolves it (pipelearn.plan)."""

@@ -68,6 +68,7 @@ def write_results(
                 "split": plan.devices[d].split if config.mode != "fl" else None,
                 "microbatches": plan.devices[d].microbatches,
                 "slowdown": plan.devices[d].slowdown,
+                "slowdowns": [[0.0, plan.devices[d].slowdown], *(list(s) for s in config.slowdowns(d)[1:])],
                 "peak_memory_bytes": peak_memory(events, d),
                 "error": errors.get(d),
                 **({"compression": compression[d]} if compression else {}),

@@ -25,15 +25,28 @@ def resolve_plan(
     """The run's plan for devices holding `samples` (None: as the run's data set deals them): the configuration's
     values, with every `auto` chosen by the planner from `profile`, else the configuration's saved profile
     (profile_in), else one measured now."""
+    return resolve(config, model, input_shape, samples, profile)[0]
+
+
+def resolve(
+    config: RunConfig,
+    model: nn.Sequential,
+    input_shape: tuple[int, int, int],
+    samples: Sequence[int] | None = None,
+    profile: Profile | None = None,
+) -> tuple[RunPlan, Profile | None]:
+    """As resolve_plan, with the profile the plan was made from (None where the configuration fixes everything and
+    the server serves devices as their work arrives: nothing was predicted)."""
     asked = requested(config, len(model))
     fixed = [(s, n) for s, n in asked if s is not None and n is not None]
-    if len(fixed) == len(asked):
+    if len(fixed) == len(asked) and config.server_order == "arrival":
         setups = fixed_setups(config, [s for s, _ in fixed], [n for _, n in fixed])
-        return RunPlan(setups, host_cores=host_cores(config))
+        return RunPlan(setups, host_cores=host_cores(config)), None
     if profile is None and config.profile_in is not None:
         profile = load_profile(config.profile_in)
         profile.check(canonical_model_name(config.model), model, input_shape, source=config.profile_in)
-    return plan_run(config, model, input_shape, profile, samples).plan
+    planned = plan_run(config, model, input_shape, profile, samples)
+    return planned.plan, planned.profile
 
 
 def at_best_plan(config: RunConfig, mode: str, **changes: Any) -> RunConfig:

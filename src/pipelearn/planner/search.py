@@ -26,6 +26,7 @@ from pipelearn.planner.costs import CostModel
 from pipelearn.planner.estimate import Estimate, Fleet, estimate
 from pipelearn.planner.measure import profile_model, with_codecs
 from pipelearn.planner.minmax import PlanError
+from pipelearn.planner.predict import with_server_order
 from pipelearn.planner.profile import Profile
 
 MAX_MICROBATCHES = 32
@@ -87,7 +88,7 @@ def plan_run(
         bound_s=best.bound_s,
         host_cores=cores,
     )
-    return Planned(plan, candidates, profile, samples)
+    return Planned(with_server_order(config, plan, costs, samples), candidates, profile, samples)
 
 
 STRETCH_ROUNDS = 8

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from pipelearn.events import Event, compute_track, link_track
 from pipelearn.metrics.accounting import epoch_times
-from pipelearn.schedule import Action, Key, Resource, Schedule
+from pipelearn.schedule import COORDINATOR, Action, Key, Resource, Schedule
 
 
 @dataclass(frozen=True)
@@ -144,15 +144,17 @@ def simulate(schedule: Schedule, cost: Callable[[Action], Cost], host_cores: flo
             deps[i].append(index[dep])
             waiting[index[dep]].append(lane_of[i])
     shared = [actions_of_lane[0].key.resource is Resource.SERVER for actions_of_lane in lanes]
+    rank = [_rank(schedule, actions_of_lane[0].key) for actions_of_lane in lanes]
     starts, ends = [0.0] * len(actions), [0.0] * len(actions)
     available = [0.0] * len(actions)
     known = [False] * len(actions)
     position = first[:-1]
     lane_free = [0.0] * len(lanes)
     queued = [False] * len(lanes)  # a lane's next action is waiting in `ready` or `held`, or in progress
-    # (ready time, tie, order, lane); tie is the ready time, but a server lane put off until the server frees
-    # keeps its own, so that the server still serves its lanes in the order they became ready
-    ready: list[tuple[float, float, int, int]] = []
+    # (ready time, rank, tie, order, lane); tie is the ready time, but a server lane put off until the server frees
+    # keeps its own, so that the server still serves its lanes in the order they became ready (or of their rank
+    # where the schedule ranks devices at the server)
+    ready: list[tuple[float, int, float, int, int]] = []
     server_free: float | None = 0.0  # None while the server computes an action whose end is not yet known
     held: list[tuple[float, int, int]] = []  # server lanes waiting for that end: (ready time, order, lane)
     cores = _Cores(host_cores) if host_cores is not None else None
@@ -162,7 +164,7 @@ def simulate(schedule: Schedule, cost: Callable[[Action], Cost], host_cores: flo
 
     def push(at: float, tie: float, lane: int) -> None:
         nonlocal order
-        heapq.heappush(ready, (at, tie, order, lane))
+        heapq.heappush(ready, (at, rank[lane], tie, order, lane))
         order += 1
 
     def offer(lane: int) -> None:
@@ -203,7 +205,7 @@ def simulate(schedule: Schedule, cost: Callable[[Action], Cost], host_cores: flo
             stretch = t - starts[i] - c.cpu_s
             done(i, max(starts[i] + c.busy_s, t), starts[i] + c.ready_after_s + stretch)
             continue
-        at, tie, _, lane = heapq.heappop(ready)
+        at, _, tie, _, lane = heapq.heappop(ready)
         if shared[lane]:
             if server_free is None:
                 heapq.heappush(held, (tie, order, lane))
@@ -268,3 +270,11 @@ class _Cores:
         t = self.next_end()
         self._advance(t)
         return t, heapq.heappop(self.jobs)[1]
+
+
+def _rank(schedule: Schedule, key: Key) -> int:
+    """A lane's place among those ready at once: by the schedule's server order for the server's device lanes (the
+    coordinator first), else all alike."""
+    if schedule.server_order is None or key.resource is not Resource.SERVER:
+        return 0
+    return -1 if key.device == COORDINATOR else schedule.server_order[key.device]

@@ -20,6 +20,7 @@ from pipelearn.events import compute_track, link_track
 from pipelearn.models import canonical_model_name
 from pipelearn.models.parts import device_part, output_shape
 from pipelearn.plan import RunPlan, plan_message, read_plan_message, schedule_for
+from pipelearn.planner.search import MAX_MICROBATCHES
 from pipelearn.schedule import Resource, microbatch_sizes
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError
@@ -76,23 +77,36 @@ def device_samples(config: RunConfig, train: Dataset) -> list[int]:
 
 
 def plan_limits(
-    config: RunConfig, plan: RunPlan, model: nn.Sequential, input_shape: tuple[int, ...], samples: list[int]
+    config: RunConfig,
+    plan: RunPlan,
+    model: nn.Sequential,
+    input_shape: tuple[int, ...],
+    samples: list[int],
+    adapting: bool = False,
 ) -> PlanLimits:
-    """Every device's message limits, for devices holding `samples` (`device_samples`)."""
+    """Every device's message limits, for devices holding `samples` (`device_samples`); `adapting`: for any split
+    and micro-batch count a re-plan may choose."""
     schedule = schedule_for(config, plan, samples)
     limits = []
+    most = max(MAX_MICROBATCHES, *plan.microbatches) if adapting and config.mode == "pipelearn" else 0
     for d in range(config.devices):
-        part = device_part(model, plan.devices[d].split)
-        weights = sum(t.numel() * t.element_size() for t in part.state_dict().values())
-        activation = 0
-        if config.mode != "fl":
-            largest = microbatch_sizes(min(config.batch_size, samples[d]), _microbatches(config, plan, d))[0]
-            activation = largest * (math.prod(output_shape(part, input_shape)) * 4 + 8)
+        splits = range(len(model) + 1) if adapting and config.mode != "fl" else [plan.devices[d].split]
+        counts = [1] if adapting else [_microbatches(config, plan, d)]  # one micro-batch: the largest activation
+        largest = 0
+        for split in splits:
+            part = device_part(model, split)
+            weights = sum(t.numel() * t.element_size() for t in part.state_dict().values())
+            activation = 0
+            if config.mode != "fl":
+                size = microbatch_sizes(min(config.batch_size, samples[d]), min(counts))[0]
+                activation = size * (math.prod(output_shape(part, input_shape)) * 4 + 8)
+            largest = max(largest, weights, activation)
         actions = len(schedule.lane(Resource.DEVICE, d)) + len(schedule.lane(Resource.UPLINK, d))
-        limits.append(max(weights, activation) + actions * EVENT_BYTES + HEADROOM_BYTES)  # weights carry events
+        actions *= max(1, most // max(1, _microbatches(config, plan, d)))  # a re-plan may cut finer
+        limits.append(largest + actions * EVENT_BYTES + HEADROOM_BYTES)  # weights carry events
     # under staleness a lane holds the next mini-batch's micro-batches beside this one's
-    in_flight = (1 + config.staleness) * max(_microbatches(config, plan, d) for d in range(config.devices))
-    in_flight += IN_FLIGHT_MARGIN
+    deepest = max(most, *(_microbatches(config, plan, d) for d in range(config.devices)))
+    in_flight = (1 + config.staleness) * deepest + IN_FLIGHT_MARGIN
     return PlanLimits(samples=samples, max_bytes=limits, in_flight=in_flight)
 
 

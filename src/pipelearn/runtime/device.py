@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import resource
@@ -48,6 +49,7 @@ class DeviceWorker:
         recorder: Recorder,
         compute: torch.device | None = None,
         first_round: int = 0,
+        origin: float | None = None,
     ) -> None:
         self.config, self.plan, self.device, self.batches, self.schedule = config, plan, device, batches, schedule
         self.samples = samples
@@ -59,7 +61,9 @@ class DeviceWorker:
         self.optimizer = make_optimizer(self.part, config)
         self.outbox, self.inbox, self.recorder = outbox, inbox, recorder
         self.channel = channel_for(config, "device")
-        self.slowdown = plan.devices[device].slowdown
+        steps = ((0.0, plan.devices[device].slowdown), *config.slowdowns(device)[1:])
+        self.slowdowns = [(origin if origin is not None else now()) + t for t, _ in steps], [k for _, k in steps]
+        """When (this side's clock) each slowdown factor of the device's schedule begins, and the factors."""
         self.stash = WeightStash(self.part, overtaken(schedule.lane(Resource.DEVICE, device, first_round)))
         self.memory = HeldMemory(self.part)
         self._lane = iter(schedule.lane(Resource.DEVICE, device, first_round))
@@ -78,11 +82,16 @@ class DeviceWorker:
             start, cpu = now(), time.thread_time()
             args = self.execute(action, received)
             work = (time.thread_time() - cpu) * user_share()
-            time.sleep(slowdown_wait_s(work, now() - start, self.slowdown))
+            time.sleep(slowdown_wait_s(work, now() - start, self.slowdown(start)))
             self.recorder.record(track, str(action.key), start, now(), epoch=action.epoch, cpu_s=work, **args)
             self.outbox.progress.advance()
         at = now()
         self.recorder.record(track, f"d{self.device}.memory", at, at, peak_bytes=self.memory.peak_bytes)
+
+    def slowdown(self, at: float) -> float:
+        """The device's slowdown factor at a clock reading."""
+        begins, factors = self.slowdowns
+        return factors[max(0, bisect.bisect_right(begins, at) - 1)]
 
     def execute(self, action: Action, received: list[pb.Envelope]) -> dict[str, float]:
         """Do one action; return what the timeline should note about it."""
@@ -236,6 +245,7 @@ def run_device(
             recorder,
             where,
             first_round,
+            origin,
         ).run()
         outbox.flush(config.timeout_s)  # the last upload is on the timeline only once it has left
         outbox.control(envelope(pb.EVENTS, device, text=json.dumps(recorder.unsent_json())))

@@ -18,6 +18,7 @@ import torch
 
 from pipelearn.config import ConfigError, RunConfig
 from pipelearn.metrics.results import add_metrics
+from pipelearn.planner.adapt import Adapter
 from pipelearn.plugins import device_environment, device_flags
 from pipelearn.runtime.checkpoint import Checkpoint
 from pipelearn.runtime.server import Server, prepare
@@ -46,9 +47,12 @@ def device_command(address: str, device: int, config: RunConfig, credentials: st
     ]
 
 
-def run_local(config: RunConfig, progress: bool = True, resume: Checkpoint | None = None) -> dict[str, Any]:
+def run_local(
+    config: RunConfig, progress: bool = True, resume: Checkpoint | None = None, adapter: Adapter | None = None
+) -> dict[str, Any]:
     """Start the server and one process per device over loopback (or in namespaces, `netns`) with mutual TLS; train
-    (from a checkpoint if given); return the metrics.
+    (from a checkpoint if given; re-planned by `adapter` where given, else as the configuration says); return the
+    metrics.
 
     The credentials are made for this run alone in a private temporary directory, each device process is given
     only its own, and they are deleted when the run ends.
@@ -57,7 +61,7 @@ def run_local(config: RunConfig, progress: bool = True, resume: Checkpoint | Non
     if config.netns:
         return _run_in_namespaces(config, progress, resume)
     # refuses a configuration the devices cannot serve before any starts
-    server = Server(prepare(config), progress, resume)
+    server = Server(prepare(config), progress, resume, adapter)
     environment = device_environment(config.model, config.dataset)
     with tempfile.TemporaryDirectory(prefix="pipelearn-credentials-") as credentials:
         make_credentials(credentials, config.devices)

@@ -37,7 +37,11 @@ def write_run_results(server: Server, start: float, end: float) -> dict[str, Any
         compression=[server.channels[d].usage() for d in range(config.devices)],
         errors=server.errors,
         startup_s={"server": server.startup_s, "devices": server.device_startup_s},
-        extra=server.rounds.metrics(server.recorder.events, accuracy),
+        extra={
+            **server.rounds.metrics(server.recorder.events, accuracy),
+            "adapt": server.adapter is not None,
+            "replans": [r.to_dict() for r in server.replans],
+        },
         server_device=str(server.torch_device),
         dropped=server.membership.dropped,
         rejoined=server.membership.rejoined,

@@ -19,8 +19,9 @@ from pipelearn.data.dealing import load_data
 from pipelearn.events import Recorder, now
 from pipelearn.models.parts import device_part, make_model
 from pipelearn.plan import RunPlan, schedule_for
-from pipelearn.planner.adapt import Adapter, Replan
-from pipelearn.planner.resolve import resolve_plan
+from pipelearn.planner.adapt import Adapter, Replan, adapter_for
+from pipelearn.planner.profile import Profile
+from pipelearn.planner.resolve import resolve
 from pipelearn.runtime import hardware
 from pipelearn.runtime.aggregation import Aggregator, device_parts, make_replicas
 from pipelearn.runtime.agreement import fingerprint
@@ -57,6 +58,8 @@ class ServerSetup:
     """Where the server trains its parts."""
     startup_s: float
     """Seconds it took to load the data, build the model and plan."""
+    profile: Profile | None = None
+    """The profile the plan was made from; None where nothing was planned."""
 
 
 def prepare(config: RunConfig, plan: RunPlan | None = None) -> ServerSetup:
@@ -69,15 +72,18 @@ def prepare(config: RunConfig, plan: RunPlan | None = None) -> ServerSetup:
     test, train = load_data(config, "test"), load_data(config, "train")
     model = make_model(config, test.input_shape, test.num_classes)
     samples = device_samples(config, train)
-    plan = plan or resolve_plan(config, model, test.input_shape, samples)
+    profile = None
+    if plan is None:
+        plan, profile = resolve(config, model, test.input_shape, samples)
     if plan.predicted_epoch_s is not None:
         print(
             f"server: planned split {plan.splits}, micro-batches {plan.microbatches}; predicted epoch "
             f"{plan.predicted_epoch_s:.2f} s, bound {plan.bound_s:.2f} s",
             file=sys.stderr,
         )
-    limits = plan_limits(config, plan, model, test.input_shape, samples)
-    return ServerSetup(config, test, model, plan, limits, where, now() - began)
+    adapting = adapter_for(config, model, test.input_shape, profile, samples) is not None
+    limits = plan_limits(config, plan, model, test.input_shape, samples, adapting)
+    return ServerSetup(config, test, model, plan, limits, where, now() - began, profile)
 
 
 class Server:
@@ -92,7 +98,8 @@ class Server:
     ) -> None:
         began = now()
         config, self.plan, self.test, self.model = setup.config, setup.plan, setup.test, setup.model
-        self.adapter = adapter
+        samples = setup.limits.samples
+        self.adapter = adapter or adapter_for(config, setup.model, setup.test.input_shape, setup.profile, samples)
         """Decides after each aggregation whether the rounds after it run another plan; None: never."""
         self.replans: list[Replan] = []
         self.config, self.progress, self.resume = config, progress, resume

@@ -98,7 +98,7 @@ class ServerWorker:
         """The progress bar each action done advances, while one shows."""
         self.began = now()
         """When training started (the clock reading): devices' timelines must fall after it, less timeout_s."""
-        self.compute = ServerCompute()
+        self.compute = ServerCompute(schedule.server_order)
         self._lanes: list[threading.Thread] = []
         self._lock = threading.Lock()
 
@@ -127,6 +127,7 @@ class ServerWorker:
     def replan(self, plan: RunPlan, schedule: Schedule) -> None:
         """Walk `schedule` (a re-planned run's) from the next round on, and send `plan` with its weights."""
         self.schedule, self.plan_text = schedule, json.dumps(plan.to_dict())
+        self.compute.priority = list(schedule.server_order) if schedule.server_order is not None else None
 
     def reset(self, device: int) -> None:
         """A rejoining device's replica starts afresh, between two server actions."""

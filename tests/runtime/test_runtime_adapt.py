@@ -1,0 +1,55 @@
+"""Re-planning over real processes: a run that changes its splits and micro-batch counts at an aggregation computes
+what an unsplit run computes, and records each re-plan."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from safetensors.torch import load_file
+
+from pipelearn.events import Event
+from pipelearn.plan import RunPlan
+from pipelearn.planner.adapt import Replan
+from pipelearn.runtime.launch import run_local
+from pipelearn.schedule import Schedule
+
+
+class Resplit:
+    """An adapter that moves to other splits and micro-batch counts after one round, whatever was measured."""
+
+    def __init__(self, after: int, splits: Sequence[int], microbatches: Sequence[int]) -> None:
+        self.after, self.splits, self.microbatches = after, splits, microbatches
+        self.seen: list[int] = []
+
+    def after_round(self, round: int, events: Sequence[Event], schedule: Schedule, plan: RunPlan) -> Replan | None:
+        """The new plan after round `after`; the plan in force otherwise."""
+        self.seen.append(round)
+        if round != self.after:
+            return None
+        devices = tuple(
+            dataclasses.replace(d, split=s, microbatches=n)
+            for d, s, n in zip(plan.devices, self.splits, self.microbatches, strict=True)
+        )
+        return Replan(round, plan, dataclasses.replace(plan, devices=devices), 2.0, 1.0, {"forced": True})
+
+
+@pytest.mark.parametrize("mode", ["pipelearn", "sfl"])
+def test_a_run_resplit_at_an_aggregation_computes_what_an_unsplit_run_does(
+    small_config: Any, sgd_reference: Any, mode: str
+) -> None:
+    micro = 3 if mode == "pipelearn" else 1
+    config = small_config(mode=mode, samples_per_device=60, aggregate_every=1, momentum=0.0, microbatches=micro)
+    adapter = Resplit(after=0, splits=[3, 1], microbatches=[2, micro] if mode == "pipelearn" else [1, 1])
+    metrics = run_local(config, progress=False, adapter=adapter)
+    assert metrics["failed_devices"] == [] and adapter.seen == [0, 1]  # not asked after the last round
+    [replan] = metrics["replans"]
+    assert replan["round"] == 0 and [d["split"] for d in replan["new"]["devices"]] == [3, 1]
+    assert metrics["split"] == [3, 1] and metrics["plan"]["devices"][0]["split"] == 3
+    assert replan["next_round_s"] is not None and replan["next_round_s"] > 0
+    weights = load_file(f"{config.out}/model.safetensors")
+    reference = sgd_reference(config, rounds=3, per_round=1)
+    worst = max((weights[k] - v).abs().max().item() for k, v in reference.items() if v.is_floating_point())
+    assert worst < 1e-5, worst
