@@ -98,8 +98,8 @@ class RunAdapter:
     def after_round(self, round: int, events: Sequence[Event], schedule: Schedule, plan: RunPlan) -> Replan | None:
         """A new plan for the rounds after `round` where the measured costs predict it clearly faster."""
         base = CostModel.for_run(self.profile, self.config)
-        costs = action_costs(base, schedule, plan.devices)
-        self.measures.append(measure_round(round, events, schedule, plan, costs, self.config.netns))
+        profiled = action_costs(base, schedule, plan.devices)
+        self.measures.append(measure_round(round, events, schedule, plan, profiled, self.config.netns))
         measured = Measured(tuple(self.measures[-ROUNDS_MEASURED:]))
         if measured.seconds is None:
             return None
