@@ -304,3 +304,22 @@ def test_a_stale_schedule_overlaps_the_next_mini_batch_with_the_one_in_flight():
     assert sim.epoch_times_s() == [9.0]
     fresh = simulate(build_schedule("sfl", [DevicePlan(2, 1, 1)], batch_size=1, epochs=1), costs())
     assert fresh.epoch_times_s() == [14.0]
+
+
+@pytest.mark.parametrize(("order", "epoch"), [(None, 12.0), ((1, 0), 11.0), ((0, 1), 12.0)])
+def test_the_server_serves_waiting_devices_in_the_schedules_order(order, epoch):
+    plans = [DevicePlan(1, 1, 1), DevicePlan(1, 1, 1)]
+    schedule = build_schedule("sfl", plans, batch_size=1, epochs=1, server_order=order)
+    sim = simulate(schedule, costs(compute={1: {Op.BACKWARD: 5.0}}))
+    # F [0,1] on both; a [1,3], delivered 3.5 on both: the server takes the best-ranked first (device 0 where the
+    # order is arrival, the lanes' order breaking the tie). Device 0 first: T0 [3.5,4.5], T1 [4.5,5.5], g1 [5.5,6.5]
+    # (7), B1 [7,12]. Device 1 first: T1 [3.5,4.5], g1 [4.5,5.5] (6), B1 [6,11]; T0 [4.5,5.5], g0 (7), B0 [7,8].
+    first = 1 if order == (1, 0) else 0
+    assert _at(sim, Resource.SERVER, first, Op.TRAIN) == (3.5, 4.5)
+    assert _at(sim, Resource.SERVER, 1 - first, Op.TRAIN) == (4.5, 5.5)
+    assert sim.epoch_times_s() == [epoch]
+
+
+def test_a_server_order_ranks_every_device_once():
+    with pytest.raises(ValueError, match="ranks each of the 2 devices once"):
+        build_schedule("sfl", [DevicePlan(1, 1, 1)] * 2, batch_size=1, epochs=1, server_order=(0, 0))

@@ -4,16 +4,21 @@ what an unsplit run computes, and records each re-plan."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from safetensors.torch import load_file
+from test_runtime_dropout import SLOW_UPLINK, _device, _finite_model, _server_trained, _until
 
 from pipelearn.events import Event
 from pipelearn.plan import RunPlan
 from pipelearn.planner.adapt import Replan
 from pipelearn.runtime.launch import run_local
+from pipelearn.runtime.server import Server, prepare
 from pipelearn.schedule import Schedule
 
 
@@ -53,3 +58,33 @@ def test_a_run_resplit_at_an_aggregation_computes_what_an_unsplit_run_does(
     reference = sgd_reference(config, rounds=3, per_round=1)
     worst = max((weights[k] - v).abs().max().item() for k, v in reference.items() if v.is_floating_point())
     assert worst < 1e-5, worst
+
+
+def test_a_replan_in_the_round_a_device_is_dropped_leaves_the_run_consistent(small_config: Any) -> None:
+    config = small_config(mode="pipelearn", epochs=2, aggregate_every=1, timeout_s=60.0, **SLOW_UPLINK)
+    server = Server(prepare(config), progress=False, adapter=Resplit(after=0, splits=[1, 3], microbatches=[2, 2]))
+    address = f"127.0.0.1:{server.listen('127.0.0.1:0', insecure=True)}"
+    devices = [_device(address, d) for d in range(config.devices)]
+    _until(lambda: len(server.sessions) == config.devices, "every device has joined")
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(metrics=server.run()), daemon=True)
+    thread.start()
+    try:
+        _until(lambda: _server_trained(server, "d1.server.T.i0m0"), "device 1 is in its first iteration")
+        os.kill(devices[1].pid, signal.SIGKILL)
+        thread.join(120)
+        assert not thread.is_alive()
+        assert devices[0].wait(60) == 0
+    finally:
+        for p in devices:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    metrics = result["metrics"]
+    assert [(e["device"], e["round"]) for e in metrics["dropped"]] == [(1, 0)]
+    assert [r["round"] for r in metrics["replans"]] == [0] and metrics["split"] == [1, 3]
+    assert metrics["device"][0]["error"] is None
+    # device 0 trained every later round with its new part: one block, two micro-batches an iteration
+    names = {e.name for e in server.recorder.events}
+    assert "d0.device.F.i1m1" in names and "d0.device.F.i1m2" not in names and "d0.device.F.i3m1" in names
+    _finite_model(config.out)
