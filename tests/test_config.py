@@ -497,3 +497,33 @@ def test_configure_suggests_the_setting_meant() -> None:
         configure(epoch=3)
     with pytest.raises(ConfigError, match=r"'batchsize' \(did you mean 'batch_size'\?\)"):
         configure(RunConfig(), batchsize=3)
+
+
+def test_slowdown_over_time_takes_the_most_specific_schedule_or_factor() -> None:
+    config = RunConfig(
+        devices=3,
+        device_slowdown=3.0,
+        slowdown_schedule=[[0, 2.0], [60, 8.0]],
+        device_overrides={1: DeviceOverride(device_slowdown=5.0), 2: DeviceOverride(slowdown_schedule=[[0, 1.0]])},
+    ).validate()
+    assert config.slowdowns(0) == ((0.0, 2.0), (60.0, 8.0)) and config.slowdown(0) == 2.0
+    assert config.slowdowns(1) == ((0.0, 5.0),) and config.slowdowns(2) == ((0.0, 1.0),)
+    assert RunConfig(device_slowdown=3.0).slowdowns(0) == ((0.0, 3.0),)
+    assert RunConfig.from_json(config.to_json()).slowdowns(0) == config.slowdowns(0)
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"slowdown_schedule": [[0, 0.5]]}, "slowdown_schedule"),
+        ({"slowdown_schedule": [[5, 2.0]]}, "the first at 0"),
+        ({"device_overrides": {0: DeviceOverride(device_slowdown=2.0, slowdown_schedule=[[0, 2.0]])}}, "both given"),
+        ({"adapt": "sometimes"}, "on or off"),
+        ({"server_order": "random"}, "arrival or critical-path"),
+        ({"staleness": 2}, "0 or 1"),
+        ({"staleness": 1, "mode": "fl"}, "0 in fl"),
+    ],
+)
+def test_bad_adaptation_settings_are_refused_naming_the_key(values: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        RunConfig(**values).validate()

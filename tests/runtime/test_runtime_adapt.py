@@ -8,13 +8,18 @@ import os
 import signal
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from safetensors.torch import load_file
 from test_runtime_dropout import SLOW_UPLINK, _device, _finite_model, _server_trained, _until
 
+from pipelearn.bench.report import report_run
+from pipelearn.config import DeviceOverride
 from pipelearn.events import Event
+from pipelearn.metrics.summary import summary
+from pipelearn.metrics.trace import read_trace
 from pipelearn.plan import RunPlan
 from pipelearn.planner.adapt import Replan
 from pipelearn.runtime.launch import run_local
@@ -54,6 +59,9 @@ def test_a_run_resplit_at_an_aggregation_computes_what_an_unsplit_run_does(
     assert replan["round"] == 0 and [d["split"] for d in replan["new"]["devices"]] == [3, 1]
     assert metrics["split"] == [3, 1] and metrics["plan"]["devices"][0]["split"] == 3
     assert replan["next_round_s"] is not None and replan["next_round_s"] > 0
+    assert 0 < replan["at_s"] < metrics["train_time_s"]
+    assert "re-planned    once; last after round 1: split [3, 1]" in summary(metrics, config.out)
+    assert Path(config.out, "timeline.png") in report_run(Path(config.out))  # the whole run, the re-plan marked
     weights = load_file(f"{config.out}/model.safetensors")
     reference = sgd_reference(config, rounds=3, per_round=1)
     worst = max((weights[k] - v).abs().max().item() for k, v in reference.items() if v.is_floating_point())
@@ -88,3 +96,17 @@ def test_a_replan_in_the_round_a_device_is_dropped_leaves_the_run_consistent(sma
     names = {e.name for e in server.recorder.events}
     assert "d0.device.F.i1m1" in names and "d0.device.F.i1m2" not in names and "d0.device.F.i3m1" in names
     _finite_model(config.out)
+
+
+def test_a_device_follows_its_slowdown_schedule(small_config: Any) -> None:
+    config = small_config(
+        samples_per_device=100,
+        epochs=2,
+        device_slowdown=1.0,
+        device_overrides={1: DeviceOverride(slowdown_schedule=[[0, 1.0], [1.0, 12.0]])},
+    )
+    metrics = run_local(config, progress=False)
+    assert metrics["device"][1]["slowdowns"] == [[0.0, 1.0], [1.0, 12.0]]
+    events = read_trace(Path(config.out, "trace.json"))
+    late = [e for e in events if e.track == "device1/compute" and e.start > 1.0 and e.args.get("cpu_s", 0) > 0]
+    assert late and all(e.duration >= 11.9 * e.args["cpu_s"] for e in late)  # each waits out 12 times its work

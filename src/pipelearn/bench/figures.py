@@ -66,10 +66,12 @@ def draw_timeline(
     title: str,
     window: tuple[float, float] | None = None,
     rates: Mapping[str, Sequence[Sequence[float]]] | None = None,
+    marks: Sequence[tuple[float, str]] = (),
 ) -> Path:
     """A Gantt chart: one row per resource, one bar per action, coloured by what it does; `window` crops it.
 
-    `rates` (a link track's [seconds, Mbit/s] steps) that change during the run are drawn in a panel below."""
+    `rates` (a link track's [seconds, Mbit/s] steps) that change during the run are drawn in a panel below; `marks`
+    (seconds, label), such as re-plans, as vertical lines."""
     lo, hi = window if window else (min(e.start for e in events), max(e.end for e in events))
     shown = [e for e in events if e.end > lo and e.start < hi]
     tracks = track_order([e.track for e in events])
@@ -90,6 +92,10 @@ def draw_timeline(
         row = len(tracks) - 1 - tracks.index(e.track)
         width = max(e.end - e.start, (hi - lo) * 1e-3)
         ax.barh(row, width, left=e.start - lo, height=0.7, color=colour, edgecolor="white", linewidth=0.4)
+    for at, text in marks:
+        if lo <= at <= hi:
+            ax.axvline(at - lo, color="#d62728", linewidth=1.2, linestyle="--")
+            ax.text(at - lo, len(tracks) - 0.4, f" {text}", color="#d62728", fontsize=7, va="bottom")
     ax.set_yticks(range(len(tracks)), list(reversed(tracks)), fontsize=8)
     ax.set_xlim(0, hi - lo)
     (below if changing else ax).set_xlabel("time (s)")

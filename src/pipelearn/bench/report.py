@@ -44,13 +44,15 @@ def report_run(root: Path) -> list[Path]:
         f"iteration {iteration}"
     )
     rates = link_rates(metrics)
+    replans = metrics.get("replans") or []
+    marks = [(r["at_s"], f"re-plan {i + 1}") for i, r in enumerate(replans) if r.get("at_s") is not None]
     try:
-        if any(len(steps) > 1 for steps in rates.values()):
-            raise ValueError("a link's rate changes: draw the whole run")
+        if any(len(steps) > 1 for steps in rates.values()) or marks:
+            raise ValueError("a link's rate or the plan changes: draw the whole run")
         window: tuple[float, float] | None = iteration_window(events, iteration)
     except ValueError:
         window, title = None, title.rsplit(":", 1)[0] + ": the whole run"
-    drawn = [draw_timeline(events, root / "timeline.png", title, window, rates)]
+    drawn = [draw_timeline(events, root / "timeline.png", title, window, rates, marks)]
     if metrics.get("rounds"):
         drawn.append(plot_accuracy_over_time([metrics], root / "accuracy.png", target=metrics.get("target_accuracy")))
     return drawn

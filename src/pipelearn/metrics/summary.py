@@ -21,6 +21,8 @@ def summary(metrics: dict[str, Any], out: str) -> str:
     if predicted is not None and metrics["epoch_times_s"]:
         mean = sum(metrics["epoch_times_s"]) / len(metrics["epoch_times_s"])
         lines.append(_row("plan", f"predicted {predicted:.1f} s an epoch, measured {mean:.1f} s on average"))
+    if metrics.get("replans"):
+        lines.append(_row("re-planned", _replans(metrics["replans"])))
     lines.append(_row("test accuracy", f"{100 * metrics['test_accuracy']:.2f}%{_rounds(metrics)}"))
     if metrics.get("target_accuracy") is not None:
         lines.append(_row("target", _target(metrics)))
@@ -40,6 +42,18 @@ def summary(metrics: dict[str, Any], out: str) -> str:
     else:
         lines.append(_row("results", f"{out}/metrics.json, {out}/model.safetensors"))
     return "\n".join(lines)
+
+
+def _replans(replans: list[dict[str, Any]]) -> str:
+    """How often the run changed plan, and the last change."""
+    last = replans[-1]
+    splits = [d["split"] for d in last["new"]["devices"]]
+    counts = [d["microbatches"] for d in last["new"]["devices"]]
+    times = "once" if len(replans) == 1 else f"{len(replans)} times"
+    return (
+        f"{times}; last after round {last['round'] + 1}: split {splits}, micro-batches {counts}, predicted "
+        f"{last['predicted_new_s']:.1f} s an epoch against {last['predicted_old_s']:.1f} s"
+    )
 
 
 def _row(label: str, text: str) -> str:

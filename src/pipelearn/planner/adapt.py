@@ -39,6 +39,8 @@ class Replan:
     """What the run measured that the prediction rests on (per device speed, link rates, the server's costs)."""
     next_round_s: float | None = None
     """What the round after it then measured (filled in once it is over)."""
+    at_s: float | None = None
+    """Seconds since training started when the run took it on."""
 
     @property
     def gain(self) -> float:
@@ -56,6 +58,7 @@ class Replan:
             "predicted_gain": self.gain,
             "measured": self.measured,
             "next_round_s": self.next_round_s,
+            "at_s": self.at_s,
         }
 
 

@@ -222,6 +222,8 @@ class Server:
         self.worker.replan(self.plan, self.schedule)
         self.sessions.replan(self.plan, self.schedule, after)
         self.rounds.follow(self.schedule)
+        assert self.start is not None  # aggregations happen only once training runs
+        decision.at_s = now() - self.start
         self.replans.append(decision)
         splits, counts = self.plan.splits, self.plan.microbatches
         print(
