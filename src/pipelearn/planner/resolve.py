@@ -51,6 +51,8 @@ def resolve(
 
 def at_best_plan(config: RunConfig, mode: str, **changes: Any) -> RunConfig:
     """`config` in `mode` with `changes`, at that mode's own best plan: the planner chooses the split, and in
-    pipelearn the micro-batch count (the other modes send whole mini-batches)."""
-    auto = {"split": "auto", "microbatches": "auto" if mode == "pipelearn" else 1}
+    pipelearn the micro-batch count (the other modes send whole mini-batches); fl without staleness."""
+    auto: dict[str, Any] = {"split": "auto", "microbatches": "auto" if mode == "pipelearn" else 1}
+    if mode == "fl":  # fl's devices train alone: nothing to overlap, so no staleness
+        auto["staleness"] = 0
     return dataclasses.replace(config, mode=mode, **{**auto, **changes}).validate()  # type: ignore[arg-type]
