@@ -41,7 +41,8 @@ BASE: dict[str, Any] = {
     "batch_size": 50,
     "epochs": 6,
     "network": "4g",
-    "device_slowdown": 4.0,
+    "device_slowdown": 10.0,
+    "aggregate_every": 2,
     "split": "auto",
     "microbatches": "auto",
     "eval_every": 0,
@@ -50,15 +51,14 @@ BASE: dict[str, Any] = {
 
 
 def run(config: RunConfig) -> dict[str, Any]:
-    """One run's metrics, with the prediction of the plan in force each epoch (a round is an epoch here)."""
-    assert config.aggregate_every is None
+    """One run's metrics, with the prediction of the plan in force each epoch."""
     metrics = run_local(config, progress=False)
     replans = metrics["replans"]
-    in_force = [(replans[0]["old"] if replans else metrics["plan"])["predicted_epoch_s"]] * len(
-        metrics["epoch_times_s"]
-    )
+    epochs = len(metrics["epoch_times_s"])
+    per_epoch = -(-(config.samples_per_device or 0) // config.batch_size) // (config.aggregate_every or 10**9) or 1
+    in_force = [(replans[0]["old"] if replans else metrics["plan"])["predicted_epoch_s"]] * epochs
     for replan in replans:
-        for epoch in range(replan["round"] + 1, len(in_force)):
+        for epoch in range(-(-(replan["round"] + 1) // per_epoch), epochs):
             in_force[epoch] = replan["predicted_new_s"]
     return {
         "out": config.out,
@@ -67,7 +67,13 @@ def run(config: RunConfig) -> dict[str, Any]:
         "split": metrics["split"],
         "microbatches": metrics["microbatches"],
         "replans": [
-            {"round": r["round"], "split": [d["split"] for d in r["new"]["devices"]], "gain": r["predicted_gain"]}
+            {
+                "round": r["round"],
+                "at_s": r["at_s"],
+                "split": [d["split"] for d in r["new"]["devices"]],
+                "microbatches": [d["microbatches"] for d in r["new"]["devices"]],
+                "gain": r["predicted_gain"],
+            }
             for r in replans
         ],
         "bottleneck": metrics["bottleneck"].get("resource"),
@@ -117,7 +123,7 @@ def change_scenario(out: Path, quick: bool, change: dict[str, Any], knowing: dic
 
 def change_at(quick: bool) -> float:
     """Seconds into training of the change: about a third of the run."""
-    return 12.0 if quick else 30.0
+    return 8.0 if quick else 15.0
 
 
 def drop(out: Path, quick: bool) -> dict[str, Any]:

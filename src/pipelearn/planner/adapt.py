@@ -74,6 +74,8 @@ ROUNDS_MEASURED = 3
 """Rounds whose measurements the costs are fitted to, each the median over them: one noisy round moves nothing."""
 GAIN = 0.05
 """The share of a round a new plan must be predicted to save before the run changes plan (hysteresis)."""
+CHANGED = 0.1
+"""How far a measurement moves before the planner searches again (a search takes a second or so)."""
 
 
 class RunAdapter:
@@ -96,6 +98,8 @@ class RunAdapter:
         self.message_s = profile.server.calibration.message_s if profile.server.calibration is not None else 0.0
         self.samples = list(samples)
         self.gain = gain
+        self.searched: tuple[float, ...] | None = None
+        """What was measured when the planner last searched: it searches again only where that changed."""
         self.measures: list[RoundMeasure] = []
 
     def after_round(self, round: int, events: Sequence[Event], schedule: Schedule, plan: RunPlan) -> Replan | None:
@@ -106,6 +110,12 @@ class RunAdapter:
         measured = Measured(tuple(self.measures[-ROUNDS_MEASURED:]))
         if measured.seconds is None:
             return None
+        seen = measured.summary()
+        if self.searched is not None and all(
+            math.isclose(a, b, rel_tol=CHANGED) for a, b in zip(seen, self.searched, strict=True)
+        ):
+            return None  # the plan in force was searched for under these costs
+        self.searched = seen
         fleet = self.fleet(measured, plan)
         profile = self.fitted(measured, fleet, plan)
         costs = CostModel.for_run(profile, fleet)
@@ -122,6 +132,7 @@ class RunAdapter:
                 for old, b in zip(plan.devices, best.devices, strict=True)
             ),
         )
+        self.measures.clear()  # a round's time is of its plan: the next decision rests on the new plan's rounds
         return Replan(round, plan, new, old_s, new_s, self.described(measured, fleet, profile))
 
     def fleet(self, measured: Measured, plan: RunPlan) -> RunConfig:

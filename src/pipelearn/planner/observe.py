@@ -126,3 +126,11 @@ class Measured:
     def mbps(self, direction: str, device: int) -> float | None:
         """A device's delivered rate one way."""
         return median([r.mbps[direction][device] for r in self.rounds])
+
+    def summary(self) -> tuple[float, ...]:
+        """Every measurement as one tuple (0 where unmeasured), to tell whether the costs moved."""
+        devices = range(len(self.rounds[-1].slowdown))
+        values = [self.seconds, self.server_cpu]
+        values += [f(d) for d in devices for f in (self.device_cpu, self.slowdown)]
+        values += [self.mbps(direction, d) for direction in ("up", "down") for d in devices]
+        return tuple(v or 0.0 for v in values)
