@@ -80,7 +80,7 @@ def test_plain_text_warns_off_loopback(tmp_path: Path):
     assert "(plain text)" in lines[-1]
     for host, warned in (("192.0.2.1", True), ("localhost", False)):
         device = subprocess.run(
-            [*COMMAND, "device", "--server", f"{host}:{_free_port()}", "--id", "0", "--insecure", "--timeout", "1"],
+            [*COMMAND, "device", "--server", f"{host}:{_free_port()}", "--id", "0", "--insecure", "--timeout-s", "1"],
             capture_output=True,
             text=True,
             timeout=60,
