@@ -198,7 +198,7 @@ def run_device(
     torch.set_num_threads(1)
     where = resolve_device(compute, "--compute")
     outbox = Outbox()
-    log.info("device %d: connecting to %s (%s)", device, address, "plain text" if insecure else "mutual TLS")
+    log.info("connecting to %s as device %d (%s)", address, device, "plain text" if insecure else "mutual TLS")
     channel, replies = open_session(address, iter(outbox), timeout_s, credentials)
     inbox = Inbox(replies, "the server", timeout_s)
     try:
