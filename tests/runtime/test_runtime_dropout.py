@@ -14,10 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from pipelearn.runtime.server import Server, prepare
+
+pytestmark = pytest.mark.slow
 
 # With a 2 Mbit/s uplink, one 7-sample activation of VGG5 split at 2 takes about 0.2 s: an iteration lasts long
 # enough for a test to catch a device in the middle of one.

@@ -13,6 +13,7 @@ from pipelearn.runtime.launch import run_local
 from pipelearn.runtime.server import prepare
 
 
+@pytest.mark.slow
 def test_start_up_is_reported_for_each_side_and_left_out_of_training(small_config):
     config = small_config(mode="pipelearn", epochs=2)
     metrics = run_local(config, progress=False)
