@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
 from pipelearn.config import RunConfig
@@ -12,6 +13,7 @@ from pipelearn.models.parts import make_model
 from pipelearn.trainer import train_local
 
 
+@pytest.mark.slow
 def test_train_local_learns_and_writes_metrics_and_model(tmp_path: Path):
     config = RunConfig(
         dataset="synthetic",

@@ -41,6 +41,7 @@ class FakeServer:
         self.done.set()
 
 
+@pytest.mark.slow
 def test_the_device_reads_its_own_data_directory_not_the_plans(small_config, monkeypatch, tmp_path: Path):
     fake = FakeServer(_message(small_config(dataset="idx", data_dir="/srv/server-only", download=True)))
     read: list[Any] = []
