@@ -32,12 +32,12 @@ def test_the_server_warns_of_a_profile_never_read_and_of_batches_capped_by_a_dev
 ) -> None:
     saved = tmp_path / "profile.json"
     saved.write_text("{}")
-    # 24 devices deal the 2,000 synthetic samples 84 or 83 each, fewer than a mini-batch
-    config = small_config(devices=24, samples_per_device=None, batch_size=100, profile_in=str(saved))
+    # 2 devices deal the 2,000 synthetic samples 1,000 each, fewer than a mini-batch
+    config = small_config(samples_per_device=None, batch_size=1200, profile_in=str(saved))
     prepare(config)  # the split and micro-batches are fixed: the profile is not read
     said = [r.getMessage() for r in caplog.records if r.name == "pipelearn.server" and r.levelname == "WARNING"]
     assert len(said) == 2 and said[0].startswith(f"profile_in {saved} is not read")
-    assert said[1].startswith("fewer training samples than batch_size 100 (device 0 84, device 1 84,")
+    assert said[1].startswith("fewer training samples than batch_size 1200 (device 0 1000, device 1 1000)")
     with pytest.raises(ConfigError, match="which is no file"):
         prepare(small_config(profile_in=str(tmp_path / "none.json")))
     with pytest.raises(ConfigError, match="more than the 500 samples of synthetic's test split"):
