@@ -25,6 +25,15 @@ def pipelearn_logging() -> None:
     setup_logging()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread() -> None:
+    """Compute on one thread, as every process of a run does: on a shared machine torch's threads spin against other
+    work, and a test of a few milliseconds' arithmetic can then take seconds."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 _PROCESSES = {"device", "run", "server", "train-local", "bench", "pipelearn.runtime.netns_server"}
 """Commands of `python -m pipelearn ...` (and the netns server) that train or serve: only slow tests start them."""
 
