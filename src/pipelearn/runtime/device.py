@@ -81,7 +81,9 @@ class DeviceWorker:
             try:
                 received = [self.inbox.expect(dep) for dep in action.deps if dep.resource is Resource.DOWNLINK]
             except RunOver:
-                log.info("the server ended the run after round %d", action.key.round)
+                log.info(
+                    "the server ended the run early, before round %d/%d", action.key.round + 1, self.schedule.rounds
+                )
                 return
             start, cpu = now(), time.thread_time()
             args = self.execute(action, received)
