@@ -29,7 +29,7 @@ _DEFAULTS = [
     "--network", "unlimited",
     "--device-slowdown", "1",
     "--test-samples", "500",
-    "--timeout", "600",
+    "--timeout-s", "600",
 ]  # fmt: skip
 
 

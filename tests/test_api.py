@@ -12,6 +12,7 @@ import pipelearn
 from pipelearn.data import synthetic_dataset
 
 
+@pytest.mark.slow
 def test_run_trains_a_function_on_data_objects_and_returns_the_metrics(
     plugin_nets: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -430,7 +430,18 @@ def test_train_local_takes_samples_per_device_and_still_reads_samples() -> None:
     args = _parser().parse(["train-local", "--samples", "200"])
     assert _config(args).samples_per_device == 200 and deprecations(args)[0].startswith("--samples is now --samples-")
     device = _parser().parse(["device", "--server", "h:1", "--timeout", "3"])
-    assert device.timeout_s == 3.0 and _parser().parse(["device", "--server", "h:1", "--timeout-s", "4"]).timeout_s == 4
+    assert device.timeout_s == 3.0 and deprecations(device) == ["--timeout is now --timeout-s; the old name will go"]
+    renamed = _parser().parse(["device", "--server", "h:1", "--timeout-s", "4"])
+    assert renamed.timeout_s == 4 and deprecations(renamed) == []
+
+
+def test_a_runs_devices_are_given_the_timeout_by_its_current_flag() -> None:
+    from pipelearn.runtime.launch import device_command
+
+    argv = device_command("127.0.0.1:1", 1, RunConfig(timeout_s=7.0).validate(), "keys")
+    assert argv[argv.index("--timeout-s") + 1] == "7.0" and "--timeout" not in argv
+    args = _parser().parse(argv[3:])
+    assert args.timeout_s == 7.0 and deprecations(args) == []  # a run's devices do not warn
 
 
 @pytest.mark.parametrize(

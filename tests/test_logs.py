@@ -105,6 +105,7 @@ _HANDSHAKE = """
 """
 
 
+@pytest.mark.slow
 def test_grpcs_native_log_is_off_unless_the_environment_asks_for_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("GRPC_VERBOSITY", "GRPC_TRACE")}
     script = textwrap.dedent(_HANDSHAKE)

@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 from pipelearn.config import RunConfig, check_sizes
 from pipelearn.data.dealing import DeviceBatches, device_indices, load_data
 from pipelearn.events import now
+from pipelearn.logs import progress_bar
 from pipelearn.models.parts import make_model
 from pipelearn.training import evaluate, make_optimizer, scaled_loss
 
@@ -37,7 +37,8 @@ def train_local(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     for epoch in range(config.epochs):
         model.train()
         began, loss_sum = now(), 0.0
-        bar = tqdm(range(batches.per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        desc = f"epoch {epoch + 1}/{config.epochs}"
+        bar = progress_bar(range(batches.per_epoch), desc=desc, unit="batch", enabled=progress, log=log)
         for i in bar:
             x, y = batches.batch(epoch * batches.per_epoch + i)
             loss = scaled_loss(model(x), y, len(y))

@@ -186,6 +186,7 @@ def test_run_names_are_safe_directory_names() -> None:
     assert run_name(cell) == "my.module_data-vgg5-fl"
 
 
+@pytest.mark.slow
 def test_a_real_cell_is_planned_trained_recorded_and_then_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = RunConfig(
         dataset="synthetic", batchnorm=False, devices=2, samples_per_device=40, batch_size=20, epochs=1,

@@ -78,6 +78,7 @@ def _png_height(png: Path) -> int:
     return int.from_bytes(png.read_bytes()[20:24], "big")
 
 
+@pytest.mark.slow
 def test_a_run_whose_link_rate_changes_is_drawn_whole_with_the_rates_below(tmp_path: Path) -> None:
     steady = _recorded_run(tmp_path / "steady")
     report(steady)

@@ -78,6 +78,7 @@ def test_measured_points_sit_at_the_networks_uplink() -> None:
     assert point == {"network": "4g", "slowdown": 4.0, "up_mbps": 10, "over_fl": 2.0, "over_sfl": 3.0}
 
 
+@pytest.mark.slow
 def test_report_draws_a_recorded_bench_without_training(tmp_path: Path) -> None:
     (tmp_path / "bench.json").write_text(json.dumps(BENCH))
     drawn = {p.name for p in report(tmp_path)}
@@ -93,6 +94,7 @@ def test_report_draws_a_recorded_bench_without_training(tmp_path: Path) -> None:
     assert "speed-up per epoch" in (tmp_path / "bench.md").read_text()
 
 
+@pytest.mark.slow
 def test_maps_are_drawn_per_model_and_failed_runs_are_listed(tmp_path: Path) -> None:
     grid = BENCH["map"]
     bench = {k: v for k, v in BENCH.items() if k != "map"} | {
@@ -105,6 +107,7 @@ def test_maps_are_drawn_per_model_and_failed_runs_are_listed(tmp_path: Path) -> 
     assert "| resnet18 | 4g | sl | failed: device 1 died |" in (tmp_path / "bench.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_recorded_and_the_bench_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipelearn.bench import runner
     from pipelearn.config import RunConfig

@@ -60,6 +60,7 @@ def test_the_planner_expects_the_sample_counts_the_runtime_deals(values):
         assert len(set(dealt)) > 1  # uneven: what an equal share would have got wrong
 
 
+@pytest.mark.slow
 def test_a_dirichlet_plan_is_made_for_the_counts_the_devices_hold():
     config = _config(partition="dirichlet", devices=4, dirichlet_alpha=0.3, split=2, microbatches="auto")
     train = load_dataset("synthetic", "train")

@@ -11,6 +11,11 @@ from torch import nn
 from pipelearn.models import MODEL_NAMES, build_model, canonical_model_name, num_blocks, split
 
 SHAPES = [((1, 28, 28), 10), ((3, 32, 32), 100)]
+LARGE = {"resnet50", "vgg11", "vgg16", "mobilenetv3-large"}
+"""The zoo's largest models: seconds a test to build and run, so in the slow tier."""
+BY_COST = [pytest.param(n, marks=pytest.mark.slow) if n in LARGE else n for n in MODEL_NAMES]
+SPLITS_BY_COST = [n if n in ("vgg5", "vgg8") else pytest.param(n, marks=pytest.mark.slow) for n in MODEL_NAMES]
+"""Running every split of a model costs seconds for all but the smallest two."""
 BLOCK_COUNTS = {
     "vgg5": 5,
     "vgg8": 8,
@@ -35,7 +40,7 @@ def test_block_counts_cover_all_names() -> None:
 
 
 @pytest.mark.parametrize(("shape", "classes"), SHAPES)
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", BY_COST)
 def test_output_shape_and_blocks(name: str, shape: tuple[int, int, int], classes: int) -> None:
     model = zoo_model(name, shape, classes)
     assert isinstance(model, nn.Sequential)
@@ -49,7 +54,7 @@ def test_output_shape_and_blocks(name: str, shape: tuple[int, int, int], classes
 
 
 @pytest.mark.parametrize(("shape", "classes"), SHAPES)
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", SPLITS_BY_COST)
 def test_every_split_recomposes_exactly(name: str, shape: tuple[int, int, int], classes: int) -> None:
     model = zoo_model(name, shape, classes)
     torch.manual_seed(2)
@@ -66,7 +71,7 @@ def test_every_split_recomposes_exactly(name: str, shape: tuple[int, int, int], 
             assert torch.equal(server(device(x)), expected), f"p={p}"
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", BY_COST)
 def test_no_batchnorm_option(name: str) -> None:
     model = build_model(name, (3, 32, 32), 10, batchnorm=False)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
@@ -141,7 +146,7 @@ def test_bad_shape_or_classes(shape: tuple[int, int, int], classes: int) -> None
         build_model("vgg5", shape, classes)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", BY_COST)
 def test_odd_input_shape(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name, (2, 20, 12), 7).eval()

@@ -80,6 +80,7 @@ def test_fit_line_goes_through_the_origin_rather_than_subtract_time():
     assert fit_line([0.01, 0.01], [0.03, 0.03]) == pytest.approx((3.0, 0.0))  # one size of action: a factor
 
 
+@pytest.mark.slow
 def test_calibrate_finds_the_line_each_side_of_a_run_followed(finished):
     _, out, profile = finished
     run = RecordedRun.load(out)
@@ -114,6 +115,7 @@ def test_median_of_runs_takes_the_middle_run_and_weighs_it_by_its_actions():
     assert median_of_runs([[4.0]]) == (4.0, 1.0)
 
 
+@pytest.mark.slow
 def test_one_slow_run_among_repeats_of_a_plan_does_not_move_the_calibration(finished):
     _, out, profile = finished
     run = RecordedRun.load(out)
@@ -127,6 +129,7 @@ def test_one_slow_run_among_repeats_of_a_plan_does_not_move_the_calibration(fini
     assert calibrate(profile, [run, slow, slow]).server.calibration.factor > 2 * alone.server.calibration.factor
 
 
+@pytest.mark.slow
 def test_a_profile_calibrated_by_a_run_is_saved_and_plans_runs_that_name_it(finished, tmp_path: Path):
     config, out, profile = finished
     measured, calibrated = tmp_path / "measured.json", tmp_path / "calibrated.json"
@@ -153,6 +156,7 @@ def test_a_profile_calibrated_by_a_run_is_saved_and_plans_runs_that_name_it(fini
         resolve_plan(other, make_model(other, shape, classes), shape)
 
 
+@pytest.mark.slow
 def test_calibrating_from_a_run_without_cpu_seconds_or_of_another_model_says_so(finished, tmp_path: Path):
     _, out, profile = finished
     bare = tmp_path / "bare"
@@ -173,6 +177,7 @@ def _measured_as_simulated(run: RecordedRun, profile: Profile, times: float = 1.
     return dataclasses.replace(run, metrics={**run.metrics, "epoch_times_s": epochs})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("message_s", [0.0, 0.004])
 def test_calibrate_finds_the_seconds_a_message_held_up_the_server(finished, message_s: float):
     _, out, profile = finished

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from pipelearn.cli import main
 from pipelearn.planner.command import compact
 
@@ -12,6 +14,7 @@ FLAGS = ["--dataset", "synthetic", "--no-batchnorm", "--devices", "2", "--batch-
 FLAGS += ["--samples-per-device", "60", "--epochs", "1"]
 
 
+@pytest.mark.slow
 def test_plan_prints_json_and_saves_a_profile_it_can_reuse(tmp_path: Path, capsys):
     profile = tmp_path / "profile.json"
     assert main(["plan", *FLAGS, "--json", "--profile-out", str(profile)]) == 0
@@ -52,6 +55,7 @@ def test_compact_lists():
     assert compact([2] * 6 + [1] * 4) == "2 x6, 1 x4"
 
 
+@pytest.mark.slow
 def test_plan_under_compression_predicts_a_shorter_epoch_and_keeps_the_codec_timings(tmp_path: Path, capsys):
     flags = [*FLAGS, "--network", "4g", "--json"]  # the later --network wins
     plain, compressed = tmp_path / "plain.json", tmp_path / "int8.json"

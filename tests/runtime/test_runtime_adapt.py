@@ -26,6 +26,8 @@ from pipelearn.runtime.launch import run_local
 from pipelearn.runtime.server import Server, prepare
 from pipelearn.schedule import Schedule
 
+pytestmark = pytest.mark.slow
+
 
 class Resplit:
     """An adapter that moves to other splits and micro-batch counts after one round, whatever was measured."""

@@ -83,6 +83,7 @@ def _device(address: str, device: int, path: Path, *flags: str) -> subprocess.Po
     return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_a_device_whose_plugin_differs_from_the_servers_is_refused(small_config, plugin_nets, tmp_path):
     # device 1 has another version of the same module: the same names, a wider network
     skewed = tmp_path / "skewed"
@@ -103,6 +104,7 @@ def test_a_device_whose_plugin_differs_from_the_servers_is_refused(small_config,
     assert metrics["device"][0]["error"] is None and metrics["device"][0]["busy_s"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("flags", "words"),
     [

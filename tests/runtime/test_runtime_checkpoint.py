@@ -100,6 +100,7 @@ _WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay_s", [0.0, 0.05, 0.13, 0.31])
 def test_a_writer_killed_at_any_moment_leaves_a_whole_checkpoint(tmp_path: Path, delay_s: float):
     writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)])
@@ -162,6 +163,7 @@ def _toml(config: RunConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_from_its_checkpoint_to_the_uninterrupted_result(small_config, tmp_path):
     # momentum 0 and no BatchNorm: resuming (which restarts momentum) is then the same arithmetic; 4 rounds
     settings = {"mode": "pipelearn", "epochs": 2, "aggregate_every": 1, "momentum": 0.0}

@@ -224,6 +224,7 @@ def _readable(event: dict[str, Any]) -> bool:
     )
 
 
+@pytest.mark.slow
 @_HYPOTHESIS
 @given(st.lists(_taken_event(), max_size=4))
 def test_property_every_event_the_report_can_read_is_taken(events: list[dict[str, Any]]) -> None:
@@ -248,6 +249,7 @@ _FAULTS: dict[str, Any] = {
 }
 
 
+@pytest.mark.slow
 @_HYPOTHESIS
 @given(st.lists(_taken_event(), min_size=1, max_size=4), st.sampled_from([*_FAULTS, "keys"]), st.data())
 def test_property_an_event_the_report_cannot_read_is_refused(

@@ -4,10 +4,15 @@ over mutual TLS; plain text only when asked for; a configuration the devices can
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
 
 COMMAND = [sys.executable, "-m", "pipelearn"]
 
@@ -38,7 +43,7 @@ def test_server_and_device_commands_train_together_over_mutual_tls(tmp_path: Pat
     assert "device-1.pem" in made.stdout and "its own" in made.stderr
     address, keys = f"127.0.0.1:{_free_port()}", str(tmp_path / "keys")
     server = subprocess.Popen(
-        [*COMMAND, "server", "--listen", address, str(_run_toml(tmp_path)), "--quiet", "--json", "--credentials", keys],
+        [*COMMAND, "server", "--listen", address, str(_run_toml(tmp_path)), "--json", "--credentials", keys],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -56,6 +61,15 @@ def test_server_and_device_commands_train_together_over_mutual_tls(tmp_path: Pat
     assert server.returncode == 0, err
     assert all(d.wait(timeout=60) == 0 for d in devices)
     assert "(mutual TLS)" in err and "warning" not in err
+    # stderr is a pipe, no terminal: the progress bar is plain lines, never a carriage-return frame
+    assert "\r" not in err and "\x1b" not in err
+    lines = err.splitlines()
+    assert lines[0].startswith("server: listening on port ")
+    joined = r"server: device [01] joined from ipv4:127\.0\.0\.1:\d+: split 2, 1 micro-batch"
+    assert sorted(line[15] for line in lines if re.fullmatch(joined, line)) == ["0", "1"]
+    progress = [line for line in lines if line.startswith("server: sfl server: ")]
+    assert progress[-1].startswith("server: sfl server: 13/13 action (round 1/1, loss ") and len(progress) <= 11
+    assert re.fullmatch(r"server: round 1/1, train loss \d\.\d{4}, test accuracy \d+\.\d\d%; at \d+\.\d s", lines[-1])
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["mode"] == "sfl" and metrics["network"] == "wifi" and metrics["failed_devices"] == []
     assert json.loads(out)["test_accuracy"] == metrics["test_accuracy"]
@@ -80,7 +94,7 @@ def test_plain_text_warns_off_loopback(tmp_path: Path):
     assert "(plain text)" in lines[-1]
     for host, warned in (("192.0.2.1", True), ("localhost", False)):
         device = subprocess.run(
-            [*COMMAND, "device", "--server", f"{host}:{_free_port()}", "--id", "0", "--insecure", "--timeout", "1"],
+            [*COMMAND, "device", "--server", f"{host}:{_free_port()}", "--id", "0", "--insecure", "--timeout-s", "1"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -114,13 +128,16 @@ def test_a_device_with_the_wrong_credentials_gives_up_at_once_with_a_clear_error
 
 def test_a_device_with_no_server_gives_up_with_a_clear_error(tmp_path: Path):
     result = subprocess.run(
-        [*COMMAND, "device", "--server", f"127.0.0.1:{_free_port()}", "--id", "0", "--insecure", "--timeout", "3"],
+        [*COMMAND, "device", "--server", f"127.0.0.1:{_free_port()}", "--id", "0", "--insecure", "--timeout-s", "6"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode != 0
-    assert "server" in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("device: connecting to 127.0.0.1:")
+    assert any(line.startswith("device: still trying to reach 127.0.0.1:") for line in lines)  # not silent
+    assert "no PipeLearn server answered" in lines[-1]
 
 
 def test_a_configuration_the_devices_cannot_serve_is_refused_once_up_front(tmp_path: Path):

@@ -12,6 +12,8 @@ from pipelearn.models.parts import make_model
 from pipelearn.runtime.launch import run_local
 from pipelearn.training import make_optimizer, scaled_loss
 
+pytestmark = pytest.mark.slow
+
 RATIO = {"none": (1.0, 1.0), "fp16": (1.9, 2.0), "bf16": (1.9, 2.0), "int8": (3.5, 4.0)}
 """Raw over wire bytes each dense codec must reach (labels and counters travel uncompressed)."""
 

@@ -41,6 +41,7 @@ class FakeServer:
         self.done.set()
 
 
+@pytest.mark.slow
 def test_the_device_reads_its_own_data_directory_not_the_plans(small_config, monkeypatch, tmp_path: Path):
     fake = FakeServer(_message(small_config(dataset="idx", data_dir="/srv/server-only", download=True)))
     read: list[Any] = []
@@ -59,6 +60,7 @@ def test_the_device_reads_its_own_data_directory_not_the_plans(small_config, mon
     fake.server.stop(None)
 
 
+@pytest.mark.slow
 def test_the_device_refuses_a_plan_for_a_model_it_does_not_know(small_config):
     fake = FakeServer(_message(small_config()).replace('"vgg5"', '"notamodel"'))
     with pytest.raises(WireError, match="unknown model 'notamodel'"):

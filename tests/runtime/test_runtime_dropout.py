@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,10 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from pipelearn.runtime.server import Server, prepare
+
+pytestmark = pytest.mark.slow
 
 # With a 2 Mbit/s uplink, one 7-sample activation of VGG5 split at 2 takes about 0.2 s: an iteration lasts long
 # enough for a test to catch a device in the middle of one.
@@ -35,9 +40,9 @@ def _start(config: Any) -> tuple[Server, str, threading.Thread, dict[str, Any], 
     return server, address, thread, result, devices
 
 
-def _device(address: str, device: int) -> subprocess.Popen[bytes]:
+def _device(address: str, device: int, **kwargs: Any) -> subprocess.Popen[Any]:
     return subprocess.Popen(
-        [sys.executable, "-m", "pipelearn", "device", "--insecure", "--server", address, "--id", str(device)]
+        [sys.executable, "-m", "pipelearn", "device", "--insecure", "--server", address, "--id", str(device)], **kwargs
     )
 
 
@@ -94,8 +99,9 @@ def test_a_frozen_device_is_dropped_when_its_deadline_trips_and_the_run_complete
     assert "unreachable" in reason or "sent nothing" in reason  # no heartbeat, or past its deadline
 
 
-def test_a_killed_device_rejoins_at_the_next_round_with_the_global_model(small_config):
+def test_a_killed_device_rejoins_at_the_next_round_with_the_global_model(small_config, caplog):
     # 2 iterations an epoch, FedAvg after every iteration: 4 rounds; device 1 rejoins in the middle of epoch 0
+    caplog.set_level(logging.INFO, logger="pipelearn")
     config = small_config(mode="pipelearn", epochs=2, aggregate_every=1, **SLOW_UPLINK)
     server, address, thread, result, devices = _start(config)
     try:
@@ -103,7 +109,7 @@ def test_a_killed_device_rejoins_at_the_next_round_with_the_global_model(small_c
         os.kill(devices[0].pid, signal.SIGSTOP)  # hold round 0 open until device 1 is back
         os.kill(devices[1].pid, signal.SIGKILL)
         _until(lambda: server.membership.is_out(1), "the server drops device 1")
-        devices.append(_device(address, 1))
+        devices.append(_device(address, 1, stderr=subprocess.PIPE, text=True))  # no terminal: a plain log
         _until(lambda: bool(server.membership.rejoined), "device 1 rejoins")
         os.kill(devices[0].pid, signal.SIGCONT)
         thread.join(120)
@@ -129,3 +135,24 @@ def test_a_killed_device_rejoins_at_the_next_round_with_the_global_model(small_c
     assert len(aggregations) == 4
     _finite_model(config.out)
     assert Path(config.out, "checkpoint.json").exists()
+    # the server's log: each join with its address and plan, the drop, the new connection and the rejoin
+    said = [r.getMessage() for r in caplog.records if r.name == "pipelearn.server"]
+    joins = [
+        m for m in said if re.fullmatch(r"device \d joined from ipv4:127\.0\.0\.1:\d+: split 2, 3 micro-batches", m)
+    ]
+    assert sorted(m.split()[1] for m in joins) == ["0", "1"]
+    drop = next(i for i, m in enumerate(said) if m.startswith("device 1 failed in round 0 and was dropped"))
+    back = said.index(next(m for m in said if m.startswith("device 1 connected again from ipv4:127.0.0.1:")))
+    assert drop < back < said.index("device 1 rejoined; it takes part again from round 1")
+    rounds = [m for m in said if m.startswith("round ")]
+    assert [m.split(",")[0].split(";")[0] for m in rounds] == [f"round {r}/4" for r in (1, 2, 3, 4)]
+    assert "test accuracy" in rounds[-1]  # the last round is evaluated
+    # the rejoined device's own log, on a pipe: admission, training from round 2 (of 1..4), each round, the end
+    log = devices[2].stderr.read()
+    assert "\r" not in log
+    lines = log.splitlines()
+    assert lines[0] == f"device: connecting to {address} as device 1 (plain text)"
+    assert "device: admitted as device 1 of 2: pipelearn, split 2, 3 micro-batches" in lines
+    assert "device: training 40 samples from round 2/4" in lines
+    assert [line for line in lines if line.endswith(" done")] == [f"device: round {r}/4 done" for r in (2, 3, 4)]
+    assert lines[-1] == "device: done: the server ended the run"

@@ -64,6 +64,7 @@ def _accuracy(config: Any, state: State, samples: int | None) -> float:
     return evaluate(model, test, samples, config.seed)
 
 
+@pytest.mark.slow
 def test_every_round_is_recorded_with_the_accuracy_of_its_global_model(small_config):
     config = small_config(epochs=2, samples_per_device=60, aggregate_every=1, eval_every=2, eval_samples=150)
     server, metrics, globals_, codes = _run(config)
@@ -92,6 +93,7 @@ def test_every_round_is_recorded_with_the_accuracy_of_its_global_model(small_con
     assert sorted(e.name for e in server.recorder.events if e.track == compute_track(None)) == server_actions
 
 
+@pytest.mark.slow
 def test_the_server_holds_each_devices_timeline_of_a_round_when_it_aggregates_it(small_config):
     config = small_config(epochs=2, samples_per_device=60, aggregate_every=1, eval_every=0)
     seen: dict[int, set[str]] = {}
@@ -110,6 +112,7 @@ def test_the_server_holds_each_devices_timeline_of_a_round_when_it_aggregates_it
     assert len(names) == len(set(names))
 
 
+@pytest.mark.slow
 def test_evaluating_every_round_leaves_the_training_arithmetic_as_it_is(small_config):
     weights = {}
     for every in (1, 0):
@@ -127,6 +130,7 @@ def test_evaluating_every_round_leaves_the_training_arithmetic_as_it_is(small_co
         assert torch.equal(value, weights[0][name]), name
 
 
+@pytest.mark.slow
 def test_stop_at_target_ends_the_run_early_and_every_device_exits_cleanly(small_config):
     config = small_config(
         epochs=3,

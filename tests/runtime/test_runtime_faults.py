@@ -35,6 +35,8 @@ from pipelearn.transport.inbox import Inbox, PeerError
 from pipelearn.transport.link import Outbox
 from pipelearn.transport.service import PROTOCOL_VERSION, envelope, open_session, parse_envelope
 
+pytestmark = pytest.mark.slow
+
 
 class Raw:
     """Bytes sent as they are, in place of an envelope (for malformed protobuf)."""

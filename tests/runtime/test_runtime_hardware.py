@@ -81,6 +81,7 @@ def _pipelearn(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pipelearn", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cuda_without_a_gpu_is_a_clear_error_for_the_server_and_a_device() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -104,6 +105,7 @@ def _no_cpu_bf16() -> str | None:
     return None if dtype == torch.bfloat16 else f"bf16 autocast on this CPU computes in {dtype}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("amp", ["bf16", "off"])
 def test_the_server_part_computes_in_bf16_exactly_when_asked(small_config, amp: str) -> None:
     reason = _no_cpu_bf16()

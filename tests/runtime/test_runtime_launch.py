@@ -16,6 +16,8 @@ from pipelearn.runtime.server import Server
 from pipelearn.transport.credentials import load_device_credentials, make_credentials
 from pipelearn.transport.service import open_session
 
+pytestmark = pytest.mark.slow
+
 
 def test_a_local_run_is_mutual_tls_with_throw_away_credentials(small_config, monkeypatch, tmp_path: Path):
     seen: dict[str, Any] = {"devices": []}

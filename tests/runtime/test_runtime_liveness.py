@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 import torch
 
 from pipelearn.config import DeviceOverride, RunConfig
@@ -28,6 +29,8 @@ from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.inbox import Inbox
 from pipelearn.transport.link import Outbox
 from pipelearn.transport.service import envelope, open_session
+
+pytestmark = pytest.mark.slow
 
 # A device builds its optimizer once training starts, and torch imports its compiler stack (seconds, on a busy
 # machine) when the first optimizer is built: these devices import it before joining, as a warm-up would, so that

@@ -14,6 +14,8 @@ from pipelearn.models.parts import make_model
 from pipelearn.runtime.launch import run_local
 from pipelearn.training import make_optimizer, scaled_loss
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("mode", ["fl", "sl", "sfl", "pipelearn"])
 def test_every_mode_trains_and_its_loss_falls(small_config, mode):

@@ -28,6 +28,9 @@ from pipelearn.runtime.shaper import shape
 from pipelearn.schedule import Resource
 from pipelearn.transport.rates import RateSchedule
 
+# namespaces and their links are the machine's, not this process's: one worker at a time makes them
+pytestmark = pytest.mark.xdist_group("netns")
+
 
 def _why_not() -> str | None:
     reason = netns.unavailable_reason()
@@ -158,6 +161,7 @@ def _transfers(events: list[dict[str, Any]], track: str) -> list[tuple[float, fl
     return [(e["ts"] / 1e6, (e["ts"] + e["dur"]) / 1e6, e["args"]["bytes"]) for e in _on_track(events, track)]
 
 
+@pytest.mark.slow
 def test_a_netns_run_is_shaped_by_the_kernel_and_leaves_nothing_behind(small_config, nothing_left_behind) -> None:
     config = small_config(netns=True, up_mbps=8.0, down_mbps=16.0, latency_ms=5.0, epochs=1)
     metrics = run_local(config, progress=False)
@@ -177,6 +181,7 @@ def test_a_netns_run_is_shaped_by_the_kernel_and_leaves_nothing_behind(small_con
             assert 0.7 * mbps < statistics.median(rates) < 1.15 * mbps, (direction, rates)
 
 
+@pytest.mark.slow
 def test_a_failed_run_leaves_nothing_behind(small_config, nothing_left_behind, monkeypatch) -> None:
     # devices that die at once: the server gives up waiting for them, and the run fails
     monkeypatch.setattr(launch, "device_command", lambda *_: [sys.executable, "-c", "raise SystemExit(3)"])
@@ -184,6 +189,7 @@ def test_a_failed_run_leaves_nothing_behind(small_config, nothing_left_behind, m
         run_local(small_config(netns=True, timeout_s=3.0), progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_an_interrupted_run_leaves_nothing_behind(signum: int, namespaces: None, tmp_path: Path) -> None:
     links = _root_links()
@@ -212,6 +218,7 @@ def test_an_interrupted_run_leaves_nothing_behind(signum: int, namespaces: None,
     assert not [pid for pid in hosts if Path(f"/proc/{pid}").exists()], err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel", [False, True], ids=["user space", "kernel"])
 def test_an_uplink_that_drops_from_10_to_2_mbits_midway(small_config, kernel: bool, request) -> None:
     # one device whose epochs are mostly uplink: about 150 kB each (activations and weights), 0.12 s at 10 Mbit/s

@@ -28,6 +28,7 @@ def _one_process(config) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fl", "sfl"])
 def test_momentum_after_an_aggregation_is_what_the_setting_says(small_config, mode):
     """One device, FedAvg after every iteration: a run equals one process that keeps, or clears, momentum."""

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from pipelearn.config import DeviceOverride
 from pipelearn.planner.command import plan_command
 from pipelearn.runtime.launch import run_local
+
+pytestmark = pytest.mark.slow
 
 
 def test_auto_plans_then_trains_and_records_the_plan(small_config):

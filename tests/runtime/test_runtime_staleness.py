@@ -11,6 +11,8 @@ from safetensors.torch import load_file
 from pipelearn.config import RunConfig
 from pipelearn.runtime.launch import run_local
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("staleness", [0, 1])
 @pytest.mark.parametrize("mode", ["pipelearn", "sfl"])

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from pipelearn.runtime.launch import run_local
+
+pytestmark = pytest.mark.slow
 
 
 def _spans(trace: dict, track_process: str, track_thread: str) -> dict[str, tuple[float, float]]:

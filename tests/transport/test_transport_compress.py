@@ -159,6 +159,7 @@ dtypes = st.sampled_from(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(st.dictionaries(names, st.tuples(st.lists(st.integers(0, 300), max_size=3), dtypes), max_size=6))
 def test_payload_bytes_matches_safetensors(specs: dict) -> None:

@@ -369,6 +369,7 @@ def test_a_peer_alive_without_progress_is_warned_about_then_dropped(peer: Peer) 
     assert "alive, it is dropped if it shows none within another" in warning
 
 
+@pytest.mark.slow
 def test_a_peer_that_keeps_progressing_is_waited_for_past_its_timeout(paced_peer: Peer) -> None:
     beats = [(0.05, i + 1, 0.0) for i in range(40)]  # two seconds of progress, four times the timeout
     inbox, warnings = _inbox(paced_peer.stream(beats, envelope(pb.DONE, 2)), timeout_s=0.5, liveness_s=1.0)

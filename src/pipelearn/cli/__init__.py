@@ -173,8 +173,6 @@ def _command(args: argparse.Namespace) -> tuple[dict[str, Any], RunConfig] | Non
         config = _config(args, _LOCAL_DEFAULTS)
         return api.train_local(config, progress=not args.quiet), config
     config, resume = _resumed(args) if args.resume else (_config(args), None)
-    for warning in check_profile_in(config):
-        log.warning("%s", warning)
     if args.command == "server":
         if config.netns:
             raise ConfigError("{0} is for `pipelearn run`, which makes the namespaces; drop it for a server", "netns")

@@ -9,7 +9,7 @@ from typing import Any
 from pipelearn import __version__
 from pipelearn.config import did_you_mean
 from pipelearn.logs import LogSettings
-from pipelearn.settings import RENAMED_FLAGS, add_flags
+from pipelearn.settings import RENAMED_FLAGS, RenamedFlag, add_flags
 
 DESCRIPTION = (
     "The `pipelearn` command: run, server, device, credentials, plan, bench, report and train-local, over the API."
@@ -139,8 +139,7 @@ def _parser() -> _Parser:
         help="longest wait to reach the server and be admitted; then the device waits as long as the server is "
         "alive. Unit: seconds. Default: 120.",
     )
-    # the old spelling, which pipelearn.runtime.launch still passes: to warn (action=RenamedFlag) once it does not
-    device.add_argument("--timeout", **timeout, help=argparse.SUPPRESS)
+    device.add_argument("--timeout", **timeout, action=RenamedFlag, help=argparse.SUPPRESS)  # the old spelling
     device.add_argument(
         "--model",
         metavar="NAME|MODULE:FUNCTION",

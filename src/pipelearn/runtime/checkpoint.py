@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
-import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -218,5 +218,5 @@ class CheckpointWriter:
             try:
                 save_checkpoint(self.directory, checkpoint)
             except Exception as exc:
-                print(f"server: writing a checkpoint failed: {exc}", file=sys.stderr)
+                logging.getLogger("pipelearn.server").error("writing a checkpoint failed: %s", exc)
                 self._failure = exc

@@ -120,6 +120,14 @@ def device_plan(config: RunConfig, plan: RunPlan) -> str:
     return plan_message(dataclasses.replace(config, data_dir=None, download=False, out=""), plan)
 
 
+def plan_words(config: RunConfig, plan: RunPlan, device: int) -> str:
+    """What the plan gives one device, for a log line: its split and micro-batches."""
+    setup = plan.devices[device]
+    if config.mode == "fl":
+        return "the whole model"
+    return f"split {setup.split}, {setup.microbatches} micro-batch{'es' if setup.microbatches != 1 else ''}"
+
+
 def admit(hello: pb.Envelope, config: RunConfig, certified: int | None, joined: Container[int]) -> int:
     """The id a joining device may take, from its HELLO and its certificate's id (None without TLS)."""
     if hello.kind != pb.HELLO:

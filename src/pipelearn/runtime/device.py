@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import json
+import logging
 import resource
 import time
 
@@ -16,7 +17,7 @@ from pipelearn.events import Recorder, compute_track, link_track, now
 from pipelearn.models.parts import device_part, make_model
 from pipelearn.plan import RunPlan, schedule_for
 from pipelearn.runtime.agreement import adopt, fingerprint
-from pipelearn.runtime.checks import check_plan, check_replan, check_start, device_threads
+from pipelearn.runtime.checks import check_plan, check_replan, check_start, device_threads, plan_words
 from pipelearn.runtime.hardware import resolve_device
 from pipelearn.schedule import Action, Op, Resource, Schedule, splice
 from pipelearn.training import carry_momentum, make_optimizer, on_new_weights, scaled_loss, warm_up
@@ -29,6 +30,8 @@ from pipelearn.transport.link import Outbox
 from pipelearn.transport.rates import link_spec
 from pipelearn.transport.service import envelope, kind_name, open_session
 from pipelearn.versions import HeldMemory, WeightStash, overtaken
+
+log = logging.getLogger("pipelearn.device")
 
 
 class DeviceWorker:
@@ -74,10 +77,17 @@ class DeviceWorker:
         """Execute this device's compute lane from its first round on, in order, to its end or until the server ends
         the run early."""
         track = compute_track(self.device)
+        round_ = None
         while (action := next(self._lane, None)) is not None:
+            if action.key.round != round_:
+                self._round_done(round_)
+                round_ = action.key.round
             try:
                 received = [self.inbox.expect(dep) for dep in action.deps if dep.resource is Resource.DOWNLINK]
             except RunOver:
+                log.info(
+                    "the server ended the run early, before round %d/%d", action.key.round + 1, self.schedule.rounds
+                )
                 return
             start, cpu = now(), time.thread_time()
             args = self.execute(action, received)
@@ -85,6 +95,7 @@ class DeviceWorker:
             time.sleep(slowdown_wait_s(work, now() - start, self.slowdown(start)))
             self.recorder.record(track, str(action.key), start, now(), epoch=action.epoch, cpu_s=work, **args)
             self.outbox.progress.advance()
+        self._round_done(round_)
         at = now()
         self.recorder.record(track, f"d{self.device}.memory", at, at, peak_bytes=self.memory.peak_bytes)
 
@@ -92,6 +103,10 @@ class DeviceWorker:
         """The device's slowdown factor at a clock reading."""
         begins, factors = self.slowdowns
         return factors[max(0, bisect.bisect_right(begins, at) - 1)]
+
+    def _round_done(self, round: int | None) -> None:
+        if round is not None:
+            log.info("round %d/%d done", round + 1, self.schedule.rounds)
 
     def execute(self, action: Action, received: list[pb.Envelope]) -> dict[str, float]:
         """Do one action; return what the timeline should note about it."""
@@ -194,6 +209,7 @@ def run_device(
     torch.set_num_threads(1)
     where = resolve_device(compute, "--compute")
     outbox = Outbox()
+    log.info("connecting to %s as device %d (%s)", address, device, "plain text" if insecure else "mutual TLS")
     channel, replies = open_session(address, iter(outbox), timeout_s, credentials)
     inbox = Inbox(replies, "the server", timeout_s)
     try:
@@ -202,6 +218,13 @@ def run_device(
         plan = _take(inbox, pb.PLAN)
         recorder = Recorder(offset=plan.clock - (sent + now()) / 2)
         config, run_plan = check_plan(plan.text, device)
+        log.info(
+            "admitted as device %d of %d: %s, %s",
+            device,
+            config.devices,
+            config.mode,
+            plan_words(config, run_plan, device),
+        )
         config = adopt(config, model, dataset)
         if config.netns:
             recorder.offset = 0.0  # the hosts of a netns run are one machine with one clock: no estimate needed
@@ -222,6 +245,7 @@ def run_device(
         first_round = int(json.loads(start.text).get("round", 0))  # later than 0 when rejoining or resuming a run
         if not 0 <= first_round <= schedule.rounds:
             raise WireError(f"the server starts this device at round {first_round} of a {schedule.rounds}-round run")
+        log.info("training %d samples from round %d/%d", len(indices), first_round + 1, schedule.rounds)
         origin = start.clock - recorder.offset  # training start, on this side's clock: the rate schedules' 0 s
         outbox.follow(
             link_spec(config, device, "up", origin, run_plan.devices[device].link),
@@ -250,6 +274,7 @@ def run_device(
         outbox.flush(config.timeout_s)  # the last upload is on the timeline only once it has left
         outbox.control(envelope(pb.EVENTS, device, text=json.dumps(recorder.unsent_json())))
         _take(inbox, pb.DONE)
+        log.info("done: the server ended the run")
     except (WireError, ValueError) as exc:
         outbox.control(envelope(pb.ERROR, device, text=str(exc)))
         outbox.close()

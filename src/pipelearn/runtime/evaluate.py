@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import queue
 import sys
@@ -23,6 +24,7 @@ from pipelearn.schedule import Schedule
 from pipelearn.training import evaluate
 
 State = dict[str, torch.Tensor]
+log = logging.getLogger("pipelearn.server")
 
 
 class RoundEvaluator:
@@ -77,6 +79,8 @@ class RoundEvaluator:
         every = self.config.eval_every
         if every > 0 and ((round + 1) % every == 0 or round == self.total - 1 or stop):
             self._queue.put((record, {k: v.detach().clone() for k, v in state.items()}))
+        else:
+            self._log(record)  # an evaluated round's line waits for its accuracy
         self._show(record)
         return stop
 
@@ -115,6 +119,7 @@ class RoundEvaluator:
         while (item := self._queue.get()) is not None:
             record, state = item
             if self.error is not None:
+                self._log(record)
                 continue
             try:
                 started = now()
@@ -122,13 +127,24 @@ class RoundEvaluator:
                 accuracy = evaluate(self.model, self.test, self.samples, self.config.seed)
             except Exception as exc:  # reported with the metrics; training goes on without it
                 self.error = exc
+                log.error("evaluating round %d's global model failed: %r", record.round + 1, exc)
                 continue
             target = self.config.target_accuracy
             with self._lock:
                 record.test_accuracy, record.eval_s = accuracy, now() - started
                 if target is not None and accuracy >= target and self.reached is None:
                     self.reached = record
+            self._log(record)
             self._show(record)
+
+    def _log(self, record: RoundRecord) -> None:
+        """One line a round: its loss, its accuracy where evaluated, and when it was aggregated."""
+        parts = [f"round {record.round + 1}/{self.total}"]
+        if record.train_loss is not None:
+            parts.append(f"train loss {record.train_loss:.4f}")
+        if record.test_accuracy is not None:
+            parts.append(f"test accuracy {record.test_accuracy:.2%}")
+        log.info("%s; at %.1f s", ", ".join(parts), record.time_s)
 
     def _show(self, record: RoundRecord) -> None:
         with self._lock:

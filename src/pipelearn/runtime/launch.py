@@ -4,6 +4,7 @@ server and every device as separate hosts in network namespaces with kernel-shap
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def device_command(address: str, device: int, config: RunConfig, credentials: st
         str(device),
         "--credentials",
         str(device_file(credentials, device)),
-        "--timeout",
+        "--timeout-s",
         str(config.timeout_s),
         *data,
         *(["--download"] if config.download else []),
@@ -161,7 +162,7 @@ def _stop(devices: list[subprocess.Popen[bytes]], timeout_s: float, kill: bool) 
             p.wait()
     failed = {d: p.returncode for d, p in enumerate(devices) if p.returncode not in (0, None)}
     if failed and not kill:
-        print(f"run: device processes exited with errors: {failed}", file=sys.stderr)
+        logging.getLogger("pipelearn.run").warning("device processes exited with errors: %s", failed)
 
 
 @contextmanager

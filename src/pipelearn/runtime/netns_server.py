@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import torch
 
 from pipelearn.config import ConfigError, RunConfig
+from pipelearn.logs import setup_logging
 
 
 def _say(channel: TextIO, **message: Any) -> None:
@@ -33,6 +34,7 @@ def main() -> int:
     args = parser.parse_args()
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not garble the launcher's messages
+    setup_logging()
     from pipelearn.runtime.checkpoint import load_checkpoint
     from pipelearn.runtime.server import Server, prepare
     from pipelearn.transport.credentials import load_server_credentials

@@ -4,19 +4,19 @@ ServerWorker, aggregates and writes the results. `prepare` resolves what it is b
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from pipelearn.config import RunConfig
+from pipelearn.config import RunConfig, check_profile_in, check_sizes
 from pipelearn.data import Dataset
 from pipelearn.data.dealing import load_data
 from pipelearn.events import Recorder, now
+from pipelearn.logs import progress_bar
 from pipelearn.models.parts import device_part, make_model
 from pipelearn.plan import RunPlan, schedule_for
 from pipelearn.planner.adapt import Adapter, Replan, adapter_for
@@ -42,6 +42,7 @@ from pipelearn.transport.liveness import Progress
 from pipelearn.transport.service import envelope
 
 State = dict[str, torch.Tensor]
+log = logging.getLogger("pipelearn.server")
 
 
 @dataclass(frozen=True)
@@ -72,17 +73,23 @@ def prepare(config: RunConfig, plan: RunPlan | None = None) -> ServerSetup:
     test, train = load_data(config, "test"), load_data(config, "train")
     model = make_model(config, test.input_shape, test.num_classes)
     samples = device_samples(config, train)
+    for warning in check_profile_in(config):
+        log.warning("%s", warning)
     profile = None
     if plan is None:
         plan, profile = resolve(config, model, test.input_shape, samples)
     if plan.predicted_epoch_s is not None:
-        print(
-            f"server: planned split {plan.splits}, micro-batches {plan.microbatches}; predicted epoch "
-            f"{plan.predicted_epoch_s:.2f} s, bound {plan.bound_s:.2f} s",
-            file=sys.stderr,
+        log.info(
+            "planned split %s, micro-batches %s; predicted epoch %.2f s, bound %.2f s",
+            plan.splits,
+            plan.microbatches,
+            plan.predicted_epoch_s,
+            plan.bound_s,
         )
     adapting = adapter_for(config, model, test.input_shape, profile, samples) is not None
     limits = plan_limits(config, plan, model, test.input_shape, samples, adapting)
+    for warning in check_sizes(config, len(test), samples):
+        log.warning("%s", warning)
     return ServerSetup(config, test, model, plan, limits, where, now() - began, profile)
 
 
@@ -179,7 +186,10 @@ class Server:
             if not self.membership.is_out(d):
                 self.sessions.start(d, self.schedule, self.first_round, start, self.recorder)
         total = sum(len(lane) for (r, _), lane in self.schedule.lanes.items() if r is Resource.SERVER)
-        with tqdm(total=total, desc=f"{self.config.mode} server", unit="action", disable=not self.progress) as bar:
+        bar = progress_bar(
+            total=total, desc=f"{self.config.mode} server", unit="action", enabled=self.progress, log=log
+        )
+        with bar:
             self.rounds.begin(start, bar.set_postfix_str)
             self.worker.begin(start, bar)
             for lane in [*range(self.config.devices), COORDINATOR]:
@@ -226,10 +236,13 @@ class Server:
         decision.at_s = now() - self.start
         self.replans.append(decision)
         splits, counts = self.plan.splits, self.plan.microbatches
-        print(
-            f"server: re-planned after round {decision.round + 1}: split {splits}, micro-batches {counts}; predicted "
-            f"epoch {decision.predicted_new_s:.2f} s against {decision.predicted_old_s:.2f} s",
-            file=sys.stderr,
+        log.info(
+            "re-planned after round %d: split %s, micro-batches %s; predicted epoch %.2f s against %.2f s",
+            decision.round + 1,
+            splits,
+            counts,
+            decision.predicted_new_s,
+            decision.predicted_old_s,
         )
 
     def _checkpoint(self, round: int, state: State) -> Checkpoint:
@@ -256,10 +269,10 @@ class Server:
             first = self.membership.rejoin(device)
         except (PeerError, WireError, RejoinError) as exc:
             self.membership.release(device)
-            print(f"server: device {device} could not rejoin: {exc}", file=sys.stderr)
+            log.warning("device %d could not rejoin: %s", device, exc)
             self.sessions.end(device, pb.ERROR, str(exc))
             return
-        print(f"server: device {device} rejoined; it takes part again from round {first}", file=sys.stderr)
+        log.info("device %d rejoined; it takes part again from round %d", device, first)
         assert self.start is not None  # a device can only rejoin once training runs
         self.sessions.start(device, self.schedule, first, self.start, self.recorder)
         self.worker.start(device, first)
@@ -279,8 +292,7 @@ class Server:
     def _fail(self, device: int, exc: Exception, round: int) -> None:
         if self.membership.is_out(device):
             return
-        message = f"device {device} failed in round {round} and was dropped from the run: {exc}"
-        print(f"server: {message}", file=sys.stderr)
+        log.warning("device %d failed in round %d and was dropped from the run: %s", device, round, exc)
         self.errors[device] = str(exc)
         # the session is taken before the drop: once dropped, a new connection may take the device's place
         session = self.sessions[device]
@@ -296,7 +308,7 @@ class Server:
             try:
                 self.sessions.collect_events(d, self.recorder, window)
             except (PeerError, WireError) as exc:
-                print(f"server: no timeline from device {d}: {exc}", file=sys.stderr)
+                log.warning("no timeline from device %d: %s", d, exc)
                 self.errors[d] = f"no timeline: {exc}"
 
 
@@ -315,5 +327,5 @@ def serve(
     server = Server(prepare(config), progress, resume)
     port = server.listen(listen, credentials, insecure=credentials is None)
     security = "plain text" if credentials is None else "mutual TLS"
-    print(f"server: listening on port {port} ({security}); waiting for {config.devices} devices", file=sys.stderr)
+    log.info("listening on port %d (%s); waiting for %d devices", port, security, config.devices)
     return server.run()

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-from tqdm import tqdm
 
 from pipelearn.config import RunConfig
 from pipelearn.events import Recorder, compute_track, now
+from pipelearn.logs import Progress as Bar
 from pipelearn.plan import RunPlan
 from pipelearn.runtime import hardware
 from pipelearn.runtime.aggregation import Aggregator
@@ -94,7 +94,7 @@ class ServerWorker:
         self.stopping = threading.Event()
         self.crash: BaseException | None = None
         """A fault of the server itself, which stopped every lane."""
-        self.bar: tqdm | None = None
+        self.bar: Bar | None = None
         """The progress bar each action done advances, while one shows."""
         self.began = now()
         """When training started (the clock reading): devices' timelines must fall after it, less timeout_s."""
@@ -102,7 +102,7 @@ class ServerWorker:
         self._lanes: list[threading.Thread] = []
         self._lock = threading.Lock()
 
-    def begin(self, start: float, bar: tqdm | None) -> None:
+    def begin(self, start: float, bar: Bar | None) -> None:
         """Training starts at clock reading `start`; each action done advances `bar`."""
         self.began, self.bar = start, bar
 

@@ -4,8 +4,8 @@ the server says to each device outside the schedule (START, ERROR, DONE)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
-import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -17,7 +17,15 @@ from pipelearn.config import RunConfig
 from pipelearn.events import Recorder, link_track, now
 from pipelearn.plan import RunPlan
 from pipelearn.runtime.agreement import differences, refusal
-from pipelearn.runtime.checks import HELLO_BYTES, PlanLimits, admit, check_events, check_ready, device_plan
+from pipelearn.runtime.checks import (
+    HELLO_BYTES,
+    PlanLimits,
+    admit,
+    check_events,
+    check_ready,
+    device_plan,
+    plan_words,
+)
 from pipelearn.runtime.membership import Membership
 from pipelearn.schedule import Resource, Schedule
 from pipelearn.transport import pipelearn_pb2 as pb
@@ -28,6 +36,8 @@ from pipelearn.transport.link import Outbox
 from pipelearn.transport.liveness import Progress, progress_marks
 from pipelearn.transport.rates import link_spec
 from pipelearn.transport.service import envelope, start_server
+
+log = logging.getLogger("pipelearn.server")
 
 
 @dataclass
@@ -114,7 +124,7 @@ class Sessions(Mapping[int, Session]):
             device = self._admit(inbox.take(), certified)
         except (PeerError, WireError) as exc:
             who = context.peer() + (f" with the certificate of device {certified}" if certified is not None else "")
-            print(f"server: refused a device at {who}: {exc}", file=sys.stderr)
+            log.warning("refused a device at %s: %s", who, exc)
             yield envelope(pb.ERROR, 0, text=str(exc))
             return
         link = self.plan.devices[device].link
@@ -130,6 +140,8 @@ class Sessions(Mapping[int, Session]):
                 self.retired.append((device, self._sessions[device]))
             self._sessions[device] = Session(inbox, outbox)
             self._joined.notify_all()
+        again = "connected again" if rejoining else "joined"
+        log.info("device %d %s from %s: %s", device, again, context.peer(), plan_words(self.config, self.plan, device))
         if rejoining:
             threading.Thread(target=self.on_rejoin, args=(device,), daemon=True, name=f"rejoin-{device}").start()
         yield from outbox

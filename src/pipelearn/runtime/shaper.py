@@ -10,8 +10,8 @@ rate its messages move at. One-way latency stays in user space (netem is not nee
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -134,6 +134,6 @@ class KernelLinks:
                 self._set(change.device, change.direction, change.mbps)
             except NetnsError as exc:
                 self.errors.append(str(exc))
-                print(f"run: a scheduled rate change failed: {exc}", file=sys.stderr)
+                logging.getLogger("pipelearn.run").error("a scheduled rate change failed: %s", exc)
                 continue
             self.applied.append({**change.__dict__, "applied_s": now() - origin})

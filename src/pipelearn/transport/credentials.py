@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,10 +218,10 @@ def is_loopback(address: str) -> bool:
 def warn_if_plain_text(address: str, role: str) -> None:
     """Print a warning on stderr when plain text is used on an address other machines can reach."""
     if not is_loopback(address):
-        print(
-            f"{role}: warning: plain text (--insecure) on {address}: anyone on the network can read and change "
-            "this run's traffic and join as a device; use --credentials",
-            file=sys.stderr,
+        logging.getLogger(f"pipelearn.{role}").warning(
+            "plain text (--insecure) on %s: anyone on the network can read and change this run's traffic and join "
+            "as a device; use --credentials",
+            address,
         )
 
 
@@ -303,4 +303,6 @@ def _read(path: Path) -> bytes:
 
 def _warn_if_readable(path: Path) -> None:
     if os.name == "posix" and path.stat().st_mode & 0o077:
-        print(f"warning: {path} holds a private key but others may read it; chmod 600 {path}", file=sys.stderr)
+        logging.getLogger("pipelearn.transport").warning(
+            "%s holds a private key but others may read it; chmod 600 %s", path, path
+        )

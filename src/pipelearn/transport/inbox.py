@@ -3,9 +3,9 @@ liveness and to its progress deadlines (the rule is in `liveness`)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import queue
-import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 
@@ -31,7 +31,7 @@ _POLL_S = 0.05
 
 
 def _warn(text: str) -> None:
-    print(f"warning: {text}", file=sys.stderr)
+    logging.getLogger("pipelearn.transport").warning("%s", text)
 
 
 class Inbox:

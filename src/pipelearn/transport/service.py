@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import re
 import time
@@ -34,6 +35,8 @@ DEFAULT_RECEIVE_BYTES = 256 << 20
 KEEPALIVE_S = 10
 """Each side pings the connection this often and closes it when a ping goes unanswered as long: a peer whose
 machine or network is gone ends its stream within half a minute, even where nothing else is being sent."""
+STILL_TRYING_S = 5.0
+"""A device that has not reached the server says so this often, until its connect timeout."""
 _METHOD = "/pipelearn.PipeLearn/Session"
 _KEEPALIVE = [
     ("grpc.keepalive_time_ms", KEEPALIVE_S * 1000),
@@ -125,8 +128,13 @@ def _wait_until_ready(
     channel.subscribe(states.put, try_to_connect=True)
     deadline = time.monotonic() + timeout_s
     state, reason = grpc.ChannelConnectivity.IDLE, ""
+    tell = time.monotonic() + STILL_TRYING_S
     try:
         while (left := deadline - time.monotonic()) > 0:
+            if time.monotonic() >= tell:
+                tell += STILL_TRYING_S
+                why = f" ({reason})" if reason else ""
+                _log.info("still trying to reach %s%s; giving up in %.0f s", address, why, left)
             with contextlib.suppress(queue.Empty):  # gRPC stays in TRANSIENT_FAILURE while it retries: look anyway
                 state = states.get(timeout=min(left, 1.0))
             if state is grpc.ChannelConnectivity.READY:
@@ -147,6 +155,7 @@ def _wait_until_ready(
     raise ConnectionError(f"no PipeLearn server answered at {address} within {timeout_s:g} s{why}")
 
 
+_log = logging.getLogger("pipelearn.device")
 _HANDSHAKE_FAILURE = re.compile(r"handshake|ssl|certificate|verification|socket closed", re.IGNORECASE)
 
 
