@@ -112,7 +112,7 @@ class Server:
         data = (self.test.input_shape, self.test.num_classes)
         replicas = make_replicas(config, self.plan, state, parts, self.torch_device, data)
         self.aggregator = Aggregator(config, state, replicas, parts, self.samples, self._checkpoint)
-        self.rounds = RoundEvaluator(config, setup.model, self.test, self.schedule)
+        self.rounds = RoundEvaluator(config, setup.model, self.test, self.schedule, self.samples)
         actions_done = Progress()
         fingerprints = {
             d: fingerprint(device_part(setup.model, s.split), self.test.input_shape, self.test.num_classes)
