@@ -71,6 +71,8 @@ def noise_multiplier(config: RunConfig, samples: int, steps: int) -> float:
         return float(config.dp_noise_multiplier)
     from opacus.accountants.utils import get_noise_multiplier
 
+    _quiet_accountant()
+
     assert config.dp_epsilon is not None
     return float(
         get_noise_multiplier(
@@ -92,6 +94,8 @@ def epsilon(noise: float, rate: float, steps: int, delta: float) -> float:
     if noise <= 0:
         return float("inf")
     from opacus.accountants import RDPAccountant
+
+    _quiet_accountant()
 
     accountant = RDPAccountant()
     accountant.history = [(noise, rate, steps)]
@@ -222,3 +226,9 @@ class PrivateSteps:
 
 def _trainable(module: Any) -> list[Any]:
     return [p for p in module.parameters(recurse=False) if p.requires_grad]
+
+
+def _quiet_accountant() -> None:
+    # The search for the noise tries multipliers whose best Renyi order is the largest; what it reports is still an
+    # upper bound, only perhaps not the tightest
+    warnings.filterwarnings("ignore", message="Optimal order is the largest alpha", category=UserWarning)
