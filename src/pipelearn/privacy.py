@@ -10,6 +10,7 @@ only when DP is on.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -69,20 +70,17 @@ def noise_multiplier(config: RunConfig, samples: int, steps: int) -> float:
     that keeps the whole run within the target `dp_epsilon` at `dp_delta` (Opacus's RDP accountant)."""
     if config.dp_noise_multiplier is not None:
         return float(config.dp_noise_multiplier)
+    assert config.dp_epsilon is not None
+    return _noise_for(config.dp_epsilon, config.dp_delta, sample_rate(config, samples), max(steps, 1))
+
+
+@functools.lru_cache(maxsize=64)
+def _noise_for(target: float, delta: float, rate: float, steps: int) -> float:
     from opacus.accountants.utils import get_noise_multiplier
 
     _quiet_accountant()
-
-    assert config.dp_epsilon is not None
     return float(
-        get_noise_multiplier(
-            target_epsilon=config.dp_epsilon,
-            target_delta=config.dp_delta,
-            sample_rate=sample_rate(config, samples),
-            steps=max(steps, 1),
-            accountant="rdp",
-            epsilon_tolerance=0.005,
-        )
+        get_noise_multiplier(target_epsilon=target, target_delta=delta, sample_rate=rate, steps=steps, accountant="rdp")
     )
 
 

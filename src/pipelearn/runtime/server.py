@@ -21,6 +21,7 @@ from pipelearn.models.parts import device_part, make_model
 from pipelearn.plan import RunPlan, schedule_for
 from pipelearn.planner.adapt import Adapter, Replan
 from pipelearn.planner.resolve import resolve_plan
+from pipelearn.privacy import dp_enabled, refuse_batchnorm
 from pipelearn.runtime import hardware
 from pipelearn.runtime.aggregation import Aggregator, device_parts, make_replicas
 from pipelearn.runtime.agreement import fingerprint
@@ -68,6 +69,8 @@ def prepare(config: RunConfig, plan: RunPlan | None = None) -> ServerSetup:
     hardware.check_amp(where, config.server_amp)
     test, train = load_data(config, "test"), load_data(config, "train")
     model = make_model(config, test.input_shape, test.num_classes)
+    if dp_enabled(config):
+        refuse_batchnorm(model)  # before any device joins: a zoo model's is refused with the settings
     samples = device_samples(config, train)
     plan = plan or resolve_plan(config, model, test.input_shape, samples)
     if plan.predicted_epoch_s is not None:
