@@ -187,3 +187,11 @@ def test_without_opacus_dp_says_how_to_install_it(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ConfigError, match=r"pip install 'pipelearn\[dp\]'"):
         _config()
     RunConfig(batchnorm=False).validate()  # without DP nothing needs it
+
+
+def test_local_training_refuses_dp_and_says_which_modes_run_it(tmp_path):
+    from pipelearn.trainer import train_local
+
+    with pytest.raises(ConfigError, match="fl, sfl or pipelearn"):
+        train_local(_config(dataset="synthetic", out=str(tmp_path)), progress=False)
+    assert not (tmp_path / "metrics.json").exists()
