@@ -195,3 +195,20 @@ def test_local_training_refuses_dp_and_says_which_modes_run_it(tmp_path):
     with pytest.raises(ConfigError, match="fl, sfl or pipelearn"):
         train_local(_config(dataset="synthetic", out=str(tmp_path)), progress=False)
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_a_part_wrapped_again_after_a_replan_is_hooked_once():
+    config = _config(dp_noise_multiplier=1e-12, dp_max_grad_norm=1e6, batch_size=1, microbatches=1)  # no clipping
+    whole = _part()
+    private = PrivateSteps(config, 0, [32], _schedule(config))
+    private.wrap(whole[:2], torch.optim.SGD(whole[:2].parameters(), lr=1.0))
+    private.wrap(whole, torch.optim.SGD(whole.parameters(), lr=1.0))  # the split moved: the first blocks again
+    x, head, y = _data()
+    out = whole(x[:1])
+    private.forwarded((0, 0))
+    loss = nn.functional.cross_entropy(out @ head, y[:1], reduction="sum")
+    private.backward((0, 0), loss, torch.ones_like(loss), 1)
+    before = _part().state_dict()
+    private.step(1)
+    step = torch.cat([(before[k] - v).flatten() for k, v in whole.state_dict().items()])
+    torch.testing.assert_close(step, _per_sample_gradients()[0], atol=1e-4, rtol=1e-4)  # once, not twice

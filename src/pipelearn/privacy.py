@@ -171,8 +171,9 @@ class PrivateSteps:
         refuse_batchnorm(part)
         # the first layer's input needs no gradient: torch says so at every backward, and it is as it should be
         warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
-        if self.module is not None:
-            self.module._close()  # the hooks on the part trained before
+        if self.module is not None:  # the part trained before (a re-plan moved the split): its hooks off
+            self.module.remove_hooks()
+            self.module._close()
         self._saved.clear()
         self.module = GradSampleModule(part, batch_first=True, loss_reduction="sum")
         if optimizer is None:
