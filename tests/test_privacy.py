@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pipelearn.config import ConfigError, RunConfig
-from pipelearn.privacy import PrivacyLedger, PrivateSteps, epsilon, noise_multiplier, refuse_batchnorm
+from pipelearn.privacy import PrivacyLedger, PrivateSteps, epsilon, noise_multiplier, noise_seed, refuse_batchnorm
 from pipelearn.schedule import DevicePlan, Schedule, build_schedule
 
 pytest.importorskip("opacus", reason="DP-SGD needs the dp extra (opacus), which the dev extra installs")
@@ -212,3 +212,12 @@ def test_a_part_wrapped_again_after_a_replan_is_hooked_once():
     private.step(1)
     step = torch.cat([(before[k] - v).flatten() for k, v in whole.state_dict().items()])
     torch.testing.assert_close(step, _per_sample_gradients()[0], atol=1e-4, rtol=1e-4)  # once, not twice
+
+
+def test_each_device_and_each_rejoin_draws_noise_of_its_own_and_staleness_is_refused():
+    config = _config()
+    seeds = {noise_seed(config, d, r) for d in range(4) for r in range(3)}
+    assert len(seeds) == 12 and noise_seed(config, 1) == noise_seed(_config(mode="sfl"), 1)  # mode-independent
+    stale = build_schedule("pipelearn", [DevicePlan(32, 2, 2)], BATCH, 1, staleness=1)
+    with pytest.raises(ValueError, match="staleness"):
+        PrivateSteps(config, 0, [32], stale)

@@ -135,10 +135,10 @@ class PrivacyLedger:
         }
 
 
-def noise_seed(config: RunConfig, device: int) -> int:
-    """The seed of a device's noise: the same in every mode, so that runs that differ only in micro-batching add the
-    same noise."""
-    return (config.seed * 1_000_003 + device * 7_919 + 0x5EED) % (2**63)
+def noise_seed(config: RunConfig, device: int, first_round: int = 0) -> int:
+    """The seed of a device's noise from `first_round` on: the same in every mode, so that runs that differ only in
+    micro-batching add the same noise; another for a device that rejoins or resumes, so as not to repeat its noise."""
+    return (config.seed * 1_000_003 + device * 7_919 + first_round * 104_729 + 0x5EED) % (2**63)
 
 
 class PrivateSteps:
@@ -151,12 +151,16 @@ class PrivateSteps:
     gradients the step concatenates, clips and noises once.
     """
 
-    def __init__(self, config: RunConfig, device: int, samples: list[int], schedule: Schedule) -> None:
+    def __init__(
+        self, config: RunConfig, device: int, samples: list[int], schedule: Schedule, first_round: int = 0
+    ) -> None:
         require_opacus()
+        if schedule.staleness:  # an overtaken forward runs on a copy of the weights, which Opacus's hooks miss
+            raise ValueError("DP-SGD runs only on schedules without staleness")
         self.config = config
         self.noise = noise_multiplier(config, samples[device], device_steps(schedule, device))
         """The noise multiplier of this device's steps."""
-        self.generator = torch.Generator().manual_seed(noise_seed(config, device))
+        self.generator = torch.Generator().manual_seed(noise_seed(config, device, first_round))
         self.module: Any = None
         """The GradSampleModule of the part trained now."""
         self.optimizer: DPOptimizer | None = None

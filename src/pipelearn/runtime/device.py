@@ -58,7 +58,7 @@ class DeviceWorker:
         self.compute = compute or torch.device("cpu")
         self.part = device_part(whole, schedule.setup(device, first_round).split).to(self.compute).train()
         self.optimizer = make_optimizer(self.part, config)
-        self.privacy = PrivateSteps(config, device, samples, schedule) if dp_enabled(config) else None
+        self.privacy = PrivateSteps(config, device, samples, schedule, first_round) if dp_enabled(config) else None
         """DP-SGD of this device's part, where the run asks for it."""
         if self.privacy is not None:
             self.optimizer = self.privacy.wrap(self.part, self.optimizer)
