@@ -108,3 +108,11 @@ def data_disagreeing() -> tuple[Dataset, Dataset]:
 
 
 NOT_A_FUNCTION = 3
+
+
+def batchnorm_net(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """A small CNN with BatchNorm on its first blocks, which DP-SGD cannot train."""
+    c, h, w = input_shape
+    return nn.Sequential(
+        nn.Conv2d(c, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * h * w, num_classes)
+    )

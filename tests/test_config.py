@@ -522,6 +522,7 @@ def test_slowdown_over_time_takes_the_most_specific_schedule_or_factor() -> None
         ({"server_order": "random"}, "arrival or critical-path"),
         ({"staleness": 2}, "0 or 1"),
         ({"staleness": 1, "mode": "fl"}, "0 in fl"),
+        ({"staleness": 1, "dp_epsilon": 3.0, "batchnorm": False}, "0 with config key 'dp_epsilon'"),
     ],
 )
 def test_bad_adaptation_settings_are_refused_naming_the_key(values: dict[str, Any], words: str) -> None:

@@ -10,11 +10,12 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from pipelearn.config import RunConfig, check_sizes
+from pipelearn.config import ConfigError, RunConfig, check_sizes
 from pipelearn.data.dealing import DeviceBatches, device_indices, load_data
 from pipelearn.events import now
 from pipelearn.logs import progress_bar
 from pipelearn.models.parts import make_model
+from pipelearn.privacy import dp_enabled
 from pipelearn.training import evaluate, make_optimizer, scaled_loss
 
 log = logging.getLogger("pipelearn.trainer")
@@ -22,6 +23,12 @@ log = logging.getLogger("pipelearn.trainer")
 
 def train_local(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     """Train the whole model on (a subset of) the training split; write and return the metrics."""
+    if dp_enabled(config):
+        raise ConfigError(
+            "{0}: DP-SGD protects what devices send, and local training has none; run it with mode fl, sfl or "
+            "pipelearn",
+            "dp_noise_multiplier" if config.dp_noise_multiplier is not None else "dp_epsilon",
+        )
     torch.set_num_threads(config.threads)
     train = load_data(config, "train")
     test = load_data(config, "test")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import re
@@ -50,6 +51,10 @@ def _split_or_auto(v: object) -> bool:
 
 def _fraction(v: object) -> bool:
     return _number(v) and 0 <= v <= 1  # type: ignore[operator]
+
+
+def _probability(v: object) -> bool:
+    return _number(v) and 0 < v < 1  # type: ignore[operator]
 
 
 def _codec(v: object) -> bool:
@@ -122,6 +127,10 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "lr": (_rate, "a number above 0"),
     "momentum": (_at_least(0, whole=False), "a number of 0 or more"),
     "optimizer_state": (lambda v: v in ("keep", "reset"), "keep or reset"),
+    "dp_noise_multiplier": (_optional(_rate), "a number above 0"),
+    "dp_epsilon": (_optional(_rate), "a number above 0"),
+    "dp_max_grad_norm": (_rate, "a number above 0"),
+    "dp_delta": (_probability, "a number above 0 and below 1, such as 1e-5"),
     "seed": (_whole, "a whole number"),
     "test_samples": (_optional(_at_least(1)), "a whole number of at least 1"),
     "eval_every": (_at_least(0), "a whole number of rounds, 0 for only the final model"),
@@ -217,6 +226,7 @@ def check_run(config: RunConfig) -> None:
         )
         _check(config.eval_every >= 1, "eval_every", 0, "1 or more when {1} is set", "stop_at_target")
         _check(config.mode != "sl", "stop_at_target", True, "false in sl, which has no aggregation rounds")
+    _check_privacy(config)
     _check(
         config.liveness_s >= 2 * config.heartbeat_s,
         "liveness_s",
@@ -254,4 +264,43 @@ def _check_counts(config: RunConfig, levels: list[tuple[RunConfig | DeviceOverri
             "the samples the final model is tested on; lower {0}, or raise {1}",
             "eval_samples",
             "test_samples",
+        )
+
+
+def _check_privacy(config: RunConfig) -> None:
+    """Refuse DP-SGD where it cannot run: two ways of setting its noise, sl, a zoo model's BatchNorm, no Opacus."""
+    if config.dp_noise_multiplier is None and config.dp_epsilon is None:
+        return
+    if None not in (config.dp_noise_multiplier, config.dp_epsilon):
+        raise ConfigError(
+            "{0} and {1} are both given; give one: the noise, or the epsilon it is chosen for",
+            "dp_noise_multiplier",
+            "dp_epsilon",
+        )
+    key = "dp_noise_multiplier" if config.dp_noise_multiplier is not None else "dp_epsilon"
+    _check(
+        config.mode != "sl",
+        "mode",
+        "sl",
+        "fl, sfl or pipelearn with {1}: sl has no aggregation whose weights DP-SGD would protect",
+        key,
+    )
+    _check(
+        config.staleness == 0,
+        "staleness",
+        config.staleness,
+        "0 with {1}: DP-SGD's per-sample gradients are of the weights in force, not of a stashed version",
+        key,
+    )
+    if ":" not in config.model and config.batchnorm:
+        raise ConfigError(
+            "{0} is given and {1} is true: DP-SGD clips each sample's gradient, and BatchNorm mixes a "
+            "batch's samples; give --no-batchnorm (TOML batchnorm = false)",
+            key,
+            "batchnorm",
+        )
+    if importlib.util.find_spec("opacus") is None:
+        raise ConfigError(
+            "{0} needs Opacus, which is not installed: pip install 'pipelearn[dp]' (or pip install 'opacus==1.6.0')",
+            key,
         )

@@ -131,6 +131,18 @@ class RunConfig:
     """What SGD momentum does when FedAvg replaces a part's weights: "keep" applies the old momentum to the new
     weights (the paper's reference code builds each optimizer once); "reset" starts from none, as a fresh optimizer
     per round would (Flower's examples)."""
+    dp_noise_multiplier: float | None = field(default=None, metadata=_meta(unit="times", metavar="SIGMA"))
+    """Train every device's part with DP-SGD (Opacus: each sample's gradient clipped to dp_max_grad_norm, Gaussian
+    noise of this many times dp_max_grad_norm added once per mini-batch); fl, sfl and pipelearn. None: no DP unless
+    dp_epsilon is given. Needs pipelearn[dp] and a model without BatchNorm."""
+    dp_epsilon: float | None = field(default=None, metadata=_meta(metavar="EPSILON"))
+    """Train with DP-SGD with the least noise that keeps each device within this epsilon (at dp_delta) over the
+    whole run (Opacus's RDP accountant); give it or dp_noise_multiplier, not both."""
+    dp_max_grad_norm: float = field(default=1.0, metadata=_meta(metavar="C"))
+    """DP-SGD's bound on each sample's gradient (L2 norm over the device's part)."""
+    dp_delta: float = field(default=1e-5, metadata=_meta(metavar="DELTA"))
+    """The delta at which the privacy spent (epsilon) is reported and dp_epsilon is met; below 1 / a device's
+    samples."""
     seed: int = field(default=0, metadata=_meta(metavar="N"))
     """Seed of the initial weights, of each device's samples and of their shuffling."""
     test_samples: int | None = field(default=None, metadata=_meta(unit="samples", metavar="SAMPLES"))

@@ -24,6 +24,8 @@ class RoundRecord:
     """Accuracy of the round's global model (None for a round that was not evaluated)."""
     eval_s: float = 0.0
     """Seconds the evaluation took, beside training."""
+    epsilon: float | None = None
+    """The most privacy any device had spent by the round's end (epsilon at the run's dp_delta); None without DP."""
 
 
 def round_losses(events: Iterable[Event], round_of: Mapping[str, int]) -> dict[int, float]:

@@ -26,6 +26,8 @@ def summary(metrics: dict[str, Any], out: str) -> str:
     lines.append(_row("test accuracy", f"{100 * metrics['test_accuracy']:.2f}%{_rounds(metrics)}"))
     if metrics.get("target_accuracy") is not None:
         lines.append(_row("target", _target(metrics)))
+    if metrics.get("privacy"):
+        lines.append(_row("privacy", _privacy(metrics["privacy"])))
     if "server" in metrics:
         wall = metrics["train_time_s"]
         neck = metrics["bottleneck"]
@@ -115,6 +117,15 @@ def _rounds(metrics: dict[str, Any]) -> str:
     best = best_accuracy(metrics) or 0.0
     rounds = len(metrics["rounds"])
     return f"; best {100 * best:.2f}% over {rounds} rounds (evaluation {metrics['eval_s']:.1f} s, not counted)"
+
+
+def _privacy(privacy: dict[str, Any]) -> str:
+    noise = sorted(set(privacy["noise_multiplier"]))
+    sigma = f"{noise[0]:.3g}" if len(noise) == 1 else f"{noise[0]:.3g}-{noise[-1]:.3g}"
+    return (
+        f"epsilon {privacy['max_epsilon']:.2f} at delta {privacy['delta']:g} (DP-SGD on the device parts, noise "
+        f"{sigma}, clip {privacy['max_grad_norm']:g}); each round's in metrics.json"
+    )
 
 
 def _target(metrics: dict[str, Any]) -> str:

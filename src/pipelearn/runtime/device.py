@@ -16,6 +16,7 @@ from pipelearn.data.dealing import DeviceBatches, device_indices, load_data
 from pipelearn.events import Recorder, compute_track, link_track, now
 from pipelearn.models.parts import device_part, make_model
 from pipelearn.plan import RunPlan, schedule_for
+from pipelearn.privacy import PrivateSteps, dp_enabled
 from pipelearn.runtime.agreement import adopt, fingerprint
 from pipelearn.runtime.checks import check_plan, check_replan, check_start, device_threads, plan_words
 from pipelearn.runtime.hardware import resolve_device
@@ -62,6 +63,10 @@ class DeviceWorker:
         self.compute = compute or torch.device("cpu")
         self.part = device_part(whole, schedule.setup(device, first_round).split).to(self.compute).train()
         self.optimizer = make_optimizer(self.part, config)
+        self.privacy = PrivateSteps(config, device, samples, schedule, first_round) if dp_enabled(config) else None
+        """DP-SGD of this device's part, where the run asks for it."""
+        if self.privacy is not None:
+            self.optimizer = self.privacy.wrap(self.part, self.optimizer)
         self.outbox, self.inbox, self.recorder = outbox, inbox, recorder
         self.channel = channel_for(config, "device")
         steps = ((0.0, plan.devices[device].slowdown), *config.slowdowns(device)[1:])
@@ -126,6 +131,8 @@ class DeviceWorker:
             with self.memory.holding((key.iteration, key.microbatch), self.stash.held_bytes()):
                 activation = self.stash.forward(key.iteration, x)
             self._activations[(key.iteration, key.microbatch)] = activation
+            if self.privacy is not None:
+                self.privacy.forwarded((key.iteration, key.microbatch))
             self.outbox.send(key, self.channel.encode(Op.ACTIVATION, {"activation": activation, "labels": y}))
         elif key.op is Op.BACKWARD:
             activation = self._activations.pop((key.iteration, key.microbatch))
@@ -133,17 +140,27 @@ class DeviceWorker:
             gradient = self.channel.decode(
                 Op.GRADIENT, received[0].tensors, {"gradient": (tuple(activation.shape), activation.dtype)}
             )
-            if activation.requires_grad:
+            if self.privacy is not None and activation.requires_grad:
+                batch = self.schedule.batch_sizes[self.device][key.iteration]
+                self.privacy.backward(
+                    (key.iteration, key.microbatch), activation, gradient["gradient"].to(self.compute), batch
+                )
+            elif activation.requires_grad:
                 activation.backward(gradient["gradient"].to(self.compute))
         elif key.op is Op.TRAIN:
             x, y = self._microbatch(key.iteration, key.microbatch)
             batch = self.schedule.batch_sizes[self.device][key.iteration]
             loss = scaled_loss(self.part(x), y, batch)
-            loss.backward()
+            if self.privacy is not None:
+                self.privacy.backward((key.iteration, key.microbatch), loss, torch.ones_like(loss), batch)
+            else:
+                loss.backward()
             return {"loss_sum": loss.item() * batch, "samples": len(y)}
         elif key.op is Op.STEP:
             self.stash.settle(key.iteration)
-            if self.optimizer is not None:
+            if self.privacy is not None:
+                self.privacy.step(self.schedule.batch_sizes[self.device][key.iteration])
+            elif self.optimizer is not None:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
         else:
@@ -161,6 +178,8 @@ class DeviceWorker:
             part = device_part(self.whole, after.split).to(self.compute).train()
             optimizer = make_optimizer(part, self.config)
             carry_momentum(self.optimizer, self.part, optimizer, part)
+            if self.privacy is not None:
+                optimizer = self.privacy.wrap(part, optimizer)
             self.part, self.optimizer = part, optimizer
             self.memory.part = part
         lane = self.schedule.lane(Resource.DEVICE, self.device, round)

@@ -20,6 +20,7 @@ from pipelearn.config import RunConfig
 from pipelearn.data import Dataset
 from pipelearn.events import Event, now
 from pipelearn.metrics.rounds import RoundRecord, round_losses, time_to_accuracy
+from pipelearn.privacy import PrivacyLedger, dp_enabled
 from pipelearn.schedule import Schedule
 from pipelearn.training import evaluate
 
@@ -34,8 +35,12 @@ class RoundEvaluator:
     training, on its own copy of the model, at a lower CPU priority, and is timed apart.
     """
 
-    def __init__(self, config: RunConfig, model: nn.Module, test: Dataset, schedule: Schedule) -> None:
+    def __init__(
+        self, config: RunConfig, model: nn.Module, test: Dataset, schedule: Schedule, samples: Sequence[int] = ()
+    ) -> None:
         self.config, self.test = config, test
+        self.privacy = PrivacyLedger(config, schedule, list(samples)) if dp_enabled(config) and samples else None
+        """What each device's DP-SGD has spent, round by round (None without DP)."""
         self.total = schedule.rounds
         self.round_of = {str(a.key): a.key.round for a in schedule.actions()}
         """The round of every action, by its name on the timeline."""
@@ -71,6 +76,8 @@ class RoundEvaluator:
         # every loss the server records in this round comes after the previous aggregation
         seen, self._seen = self._seen, len(events)
         record = RoundRecord(round, time_s, round_losses(events[seen : self._seen], self.round_of).get(round))
+        if self.privacy is not None:
+            record.epsilon = max(self.privacy.after(round), default=0.0)
         with self._lock:
             self.records.append(record)
             stop = self.config.stop_at_target and self.reached is not None and round < self.total - 1
@@ -112,6 +119,7 @@ class RoundEvaluator:
             "target_round": hit.round if hit else None,
             "stopped_at_target": self.stopped_after is not None,
             "stopped_after_round": self.stopped_after,
+            "privacy": self.privacy.metrics() if self.privacy is not None else None,
         }
 
     def _work(self) -> None:
@@ -154,6 +162,8 @@ class RoundEvaluator:
         parts = [f"round {latest.round + 1}/{self.total}"]
         if latest.train_loss is not None:
             parts.append(f"loss {latest.train_loss:.3f}")
+        if latest.epsilon is not None:
+            parts.append(f"epsilon {latest.epsilon:.2f}")
         if shown is not None:
             parts.append(f"accuracy {shown.test_accuracy:.2%} (round {shown.round + 1})")
         self.show(", ".join(parts))

@@ -22,6 +22,7 @@ from pipelearn.plan import RunPlan, schedule_for
 from pipelearn.planner.adapt import Adapter, Replan, adapter_for
 from pipelearn.planner.profile import Profile
 from pipelearn.planner.resolve import resolve
+from pipelearn.privacy import dp_enabled, refuse_batchnorm
 from pipelearn.runtime import hardware
 from pipelearn.runtime.aggregation import Aggregator, device_parts, make_replicas
 from pipelearn.runtime.agreement import fingerprint
@@ -72,6 +73,8 @@ def prepare(config: RunConfig, plan: RunPlan | None = None) -> ServerSetup:
     hardware.check_amp(where, config.server_amp)
     test, train = load_data(config, "test"), load_data(config, "train")
     model = make_model(config, test.input_shape, test.num_classes)
+    if dp_enabled(config):
+        refuse_batchnorm(model)  # before any device joins: a zoo model's is refused with the settings
     samples = device_samples(config, train)
     for warning in check_profile_in(config):
         log.warning("%s", warning)
@@ -126,7 +129,7 @@ class Server:
         data = (self.test.input_shape, self.test.num_classes)
         replicas = make_replicas(config, self.plan, state, parts, self.torch_device, data)
         self.aggregator = Aggregator(config, state, replicas, parts, self.samples, self._checkpoint)
-        self.rounds = RoundEvaluator(config, setup.model, self.test, self.schedule)
+        self.rounds = RoundEvaluator(config, setup.model, self.test, self.schedule, self.samples)
         actions_done = Progress()
         fingerprints = {
             d: fingerprint(device_part(setup.model, s.split), self.test.input_shape, self.test.num_classes)
