@@ -88,7 +88,7 @@ def test_an_unreachable_ray_address_is_a_config_error_naming_it(small_config: An
 
 def test_a_run_asking_more_cpus_than_the_cluster_has_is_refused(cluster: Any, small_config: Any) -> None:
     config = small_config(launcher="ray", ray_device_cpus=1.5)
-    with pytest.raises(ConfigError, match="asks Ray for 4 CPUs .* the cluster has 3: lower"):
+    with pytest.raises(ConfigError, match=r"asks Ray for 4 CPUs .* the cluster has 3: lower"):
         ray_launch.run_ray(config, progress=False)
     assert not ray.util.list_named_actors()  # refused before any actor started
 

@@ -26,13 +26,11 @@ from pipelearn.transport.credentials import device_file, load_server_credentials
 
 def device_command(address: str, device: int, config: RunConfig, credentials: str) -> list[str]:
     """The command line of one device process joining the server at HOST:PORT with its own file of `credentials`."""
-    return [sys.executable, "-m", "pipelearn", *device_arguments(address, device, config, credentials)]
-
-
-def device_arguments(address: str, device: int, config: RunConfig, credentials: str) -> list[str]:
-    """The `pipelearn` arguments of one device joining the server at HOST:PORT (any launcher's one entry point)."""
     data = ["--data-dir", config.data_dir] if config.data_dir is not None else []
     return [
+        sys.executable,
+        "-m",
+        "pipelearn",
         "device",
         "--server",
         address,

@@ -8,9 +8,13 @@ server over gRPC with mutual TLS and holding only its own credential. Ray carrie
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import secrets
+import signal
 import socket
 import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +25,7 @@ from pipelearn.config import ConfigError, RunConfig
 from pipelearn.metrics.results import add_metrics
 from pipelearn.plugins import device_environment
 from pipelearn.runtime.checkpoint import Checkpoint
-from pipelearn.runtime.launch import device_arguments
+from pipelearn.runtime.launch import device_command
 from pipelearn.transport.credentials import ServerCredentials, device_file, load_server_credentials, make_credentials
 
 INSTALL = "pip install 'pipelearn[ray]'"
@@ -81,7 +85,8 @@ class ServerActor:
 
 
 class DeviceActor:
-    """One device inside a Ray worker, run by the `pipelearn device` entry point with only its own credential."""
+    """One device inside a Ray worker: the local launcher's `pipelearn device` process, with only its own credential,
+    and dying with the worker."""
 
     def host(self) -> str:
         """The address of the node this actor was placed on."""
@@ -90,15 +95,22 @@ class DeviceActor:
         return str(ray.util.get_node_ip_address())
 
     def run(self, address: str, device: int, config_json: str, credential: bytes) -> int:
-        """Join the server at HOST:PORT as `device` and train; return the entry point's exit status."""
-        from pipelearn.cli import main
-
+        """Join the server at HOST:PORT as `device` and train; return the device process's exit status."""
         config = RunConfig.from_json(config_json)
         with tempfile.TemporaryDirectory(prefix="pipelearn-credentials-") as directory:
             path = device_file(directory, device)
             path.touch(mode=stat.S_IRUSR | stat.S_IWUSR)
             path.write_bytes(credential)
-            return main(device_arguments(address, device, config, directory))
+            command = device_command(address, device, config, directory)
+            environment = device_environment(config.model, config.dataset)
+            return subprocess.run(command, env=environment, preexec_fn=_die_with_parent, check=False).returncode
+
+
+def _die_with_parent() -> None:
+    """In a child process: be killed when the process that started it dies (Linux), as a Ray worker may."""
+    # elsewhere Ray's own clean-up of a dead worker's children is what remains
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def run_ray(config: RunConfig, progress: bool = True, resume: Checkpoint | None = None) -> dict[str, Any]:
@@ -160,13 +172,19 @@ def _check_resources(ray: Any, config: RunConfig) -> None:
 def _train(ray: Any, config: RunConfig, progress: bool) -> dict[str, Any]:
     """Start the server actor, then the devices once it listens; collect the results and stop every actor."""
     environment = device_environment(config.model, config.dataset)
-    options: dict[str, Any] = {"max_concurrency": 2}  # `started` is answered while `run` trains
+    options: dict[str, Any] = {}
     if environment is not None:  # plug-ins importable here are importable there (on a node that has them)
         options["runtime_env"] = {"env_vars": {"PYTHONPATH": environment["PYTHONPATH"]}}
     run = f"pipelearn-{secrets.token_hex(4)}"
     server = (
         ray.remote(ServerActor)
-        .options(name=f"{run}-server", num_cpus=config.ray_server_cpus, num_gpus=config.ray_server_gpus, **options)
+        .options(
+            name=f"{run}-server",
+            num_cpus=config.ray_server_cpus,
+            num_gpus=config.ray_server_gpus,
+            max_concurrency=2,  # `started` is answered while `run` trains
+            **options,
+        )
         .remote()
     )
     devices = [
