@@ -8,25 +8,29 @@ server over gRPC with mutual TLS and holding only its own credential. Ray carrie
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import secrets
-import signal
+import shutil
 import socket
 import stat
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelearn.config import ConfigError, RunConfig
 from pipelearn.metrics.results import add_metrics
-from pipelearn.plugins import device_environment
-from pipelearn.runtime.checkpoint import Checkpoint
-from pipelearn.runtime.launch import device_command
-from pipelearn.transport.credentials import ServerCredentials, device_file, load_server_credentials, make_credentials
+from pipelearn.plugins import device_environment, is_plugin
+from pipelearn.transport.credentials import (
+    ServerCredentials,
+    device_file,
+    load_device_credentials,
+    load_server_credentials,
+    make_credentials,
+)
+
+if TYPE_CHECKING:
+    from pipelearn.runtime.checkpoint import Checkpoint
 
 INSTALL = "pip install 'pipelearn[ray]'"
 """How to install what launcher ray needs."""
@@ -65,9 +69,13 @@ class ServerActor:
         config = RunConfig.from_json(config_json)
         config.out = str(Path(self._directory) / "out")
         torch.set_num_threads(config.threads)
-        self._server = Server(prepare(config), progress)
-        self._server.on_start = lambda clock: setattr(self, "_started", True)
-        return int(self._server.listen(f"{self.host()}:0", ServerCredentials(ca, certificate, key)))
+        try:
+            self._server = Server(prepare(config), progress)
+            self._server.on_start = lambda clock: setattr(self, "_started", True)
+            return int(self._server.listen(f"{self.host()}:0", ServerCredentials(ca, certificate, key)))
+        except BaseException:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            raise
 
     def started(self) -> bool:
         """Whether training has started (every device joined)."""
@@ -75,18 +83,18 @@ class ServerActor:
 
     def run(self) -> tuple[dict[str, Any], dict[str, bytes]]:
         """Train; return the metrics and every file of the output directory, by its path there."""
-        import shutil
-
-        metrics = self._server.run()
-        out = Path(self._directory) / "out"
-        files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-        shutil.rmtree(self._directory, ignore_errors=True)
+        try:
+            metrics = self._server.run()
+            out = Path(self._directory) / "out"
+            files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+        finally:
+            shutil.rmtree(self._directory, ignore_errors=True)  # a killed worker leaves it to the node's clean-up
         return metrics, files
 
 
 class DeviceActor:
-    """One device inside a Ray worker: the local launcher's `pipelearn device` process, with only its own credential,
-    and dying with the worker."""
+    """One device inside a Ray worker, run by the device entry point of `pipelearn device` (`run_device`) with only
+    its own credential: the worker is the device process, so a worker that dies is a device that died."""
 
     def host(self) -> str:
         """The address of the node this actor was placed on."""
@@ -95,22 +103,26 @@ class DeviceActor:
         return str(ray.util.get_node_ip_address())
 
     def run(self, address: str, device: int, config_json: str, credential: bytes) -> int:
-        """Join the server at HOST:PORT as `device` and train; return the device process's exit status."""
+        """Join the server at HOST:PORT as `device` and train until the run is over; return 0."""
+        from pipelearn.runtime.device import run_device
+
         config = RunConfig.from_json(config_json)
         with tempfile.TemporaryDirectory(prefix="pipelearn-credentials-") as directory:
             path = device_file(directory, device)
             path.touch(mode=stat.S_IRUSR | stat.S_IWUSR)
             path.write_bytes(credential)
-            command = device_command(address, device, config, directory)
-            environment = device_environment(config.model, config.dataset)
-            return subprocess.run(command, env=environment, preexec_fn=_die_with_parent, check=False).returncode
-
-
-def _die_with_parent() -> None:
-    """In a child process: be killed when the process that started it dies (Linux), as a Ray worker may."""
-    # elsewhere Ray's own clean-up of a dead worker's children is what remains
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            credentials = load_device_credentials(path)
+        run_device(
+            address,
+            device,
+            config.timeout_s,
+            model=config.model if is_plugin(config.model) else None,  # a device names plug-ins itself
+            dataset=config.dataset if is_plugin(config.dataset) else None,
+            credentials=credentials,
+            data_dir=config.data_dir,  # this node's own
+            download=config.download,
+        )
+        return 0
 
 
 def run_ray(config: RunConfig, progress: bool = True, resume: Checkpoint | None = None) -> dict[str, Any]:
