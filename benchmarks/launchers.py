@@ -3,10 +3,10 @@
 Usage: python benchmarks/launchers.py --devices 32 --launcher local|ray [-- pipelearn run flags...]
 
 The run is benchmarks/many_devices.py's (synthetic data, VGG5, 50 samples per device, 2 epochs, unlimited network).
-Memory is sampled every half second over this process and all its descendants (under launcher ray without an
-address, Ray's own processes and workers are among them): the peak of their summed PSS (shared pages counted once)
-and of their summed RSS. Under launcher ray, the time `ray.init` took is the first share of the start-up Ray adds.
-Prints one JSON line and writes it to OUT/launcher.json. Exits 1 if any device failed.
+Memory is sampled every half second, by a process of its own, over this process and all its descendants (under
+launcher ray without an address, Ray's own processes and workers are among them): the peak of their summed PSS
+(shared pages counted once) and of their summed RSS. Under launcher ray, the time `ray.init` took is the first share
+of the start-up Ray adds. Prints one JSON line and writes it to OUT/launcher.json. Exits 1 if any device failed.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from many_devices import _DEFAULTS
 
@@ -51,6 +52,14 @@ def _memory_kib(pids: list[int]) -> tuple[int, int]:
     return pss, rss
 
 
+def _sample(root: int, peak: Any, done: Any) -> None:
+    """Every half second until `done`, the summed PSS and RSS of `root` and its descendants (less this sampler) into
+    `peak`, where higher."""
+    while not done.wait(0.5):
+        pss, rss = _memory_kib([p for p in _descendants(root) if p != os.getpid()])
+        peak[0], peak[1] = max(peak[0], pss), max(peak[1], rss)
+
+
 def main() -> int:
     """Run once under the launcher asked; print and save wall time, start-up and peak memory."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,17 +71,13 @@ def main() -> int:
     out = f"{args.out}/{args.launcher}-{args.devices}"
     flags = [*_DEFAULTS, *rest, "--devices", str(args.devices), "--launcher", args.launcher, "--out", out]
     config = _config(_parser().parse_args(["run", *flags]))
-    peak = [0, 0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.5):
-            pss, rss = _memory_kib(_descendants(os.getpid()))
-            peak[0], peak[1] = max(peak[0], pss), max(peak[1], rss)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    began = time.perf_counter()
+    # the sampler is a process of its own: a thread of this one would hold the local launcher's server back
+    context = multiprocessing.get_context("spawn")
+    peak = context.Array("q", 2)
+    done = context.Event()
+    sampler = context.Process(target=_sample, args=(os.getpid(), peak, done), daemon=True)
     sampler.start()
+    began = time.perf_counter()
     init_s = None
     if args.launcher == "ray":
         import ray
