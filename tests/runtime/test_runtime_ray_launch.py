@@ -91,6 +91,8 @@ def test_a_run_asking_more_cpus_than_the_cluster_has_is_refused(cluster: Any, sm
     with pytest.raises(ConfigError, match=r"asks Ray for 4 CPUs .* the cluster has 3: lower"):
         ray_launch.run_ray(config, progress=False)
     assert not ray.util.list_named_actors()  # refused before any actor started
+    with pytest.raises(ConfigError, match=r"is 1, but the cluster has 0 GPUs"):
+        ray_launch.run_ray(small_config(launcher="ray", ray_server_gpus=1), progress=False)
 
 
 def test_without_ray_installed_the_launcher_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:

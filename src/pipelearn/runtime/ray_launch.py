@@ -234,7 +234,8 @@ def _placed(ray: Any, actors: list[Any], timeout_s: float) -> list[str]:
     if waiting:
         raise RuntimeError(
             f"Ray placed {len(ready)} of the run's {len(pending)} actors in {timeout_s:g} s (timeout_s): the cluster "
-            "lacks the CPUs or GPUs asked on any one node, or its nodes are busy; see `ray status`"
+            "lacks the CPUs or GPUs asked on any one node, or its workers are slow to start (raise timeout_s); see "
+            "`ray status`"
         )
     return [str(_get(ray, p)) for p in pending]
 
