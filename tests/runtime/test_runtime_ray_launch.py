@@ -88,7 +88,8 @@ def test_an_unreachable_ray_address_is_a_config_error_naming_it(small_config: An
 
 def test_a_run_asking_more_cpus_than_the_cluster_has_is_refused(cluster: Any, small_config: Any) -> None:
     config = small_config(launcher="ray", ray_device_cpus=1.5)
-    with pytest.raises(ConfigError, match=r"asks Ray for 4 CPUs .* the cluster has 3: lower"):
+    asked = r"asks Ray for 4 CPUs \(1 for the server, .*; 1.5 for each of 2 devices, .* the cluster has 3: lower"
+    with pytest.raises(ConfigError, match=asked):
         ray_launch.run_ray(config, progress=False)
     assert not ray.util.list_named_actors()  # refused before any actor started
     with pytest.raises(ConfigError, match=r"is 1, but the cluster has 0 GPUs"):
@@ -119,3 +120,20 @@ def test_ray_settings_that_cannot_apply_are_refused(small_config: Any, settings:
 def test_each_device_gets_its_own_cpus_from_its_override() -> None:
     config = from_mapping({"launcher": "ray", "ray_device_cpus": 0.5, "device_overrides": {"1": {"ray_cpus": 2}}})
     assert [config.ray_cpus(d) for d in range(3)] == [0.5, 2.0, 0.5]
+
+
+def test_a_ray_instance_started_for_the_run_has_the_cpus_it_reserves(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[dict[str, Any]] = []
+
+    class Unstarted:
+        def is_initialized(self) -> bool:
+            return False
+
+        def init(self, **settings: Any) -> None:
+            started.append(settings)
+
+    monkeypatch.setattr(ray_launch.os, "cpu_count", lambda: 2)
+    assert ray_launch._connect(Unstarted(), None, 7.5) is True
+    assert ray_launch._connect(Unstarted(), None, 1.5) is True
+    assert ray_launch._connect(Unstarted(), "auto", 7.5) is True
+    assert [s.get("num_cpus") for s in started] == [8, 2, None]  # a cluster joined has the CPUs it has

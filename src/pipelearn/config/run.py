@@ -94,7 +94,7 @@ class RunConfig:
     Ray cluster, `pip install pipelearn[ray]`); either way the devices dial the server over gRPC with mutual TLS."""
     ray_address: str | None = field(default=None, metadata=_meta(metavar="auto|HOST:PORT"))
     """The Ray cluster of launcher ray: auto (the one `ray start` made on this node) or its head's HOST:PORT; none
-    starts a Ray instance on this machine for the run."""
+    starts a Ray instance on this machine for the run, with as many CPUs as the run reserves (at least its own)."""
     ray_server_cpus: float = field(default=1.0, metadata=_meta(unit="CPUs", metavar="N"))
     """The CPUs Ray reserves for the server (launcher ray)."""
     ray_server_gpus: float = field(default=0.0, metadata=_meta(unit="GPUs", metavar="N"))

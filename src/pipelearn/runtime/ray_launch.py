@@ -8,6 +8,8 @@ server over gRPC with mutual TLS and holding only its own credential. Ray carrie
 
 from __future__ import annotations
 
+import math
+import os
 import secrets
 import shutil
 import socket
@@ -131,7 +133,7 @@ def run_ray(config: RunConfig, progress: bool = True, resume: Checkpoint | None 
     ray = import_ray()
     if resume is not None:
         raise ConfigError("--resume with {0} ray is not supported yet: resume with launcher local", "launcher")
-    started_here = _connect(ray, config.ray_address)
+    started_here = _connect(ray, config.ray_address, _cpus(config))
     try:
         _check_resources(ray, config)
         return _train(ray, config, progress)
@@ -140,8 +142,14 @@ def run_ray(config: RunConfig, progress: bool = True, resume: Checkpoint | None 
             ray.shutdown()
 
 
-def _connect(ray: Any, address: str | None) -> bool:
-    """Join the cluster at `address` (or start one here when none); whether this call started Ray."""
+def _cpus(config: RunConfig) -> float:
+    """The CPUs the run reserves: the server's and every device's."""
+    return config.ray_server_cpus + sum(config.ray_cpus(d) for d in range(config.devices))
+
+
+def _connect(ray: Any, address: str | None, cpus: float) -> bool:
+    """Join the cluster at `address`, or start one here when none, with as many CPUs as the run reserves (at least
+    this machine's: as the local launcher, it then runs every process here); whether this call started Ray."""
     if address not in (None, "auto"):
         host, _, port = address.rpartition(":")
         try:
@@ -155,7 +163,8 @@ def _connect(ray: Any, address: str | None) -> bool:
     if ray.is_initialized():
         return False
     try:
-        ray.init(address=address, log_to_driver=True, include_dashboard=False, configure_logging=False)
+        here = {} if address is not None else {"num_cpus": max(os.cpu_count() or 1, math.ceil(cpus))}
+        ray.init(address=address, log_to_driver=True, include_dashboard=False, configure_logging=False, **here)
     except (ConnectionError, RuntimeError) as exc:
         where = "no address" if address is None else address
         raise ConfigError(f"{{0}} is {where}, but Ray cannot join a cluster there: {exc}", "ray_address") from None
@@ -165,12 +174,12 @@ def _connect(ray: Any, address: str | None) -> bool:
 def _check_resources(ray: Any, config: RunConfig) -> None:
     """Refuse a run that asks for more CPUs or GPUs than the whole cluster has: Ray would wait for them forever."""
     have = ray.cluster_resources()
-    cpus = config.ray_server_cpus + sum(config.ray_cpus(d) for d in range(config.devices))
+    cpus = _cpus(config)
     if cpus > have.get("CPU", 0) + 1e-9:
         raise ConfigError(
-            f"the run asks Ray for {cpus:g} CPUs (server {{0}} {config.ray_server_cpus:g}, {config.devices} devices "
-            f"at {{1}} {config.ray_device_cpus:g} or their override) but the cluster has {have.get('CPU', 0):g}: "
-            "lower {1} (a fraction such as 0.25 shares a CPU) or add nodes",
+            f"the run asks Ray for {cpus:g} CPUs ({config.ray_server_cpus:g} for the server, {{0}}; "
+            f"{config.ray_device_cpus:g} for each of {config.devices} devices, {{1}}, or their override) but the "
+            f"cluster has {have.get('CPU', 0):g}: lower {{1}} (a fraction such as 0.25 shares a CPU) or add nodes",
             "ray_server_cpus",
             "ray_device_cpus",
         )
