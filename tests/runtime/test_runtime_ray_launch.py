@@ -137,3 +137,12 @@ def test_a_ray_instance_started_for_the_run_has_the_cpus_it_reserves(monkeypatch
     assert ray_launch._connect(Unstarted(), None, 1.5) is True
     assert ray_launch._connect(Unstarted(), "auto", 7.5) is True
     assert [s.get("num_cpus") for s in started] == [8, 2, None]  # a cluster joined has the CPUs it has
+
+
+def test_a_server_refuses_launcher_ray(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelearn.cli import main
+
+    toml = tmp_path / "run.toml"
+    toml.write_text('launcher = "ray"\n')
+    assert main(["server", "--listen", "127.0.0.1:0", "--insecure", str(toml)]) == 2
+    assert "config key 'launcher' is for `pipelearn run`" in capsys.readouterr().err
