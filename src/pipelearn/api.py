@@ -50,20 +50,24 @@ def run(
     resume: Checkpoint | None = None,
     **settings: Any,
 ) -> Metrics:
-    """Train with the server in this process and each device a local process; return the metrics.
+    """Train with the server in this process and each device a local process (or each an actor on a Ray cluster,
+    launcher ray); return the metrics.
 
     `model` and `dataset` override the configuration's; `train` and `test` (given together, instead of `dataset`)
     are the data set itself. The results are also written to `config.out`. Prints nothing unless `progress`.
     `resume` continues a run from its checkpoint (`pipelearn.runtime.checkpoint.load_checkpoint`).
     """
-    from pipelearn.runtime.launch import run_local
-
     refuse_run_while_importing()
     config = _named(configure(config, **settings), model, dataset)
+    if config.launcher == "ray":
+        from pipelearn.runtime.ray_launch import run_ray as launch
+    else:
+        from pipelearn.runtime.launch import run_local as launch
+
     if train is None and test is None:
-        return run_local(config, progress=progress, resume=resume)
+        return launch(config, progress=progress, resume=resume)
     with _saved(config, train, test, dataset) as saved:
-        return run_local(saved, progress=progress, resume=resume)
+        return launch(saved, progress=progress, resume=resume)
 
 
 def serve(

@@ -176,6 +176,8 @@ def _command(args: argparse.Namespace) -> tuple[dict[str, Any], RunConfig] | Non
     if args.command == "server":
         if config.netns:
             raise ConfigError("{0} is for `pipelearn run`, which makes the namespaces; drop it for a server", "netns")
+        if config.launcher != "local":
+            raise ConfigError("{0} is for `pipelearn run`, which places processes; drop it for a server", "launcher")
         _security(args)
         from pipelearn.transport.credentials import load_server_credentials
 

@@ -18,6 +18,8 @@ DESCRIPTION = (
 _LOCAL_SETTINGS = {"model", "dataset", "data_dir", "download", "batchnorm", "epochs", "batch_size"}
 _LOCAL_SETTINGS |= {"samples_per_device", "lr", "momentum", "seed", "test_samples", "threads", "out"}
 """The settings `pipelearn train-local` takes: what one process training the whole model has."""
+_RAY_SETTINGS = ("launcher", "ray_address", "ray_server_cpus", "ray_server_gpus", "ray_device_cpus")
+"""The settings of who places a run's processes: `pipelearn run`'s alone."""
 _LOCAL_DEFAULTS: dict[str, Any] = {"devices": 1, "samples_per_device": None, "epochs": 3, "mode": "fl"}
 _LOCAL_DEFAULTS["out"] = "runs/train-local"
 """train-local's own defaults, where no TOML file is given."""
@@ -114,7 +116,8 @@ def _parser() -> _Parser:
     server = command("server", "serve a run to devices on other machines")
     server.add_argument("--listen", required=True, metavar="HOST:PORT", help="the address and port devices dial")
     _add_security_flags(server, "DIR", "the directory `pipelearn credentials` wrote (mutual TLS)")
-    _add_config_flags(server, leave_out=["netns"])  # the namespaces are made by `pipelearn run`
+    # the namespaces are made, and Ray places processes, by `pipelearn run`
+    _add_config_flags(server, leave_out=["netns", *_RAY_SETTINGS])
     for each in (run, server):
         each.add_argument(
             "--resume",

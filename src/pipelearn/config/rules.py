@@ -85,6 +85,10 @@ def _schedule(v: object) -> bool:
     return times[0] == 0 and all(math.isfinite(t) for t in times) and all(a < b for a, b in itertools.pairwise(times))
 
 
+def _ray_address(v: object) -> bool:
+    return v == "auto" or (isinstance(v, str) and re.fullmatch(r"[^\s:]+:\d{1,5}", v) is not None)
+
+
 _SCHEDULE = "a list of [seconds since training start, Mbit/s] steps: the first at 0, times rising, rates above 0"
 
 
@@ -111,6 +115,11 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "up_schedule": (_optional(_schedule), _SCHEDULE),
     "down_schedule": (_optional(_schedule), _SCHEDULE),
     "netns": (lambda v: isinstance(v, bool), "true or false"),
+    "launcher": (lambda v: v in ("local", "ray"), "local or ray"),
+    "ray_address": (_optional(_ray_address), "auto or the Ray head's HOST:PORT, such as 10.0.0.1:6379"),
+    "ray_server_cpus": (_at_least(0, whole=False), "a number of CPUs, 0 or more"),
+    "ray_server_gpus": (_at_least(0, whole=False), "a number of GPUs, 0 or more"),
+    "ray_device_cpus": (_at_least(0, whole=False), "a number of CPUs, 0 or more"),
     "device_slowdown": (_at_least(1, whole=False), "a number of at least 1"),
     "slowdown_schedule": (_optional(_slowdowns), _SLOWDOWNS),
     "split": (_split_or_auto, "a number or 'auto'"),
@@ -166,6 +175,7 @@ _OVERRIDE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "up_schedule": (_schedule, _SCHEDULE),
     "down_schedule": (_schedule, _SCHEDULE),
     "slowdown_schedule": (_slowdowns, _SLOWDOWNS),
+    "ray_cpus": _RULES["ray_device_cpus"],
 }
 """What each per-device override must be when given."""
 
@@ -234,7 +244,16 @@ def check_run(config: RunConfig) -> None:
         f"at least twice {{1}} ({config.heartbeat_s:g})",
         "heartbeat_s",
     )
+    _check_launcher(config)
     _check_counts(config, levels)
+
+
+def _check_launcher(config: RunConfig) -> None:
+    """Refuse Ray settings that a local run would ignore, and namespaces under Ray, which places hosts itself."""
+    if config.launcher == "local":
+        _check(config.ray_address is None, "ray_address", config.ray_address, "none unless {1} is ray", "launcher")
+    elif config.netns:
+        raise ConfigError("{0} and {1} ray are both given: Ray places the hosts; drop one", "netns", "launcher")
 
 
 def _check_counts(config: RunConfig, levels: list[tuple[RunConfig | DeviceOverride, str]]) -> None:

@@ -42,6 +42,8 @@ class DeviceOverride:
     """This device's downlink rate over time, as RunConfig.down_schedule; give it or down_mbps, not both."""
     slowdown_schedule: list[list[float]] | None = None
     """This device's slowdown over time, as RunConfig.slowdown_schedule; give it or device_slowdown, not both."""
+    ray_cpus: float | None = field(default=None, metadata=_meta(unit="CPUs"))
+    """The CPUs Ray gives this device, as RunConfig.ray_device_cpus."""
 
 
 @dataclass
@@ -89,6 +91,19 @@ class RunConfig:
     netns: bool = False
     """Run the server and every device as separate hosts in Linux network namespaces, each link's rates enforced
     by the kernel (tc); `pipelearn run` only, as root. The user-space links then add only the latency."""
+    launcher: Literal["local", "ray"] = "local"
+    """Who places the server and the devices of `pipelearn run`: local (processes on this machine) or ray (actors on a
+    Ray cluster, `pip install pipelearn[ray]`); either way the devices dial the server over gRPC with mutual TLS."""
+    ray_address: str | None = field(default=None, metadata=_meta(metavar="auto|HOST:PORT"))
+    """The Ray cluster of launcher ray: auto (the one `ray start` made on this node) or its head's HOST:PORT; none
+    starts a Ray instance on this machine for the run, with as many CPUs as the run reserves (at least its own)."""
+    ray_server_cpus: float = field(default=1.0, metadata=_meta(unit="CPUs", metavar="N"))
+    """The CPUs Ray reserves for the server (launcher ray)."""
+    ray_server_gpus: float = field(default=0.0, metadata=_meta(unit="GPUs", metavar="N"))
+    """The GPUs Ray reserves for the server (launcher ray); with one, server_device auto trains there."""
+    ray_device_cpus: float = field(default=1.0, metadata=_meta(unit="CPUs", metavar="N"))
+    """The CPUs Ray reserves for each device (launcher ray), a fraction such as 0.25 included; per device in
+    device_overrides (ray_cpus)."""
     device_slowdown: float = field(default=4.0, metadata=_meta(unit="times", metavar="K"))
     """Each device action takes this many times the CPU time its work needs here (devices are slower than servers);
     the device waits out the difference. Time lost to other processes on a shared machine is not multiplied."""
@@ -193,7 +208,7 @@ class RunConfig:
     """Output directory for metrics.json, trace.json and model.safetensors."""
     device_overrides: dict[int, DeviceOverride] = field(default_factory=dict)
     """Per-device settings, keyed by device id: TOML tables [device_overrides.N] of network, up_mbps, down_mbps,
-    latency_ms, device_slowdown, slowdown_schedule, split, microbatches, up_schedule and down_schedule."""
+    latency_ms, device_slowdown, slowdown_schedule, split, microbatches, up_schedule, down_schedule and ray_cpus."""
 
     def link(self, device: int) -> Link:
         """The network of one device at training start, overrides applied (`rates` gives the rates over time)."""
@@ -216,6 +231,10 @@ class RunConfig:
                 return ((0.0, float(mbps)),)
         base = NETWORK_PRESETS[o.network or self.network]
         return ((0.0, float(base.up_mbps if direction == "up" else base.down_mbps)),)
+
+    def ray_cpus(self, device: int) -> float:
+        """The CPUs Ray reserves for one device (launcher ray)."""
+        return _first(self.device_overrides.get(device, DeviceOverride()).ray_cpus, self.ray_device_cpus)
 
     def slowdown(self, device: int) -> float:
         """The compute slowdown factor of one device at training start (`slowdowns` gives it over time)."""
