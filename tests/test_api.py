@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import types
 from pathlib import Path
@@ -14,7 +15,7 @@ from pipelearn.data import synthetic_dataset
 
 @pytest.mark.slow
 def test_run_trains_a_function_on_data_objects_and_returns_the_metrics(
-    plugin_nets: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    plugin_nets: str, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import plugin_nets as nets
 
@@ -30,6 +31,7 @@ def test_run_trains_a_function_on_data_objects_and_returns_the_metrics(
     )
     train = synthetic_dataset(120, (1, 12, 12), 4, seed=5, split="train")
     test = synthetic_dataset(80, (1, 12, 12), 4, seed=5, split="test")
+    monkeypatch.setattr(logging.getLogger("pipelearn"), "handlers", [])  # as a program that configured no logging
     metrics = pipelearn.run(
         config, model=nets.tiny_net, train=train, test=test, samples_per_device=60, batch_size=20, out=str(tmp_path)
     )

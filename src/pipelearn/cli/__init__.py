@@ -193,11 +193,15 @@ def _command(args: argparse.Namespace) -> tuple[dict[str, Any], RunConfig] | Non
     return metrics, config
 
 
+def _device_quiet(args: argparse.Namespace) -> bool:
+    return args.command == "device" and args.quiet
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse(argv)
     try:
-        setup_logging(getattr(args, "log_file", None))
+        setup_logging(getattr(args, "log_file", None), level=logging.WARNING if _device_quiet(args) else logging.INFO)
     except OSError as exc:
         setup_logging()
         log.error("--log-file %s: %s", args.log_file, exc.strerror or exc)

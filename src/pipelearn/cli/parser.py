@@ -156,6 +156,7 @@ def _parser() -> _Parser:
     device.add_argument(
         "--compute", default="cpu", metavar="auto|cpu|cuda|cuda:N|mps", help="where this device trains. Default: cpu."
     )
+    device.add_argument("--quiet", action="store_true", help="only warnings and errors: no connecting or round lines")
     for each in (run, server, device):
         add_flags(each, LogSettings)
     bench = command("bench", "every mode on one workload under each network, with figures")

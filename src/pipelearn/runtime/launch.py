@@ -26,8 +26,9 @@ from pipelearn.runtime.server import Server, prepare
 from pipelearn.transport.credentials import device_file, load_server_credentials, make_credentials
 
 
-def device_command(address: str, device: int, config: RunConfig, credentials: str) -> list[str]:
-    """The command line of one device process joining the server at HOST:PORT with its own file of `credentials`."""
+def device_command(address: str, device: int, config: RunConfig, credentials: str, quiet: bool = False) -> list[str]:
+    """The command line of one device process joining the server at HOST:PORT with its own file of `credentials`
+    (`quiet`: logging only warnings and errors)."""
     data = ["--data-dir", config.data_dir] if config.data_dir is not None else []
     return [
         sys.executable,
@@ -45,6 +46,7 @@ def device_command(address: str, device: int, config: RunConfig, credentials: st
         *data,
         *(["--download"] if config.download else []),
         *device_flags(config.model, config.dataset),
+        *(["--quiet"] if quiet else []),
     ]
 
 
@@ -68,7 +70,7 @@ def run_local(
         make_credentials(credentials, config.devices)
         port = server.listen("127.0.0.1:0", load_server_credentials(credentials))
         devices = [
-            subprocess.Popen(device_command(f"127.0.0.1:{port}", d, config, credentials), env=environment)
+            subprocess.Popen(device_command(f"127.0.0.1:{port}", d, config, credentials, not progress), env=environment)
             for d in range(config.devices)
         ]
         metrics = None
@@ -123,7 +125,7 @@ def _run_in_namespaces(config: RunConfig, progress: bool, resume: Checkpoint | N
                 if "port" in message:
                     address = f"{network.server_address}:{message['port']}"
                     for d in range(config.devices):
-                        device = [*network.exec_in(d), *device_command(address, d, config, credentials)]
+                        device = [*network.exec_in(d), *device_command(address, d, config, credentials, not progress)]
                         devices.append(subprocess.Popen(device, env=environment))
                 elif "start" in message:
                     links.start(message["start"])
