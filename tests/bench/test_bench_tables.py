@@ -75,7 +75,19 @@ def test_speedups_are_the_other_modes_time_over_pipelearns() -> None:
 
 def test_measured_points_sit_at_the_networks_uplink() -> None:
     (point,) = measured_points(ROWS, "vgg5", 4.0)
-    assert point == {"network": "4g", "slowdown": 4.0, "up_mbps": 10, "over_fl": 2.0, "over_sfl": 3.0}
+    assert point == {"regime": "strong", "network": "4g", "slowdown": 4.0, "up_mbps": 10, "over_fl": 2.0}| {
+        "over_sfl": 3.0
+    }
+
+
+def test_each_regimes_points_sit_at_its_own_slowdown_and_are_not_mixed() -> None:
+    edge = [
+        {**_row("4g", mode, epoch, 1.0), "regime": "edge", "device_slowdown": 40.0}
+        for mode, epoch in (("fl", 30.0), ("sfl", 12.0), ("pipelearn", 6.0))
+    ]
+    strong, far = measured_points([*ROWS, *edge], "vgg5", 4.0)
+    assert (strong["regime"], strong["slowdown"], strong["over_fl"]) == ("strong", 4.0, 2.0)
+    assert (far["regime"], far["slowdown"], far["over_fl"], far["over_sfl"]) == ("edge", 40.0, 5.0, 2.0)
 
 
 def test_report_draws_a_recorded_bench_without_training(tmp_path: Path) -> None:
@@ -135,6 +147,8 @@ def test_a_failed_run_is_recorded_and_the_bench_goes_on(tmp_path: Path, monkeypa
             "mode": "sfl",
             "run_dir": "vgg5-4g-sfl",
             "error": "device 1 exited with status 1",
+            "regime": "strong",
+            "device_slowdown": 4.0,
         }
     ]
     assert json.loads((tmp_path / "bench.json").read_text())["failed"] == result["failed"]

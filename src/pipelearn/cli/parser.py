@@ -168,7 +168,19 @@ def _parser() -> _Parser:
             "out": "runs/bench; --accuracy: runs/accuracy",
         },
     )
-    bench.add_argument("--quick", action="store_true", help="a small subset: VGG5 under 4g and wifi, one epoch")
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="minutes: VGG5 under wifi, one epoch, in each regime of --regime (default: both), with a verdict each",
+    )
+    bench.add_argument(
+        "--regime",
+        nargs="+",
+        choices=("strong", "edge"),
+        metavar="REGIME",
+        help="strong (devices 4 times slower than the server) or edge (40 times: Raspberry-Pi-class boards), or "
+        "both. Default: strong (--quick: both).",
+    )
     bench.add_argument("--resume", action="store_true", help="keep the runs an interrupted bench finished")
     bench.add_argument("--modes", nargs="+", metavar="MODE", help="only these modes. Default: all four.")
     bench.add_argument("--models", nargs="+", metavar="MODEL", help="only these models (of the bench or the table)")
