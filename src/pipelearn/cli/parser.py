@@ -161,8 +161,9 @@ def _parser() -> _Parser:
         bench,
         hidden=list(_BENCH_ALTERNATIVES),
         defaults={
-            "samples_per_device": "500 for vgg5, 200 for resnet18 (--quick: 300); --accuracy: 2500",
-            "epochs": "2 (--quick: 1); --accuracy: 10",
+            "samples_per_device": "500 for vgg5, 200 for resnet18 (--regime edge: 200, 100; --quick: 300); "
+            "--accuracy: 2500",
+            "epochs": "2 (--regime edge, --quick: 1); --accuracy: 10",
             "test_samples": "1000 for resnet18, else the whole split",
             "eval_every": "0 for resnet18, else 1; --accuracy: 0",
             "out": "runs/bench; --accuracy: runs/accuracy",
