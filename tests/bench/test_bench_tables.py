@@ -196,5 +196,6 @@ def test_a_bench_of_two_regimes_labels_each_in_its_table_figures_and_verdicts(
     assert "## strong devices (slowdown 4)" in table and "## edge devices (slowdown 40)" in table
     assert table.index("## edge devices") < table.index("| vgg5 | wifi | fl | 5.00x |")  # edge: 20 s / 4 s
     assert f"- {edge}" in table
+    assert "samples per device {'vgg5': 300}." in table and "resnet18" not in table  # each regime's own sizes
     for name in ("fig2_epoch_time_vgg5.png", "fig2_epoch_time_vgg5_edge.png", "fig3_idle_vgg5_edge.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"

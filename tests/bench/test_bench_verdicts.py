@@ -86,3 +86,14 @@ def test_rows_of_a_bench_before_regimes_read_as_strong_devices() -> None:
     old = [{k: v for k, v in r.items() if k not in ("regime", "device_slowdown")} for r in STRONG]
     (said,) = verdicts(old)
     assert said.startswith("strong devices, vgg5 under wifi: pipelining did not pay")
+
+
+def test_the_reason_follows_what_bound_pipelearn_and_the_fastest_other_mode() -> None:
+    server_bound = [_row("sfl", 8.0, "device1/compute", "edge"), _row("pipelearn", 9.0, "server/compute", "edge")]
+    assert "the server's compute, which serves every device's part, bound pipelearn" in (verdict(server_bound) or "")
+    both_devices = [_row("fl", 5.0, "device1/compute"), _row("pipelearn", 4.0, "device2/compute")]
+    said = verdict(both_devices) or ""
+    assert "pipelining paid" in said and "pipelearn overlapped the devices' compute, which held fl back" in said
+    assert "moved most of it" not in said
+    device_fast = [_row("fl", 2.0, "device0/compute"), _row("pipelearn", 3.0, "device0/compute")]
+    assert "the devices are fast enough that fl's own compute on them costs about what" in (verdict(device_fast) or "")

@@ -296,15 +296,17 @@ def _settings(base: RunConfig, plans: Sequence[BenchPlan]) -> dict[str, Any]:
                 "label": plan.label,
                 "device_slowdown": plan.device_slowdown,
                 "epochs": plan.epochs,
-                "samples_per_device": plan.samples_per_device,
-                "test_samples": plan.test_samples,
-                "eval_every": plan.eval_every,
+                **{k: _of(getattr(plan, k), plan.models) for k in ("samples_per_device", "test_samples", "eval_every")},
             }
             for plan in plans
         ],
         "plans": "each split mode at its own best plan from the planner (pipelearn: split and micro-batches; "
         "sl and sfl: split; fl: the whole model on the device)",
     }
+
+
+def _of(per_model: dict[str, int], models: Sequence[str]) -> dict[str, int]:
+    return {m: v for m, v in per_model.items() if m in models}
 
 
 def say(progress: bool, text: str) -> None:

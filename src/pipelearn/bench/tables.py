@@ -72,7 +72,7 @@ def bench_markdown(bench: dict[str, Any]) -> str:
         lines += _regime_tables(rows, failed)
         said = verdicts(rows)
         if said:
-            lines += ["", "Where pipelining paid:", "", *(f"- {s}" for s in said)]
+            lines += ["", "Where pipelining paid, and where it did not:", "", *(f"- {s}" for s in said)]
     return "\n".join(lines) + "\n"
 
 

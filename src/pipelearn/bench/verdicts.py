@@ -35,7 +35,7 @@ def _why(ours: dict[str, Any], best: dict[str, Any], outcome: str) -> str:
     """Why pipelearn paid or did not, from what bound it and the fastest other mode."""
     theirs, mine = resource_kind(best["bound_resource"]), resource_kind(ours["bound_resource"])
     if outcome == "paid":
-        if theirs == "the devices' compute":
+        if theirs == "the devices' compute" and mine != theirs:
             return (
                 f"the devices' compute held {best['mode']} back, and pipelearn moved most of it to the server and "
                 "overlapped the rest with the links"
@@ -44,7 +44,10 @@ def _why(ours: dict[str, Any], best: dict[str, Any], outcome: str) -> str:
     if mine in ("the uplink", "the downlink"):
         return f"pipelearn's activations and gradients made {mine} its bound, which cost more than the split saved"
     if mine == "the server's compute":
-        return "the server computes every device's part in pipelearn, and its compute was the bound"
+        return (
+            "the server's compute, which serves every device's part, bound pipelearn: with the devices' work moved "
+            "there, little was left to overlap"
+        )
     if theirs == "the devices' compute":
         return (
             f"the devices are fast enough that {best['mode']}'s own compute on them costs about what pipelearn's "
