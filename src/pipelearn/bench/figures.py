@@ -162,7 +162,16 @@ def draw_heat_map(
             ax.text(x, y, f"{value:.1f}", ha="center", va="center", fontsize=7, color="black")
     for x, y, text in marks:
         ax.plot(x, y, "o", color="blue", ms=6)
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, -12), fontsize=7, color="blue")
+        ax.annotate(
+            text,
+            (x, y),
+            textcoords="offset points",
+            xytext=(5, -5),
+            va="top",
+            fontsize=7,
+            color="blue",
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.75, "lw": 0},
+        )
     fig.colorbar(mesh, ax=ax, label=bar)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

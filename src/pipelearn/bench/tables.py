@@ -188,8 +188,8 @@ def draw_speedup_maps(grid: dict[str, Any], root: Path, model: str) -> list[Path
     drawn = []
     for mode in ("fl", "sfl"):
         marks = [
-            (p["slowdown"], p["up_mbps"], f"{p.get('regime', 'strong')} {p['network']}: "
-             f"measured {p[f'over_{mode}']:.2f}x, predicted {p[f'predicted_over_{mode}']:.2f}x")
+            (p["slowdown"], p["up_mbps"], f"{p.get('regime', 'strong')} {p['network']}\n"
+             f"measured {p[f'over_{mode}']:.2f}x\npredicted {p[f'predicted_over_{mode}']:.2f}x")
             for p in grid.get("points", [])
         ]  # fmt: skip
         drawn.append(
