@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -33,7 +34,7 @@ from pipelearn.data.dealing import data_shape
 from pipelearn.models import canonical_model_name
 from pipelearn.models.parts import make_model
 from pipelearn.planner.measure import profile_model
-from pipelearn.planner.profile import save_profile
+from pipelearn.planner.profile import load_profile, save_profile
 from pipelearn.planner.resolve import at_best_plan
 
 MODES = ("fl", "sfl", "pipelearn")
@@ -83,10 +84,11 @@ def draw(grid: dict[str, Any], cells: list[dict[str, Any]], out: Path, model: st
                 c["slowdown"],
                 c["up_mbps"],
                 f"measured {c[f'over_{mode}']:.2f}x\npredicted {c[f'predicted_over_{mode}']:.2f}x"
-                + (f"\n({c['samples']} samples)" if c["shortened"] else ""),
+                + (f"\n({c['samples']} samples)" if c["shortened"] else "")
+                if c.get(f"over_{mode}") is not None
+                else f"predicted {c[f'predicted_over_{mode}']:.2f}x\nnot measured",
             )
             for c in cells
-            if c.get(f"over_{mode}") is not None
         ]
         drawn.append(
             draw_heat_map(
@@ -102,9 +104,17 @@ def draw(grid: dict[str, Any], cells: list[dict[str, Any]], out: Path, model: st
                 "measured (blue)",
                 out / f"map_measured_over_{mode}_{model}.png",
                 marks,
+                marks_in_cell=True,
             )
         )
     return drawn
+
+
+def map_axis(measured: list[float]) -> list[float]:
+    """One axis of the drawn map: the measured values and, between each two, their geometric mean (rounded)."""
+    values = sorted(set(measured))
+    between = [float(f"{(a * b) ** 0.5:.2g}") for a, b in itertools.pairwise(values)]
+    return sorted(set(values) | set(between))
 
 
 def main() -> None:
@@ -120,11 +130,19 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="start no cell after this many seconds")
     parser.add_argument("--out", default="runs/measured-map")
     parser.add_argument("--resume", action="store_true", help="keep the runs an earlier call finished in --out")
+    parser.add_argument(
+        "--draw-only", action="store_true", help="draw the maps and print the table of the cells in --out again"
+    )
     args, rest = parser.parse_known_args()
     rest = [a for a in rest if a != "--"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = _config(_parser().parse_args(["run", "--model", args.model, "--eval-every", "0", *rest]))
+    if args.draw_only:
+        cells = json.loads((out / "measured_map.json").read_text())["cells"]
+        base = dataclasses.replace(base, profile_in=str(out / "profile.json")).validate()
+        finish(base, cells, out, args, load_profile(out / "profile.json"))
+        return
     shape, classes = data_shape(base)
     print("profiling the model once for every plan and prediction ...", file=sys.stderr)
     profile = profile_model(canonical_model_name(base.model), make_model(base, shape, classes), shape, base.batch_size)
@@ -155,7 +173,13 @@ def main() -> None:
                         cell[f"over_{mode}"] = runs[mode]["epoch_time_s"] / runs["pipelearn"]["epoch_time_s"]
             cells.append(cell)
             (out / "measured_map.json").write_text(json.dumps({"cells": cells}, indent=1) + "\n")
-    grid = speedup_map(base, (), profile=profile)
+    finish(base, cells, out, args, profile)
+
+
+def finish(base: RunConfig, cells: list[dict[str, Any]], out: Path, args: argparse.Namespace, profile: Any) -> None:
+    """The predicted map around the cells, measured_map.json, the two figures and the table."""
+    full = base.samples_per_device
+    grid = speedup_map(base, (), map_axis(args.slowdowns), map_axis(args.uplinks), profile=profile)
     result = {"model": base.model, "devices": base.devices, "samples_per_device": full, "cells": cells, "map": grid}
     (out / "measured_map.json").write_text(json.dumps(result, indent=1) + "\n")
     for path in draw(grid, cells, out, base.model):

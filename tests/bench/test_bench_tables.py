@@ -199,3 +199,11 @@ def test_a_bench_of_two_regimes_labels_each_in_its_table_figures_and_verdicts(
     assert "samples per device {'vgg5': 300}." in table and "resnet18" not in table  # each regime's own sizes
     for name in ("fig2_epoch_time_vgg5.png", "fig2_epoch_time_vgg5_edge.png", "fig3_idle_vgg5_edge.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_heat_map_cells_are_centred_on_their_points_on_the_log_axis() -> None:
+    from pipelearn.bench.figures import log_edges
+
+    edges = log_edges([1.0, 100.0, 10000.0])
+    assert [round(e, 6) for e in edges] == [0.1, 10.0, 1000.0, 100000.0]
+    assert log_edges([4.0]) == [2.0, 8.0]
