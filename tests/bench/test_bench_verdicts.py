@@ -95,5 +95,15 @@ def test_the_reason_follows_what_bound_pipelearn_and_the_fastest_other_mode() ->
     said = verdict(both_devices) or ""
     assert "pipelining paid" in said and "pipelearn overlapped the devices' compute, which held fl back" in said
     assert "moved most of it" not in said
-    device_fast = [_row("fl", 2.0, "device0/compute"), _row("pipelearn", 3.0, "device0/compute")]
-    assert "the devices are fast enough that fl's own compute on them costs about what" in (verdict(device_fast) or "")
+    device_bound = [_row("fl", 2.0, "device0/compute"), _row("pipelearn", 3.0, "device0/compute")]
+    assert "the devices' compute bound pipelearn too: pipelining overlaps it" in (verdict(device_bound) or "")
+
+
+def test_where_pipelearn_ran_sfls_own_plan_the_sentence_says_nothing_was_pipelined() -> None:
+    plan = {"split": [1, 1], "microbatches": [1, 1]}
+    rows = [_row("sfl", 6.8, "device1/compute") | plan, _row("pipelearn", 7.3, "device0/compute") | plan]
+    said = verdict(rows) or ""
+    assert "did not pay" in said and "the planner gave pipelearn sfl's own plan (split 1, one micro-batch)" in said
+    pipelined = {"split": [1, 1], "microbatches": [2, 2]}
+    rows = [_row("sfl", 6.8, "device1/compute") | plan, _row("pipelearn", 7.3, "device0/compute") | pipelined]
+    assert "sfl's own plan" not in (verdict(rows) or "")

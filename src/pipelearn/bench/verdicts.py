@@ -48,12 +48,23 @@ def _why(ours: dict[str, Any], best: dict[str, Any], outcome: str) -> str:
             "the server's compute, which serves every device's part, bound pipelearn: with the devices' work moved "
             "there, little was left to overlap"
         )
-    if theirs == "the devices' compute":
-        return (
-            f"the devices are fast enough that {best['mode']}'s own compute on them costs about what pipelearn's "
-            "transfers and server work do"
-        )
+    if mine == "the devices' compute":
+        return "the devices' compute bound pipelearn too: pipelining overlaps it with the links, it does not shrink it"
     return f"nothing held {best['mode']} back that pipelining could overlap"
+
+
+def same_plan_as_sfl(ours: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str | None:
+    """Where the planner gave pipelearn sfl's own plan (its split, one micro-batch), the reason to say so."""
+    sfl = next((r for r in rows if r["mode"] == "sfl"), None)
+    if sfl is None or "split" not in ours or ours["split"] != sfl.get("split"):
+        return None
+    if any(m != 1 for m in ours.get("microbatches", [])):
+        return None
+    splits = "/".join(str(s) for s in dict.fromkeys(ours["split"]))
+    return (
+        f"the planner gave pipelearn sfl's own plan (split {splits}, one micro-batch): nothing was pipelined, and "
+        "the difference from sfl is noise between two runs of one schedule"
+    )
 
 
 def verdict(rows: Sequence[dict[str, Any]]) -> str | None:
@@ -73,7 +84,8 @@ def verdict(rows: Sequence[dict[str, Any]]) -> str | None:
     bounds = "; ".join(_bound(r) for r in [*others, ours])
     return (
         f"{setting}, {ours['model']} under {ours['network']}: pipelining {outcome} "
-        f"(pipelearn {ours['epoch_time_s']:.2f} s per epoch, {speeds}), because {_why(ours, best, outcome)}; "
+        f"(pipelearn {ours['epoch_time_s']:.2f} s per epoch, {speeds}), because "
+        f"{same_plan_as_sfl(ours, rows) or _why(ours, best, outcome)}; "
         f"bound: {bounds}."
     )
 
