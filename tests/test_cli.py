@@ -11,7 +11,7 @@ import pytest
 
 from pipelearn import __version__
 from pipelearn.cli import _config, _given, _parser, _plan_config, _summary, main
-from pipelearn.config import DeviceOverride, RunConfig
+from pipelearn.config import ConfigError, DeviceOverride, RunConfig
 from pipelearn.settings import deprecations, settings, typed_flags
 
 
@@ -512,6 +512,9 @@ def test_what_a_run_would_cap_or_ignore_is_refused(
         (["bench", "--accuracy", "--quick"], "--quick is for the timing bench"),
         (["bench", "--networks", "5g"], "--networks: unknown network(s) 5g; expected some of 4g, 4g+, wifi"),
         (["bench", "--modes", "gossip"], "--modes: unknown mode(s) gossip"),
+        (["bench", "--quick", "--device-slowdown", "9"], "--device-slowdown: the regimes strong and edge each run at"),
+        (["bench", "--regime", "edge", "strong", "--device-slowdown", "9"], "give --regime strong or --regime edge"),
+        (["bench", "--accuracy", "--regime", "edge"], "--regime is for the timing bench; the accuracy table plans at"),
     ],
 )
 def test_bench_refuses_what_it_cannot_honour_naming_the_alternative(
@@ -535,12 +538,36 @@ def test_bench_honours_the_workload_given_for_every_model(tmp_path: Path) -> Non
     args.modes = ["fl"]
     config = _config(args)
     plan = BenchPlan.quick().chosen(args.modes, args.models, args.networks).with_workload(config, _given(args))
-    assert plan.modes == ("fl",) and plan.networks == ("4g", "wifi")
+    assert plan.modes == ("fl",) and plan.networks == ("wifi",)
     run = run_config(config, "vgg5", "4g", "fl", plan, tmp_path)
     assert (run.devices, run.samples_per_device, run.epochs, run.mode) == (2, 100, 3, "fl")
     untouched = BenchPlan.quick().with_workload(config, {"devices": "--devices"})
     assert run_config(config, "vgg5", "4g", "fl", untouched, tmp_path).samples_per_device == 300
     assert BenchPlan().chosen(networks=["wifi"], models=["VGG5"]).networks == ("wifi",)
+
+
+def test_bench_regimes_run_at_their_own_slowdown_unless_one_is_given_for_one_regime(tmp_path: Path) -> None:
+    from pipelearn.bench.runner import REGIME_SLOWDOWNS, BenchPlan, run_config
+
+    args = _parser().parse(["bench", "--regime", "edge"])
+    assert args.regime == ["edge"]
+    config = _config(args)
+    edge = BenchPlan.of("edge").with_workload(config, _given(args))
+    assert run_config(config, "vgg5", "4g", "fl", edge, tmp_path).device_slowdown == REGIME_SLOWDOWNS["edge"]
+    args = _parser().parse(["bench", "--regime", "edge", "--device-slowdown", "60"])
+    config = _config(args)
+    mine = BenchPlan.of("edge").with_workload(config, _given(args))
+    assert run_config(config, "vgg5", "4g", "fl", mine, tmp_path).device_slowdown == 60.0
+    assert mine.label == "edge devices (slowdown 60)" and mine.run_dir("vgg5", "4g", "fl") == "edge-vgg5-4g-fl"
+    strong = BenchPlan.of("strong")
+    assert (strong.device_slowdown, strong.run_dir("vgg5", "4g", "fl")) == (4.0, "vgg5-4g-fl")
+    assert BenchPlan.of("edge", quick=True).networks == ("wifi",) and BenchPlan.of("edge").modes == (
+        "fl",
+        "sfl",
+        "pipelearn",
+    )
+    with pytest.raises(ConfigError, match="--regime: unknown regime 'cloud'; expected one of strong, edge"):
+        BenchPlan.of("cloud")
 
 
 def test_a_log_file_that_cannot_be_opened_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

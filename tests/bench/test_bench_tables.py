@@ -75,7 +75,18 @@ def test_speedups_are_the_other_modes_time_over_pipelearns() -> None:
 
 def test_measured_points_sit_at_the_networks_uplink() -> None:
     (point,) = measured_points(ROWS, "vgg5", 4.0)
-    assert point == {"network": "4g", "slowdown": 4.0, "up_mbps": 10, "over_fl": 2.0, "over_sfl": 3.0}
+    where = {"regime": "strong", "network": "4g", "slowdown": 4.0, "up_mbps": 10}
+    assert point == where | {"over_fl": 2.0, "over_sfl": 3.0}
+
+
+def test_each_regimes_points_sit_at_its_own_slowdown_and_are_not_mixed() -> None:
+    edge = [
+        {**_row("4g", mode, epoch, 1.0), "regime": "edge", "device_slowdown": 40.0}
+        for mode, epoch in (("fl", 30.0), ("sfl", 12.0), ("pipelearn", 6.0))
+    ]
+    strong, far = measured_points([*ROWS, *edge], "vgg5", 4.0)
+    assert (strong["regime"], strong["slowdown"], strong["over_fl"]) == ("strong", 4.0, 2.0)
+    assert (far["regime"], far["slowdown"], far["over_fl"], far["over_sfl"]) == ("edge", 40.0, 5.0, 2.0)
 
 
 @pytest.mark.slow
@@ -138,7 +149,64 @@ def test_a_failed_run_is_recorded_and_the_bench_goes_on(tmp_path: Path, monkeypa
             "mode": "sfl",
             "run_dir": "vgg5-4g-sfl",
             "error": "device 1 exited with status 1",
+            "regime": "strong",
+            "device_slowdown": 4.0,
         }
     ]
     assert json.loads((tmp_path / "bench.json").read_text())["failed"] == result["failed"]
     assert "failed: device 1 exited" in (tmp_path / "bench.md").read_text()
+
+
+def test_a_bench_of_two_regimes_labels_each_in_its_table_figures_and_verdicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelearn.bench import runner
+    from pipelearn.config import RunConfig
+
+    seen: list[tuple[str, float]] = []
+    times = {("strong", "fl"): 2.0, ("strong", "sfl"): 2.2, ("strong", "pipelearn"): 2.4}
+    times |= {("edge", "fl"): 20.0, ("edge", "sfl"): 8.0, ("edge", "pipelearn"): 4.0}
+
+    def one_run(config: RunConfig, resume: bool, label: str, progress: bool) -> tuple[dict[str, object], float]:
+        regime = Path(config.out).name.split("-")[0] if Path(config.out).name.startswith("edge-") else "strong"
+        seen.append((Path(config.out).name, config.device_slowdown))
+        row = _row(config.network, config.mode, times[regime, config.mode], 1.0)
+        bound = "device0/compute" if config.mode != "pipelearn" else "server/compute"
+        metrics = {
+            **row,
+            "epoch_times_s": [row["epoch_time_s"]],
+            "device": [{"idle_s": 0.5}],
+            "server": {"idle_s": 1.0},
+            "bottleneck": {"busy_s": row["epoch_time_s"], "resource": bound},
+            "plan": None,
+        }
+        return metrics, 4.0
+
+    monkeypatch.setattr(runner, "run_or_keep", one_run)
+    predicted = {"predicted_over_fl": 1.0, "predicted_over_sfl": 1.0}
+    monkeypatch.setattr(
+        runner, "speedup_map", lambda config, points: {**BENCH["map"], "points": [p | predicted for p in points]}
+    )
+    plans = [runner.BenchPlan.quick("strong"), runner.BenchPlan.quick("edge")]
+    result = runner.bench(RunConfig(devices=2).validate(), plans, tmp_path, progress=False)
+    assert seen[0] == ("vgg5-wifi-fl", 4.0) and seen[-1] == ("edge-vgg5-wifi-pipelearn", 40.0)
+    assert [r["regime"] for r in result["runs"]] == ["strong"] * 3 + ["edge"] * 3
+    strong, edge = result["verdicts"]
+    assert strong.startswith("strong devices (slowdown 4), vgg5 under wifi: pipelining did not pay")
+    assert edge.startswith("edge devices (slowdown 40), vgg5 under wifi: pipelining paid")
+    assert [p["slowdown"] for p in result["maps"]["vgg5"]["points"]] == [4.0, 40.0]
+    table = (tmp_path / "bench.md").read_text()
+    assert "## strong devices (slowdown 4)" in table and "## edge devices (slowdown 40)" in table
+    assert table.index("## edge devices") < table.index("| vgg5 | wifi | fl | 5.00x |")  # edge: 20 s / 4 s
+    assert f"- {edge}" in table
+    assert "samples per device {'vgg5': 300}." in table and "resnet18" not in table  # each regime's own sizes
+    for name in ("fig2_epoch_time_vgg5.png", "fig2_epoch_time_vgg5_edge.png", "fig3_idle_vgg5_edge.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_heat_map_cells_are_centred_on_their_points_on_the_log_axis() -> None:
+    from pipelearn.bench.figures import log_edges
+
+    edges = log_edges([1.0, 100.0, 10000.0])
+    assert [round(e, 6) for e in edges] == [0.1, 10.0, 1000.0, 100000.0]
+    assert log_edges([4.0]) == [2.0, 8.0]

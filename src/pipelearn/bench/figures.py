@@ -3,6 +3,7 @@ accuracy against training time."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -144,6 +145,15 @@ def draw_grouped_bars(
     return path
 
 
+def log_edges(centres: Sequence[float]) -> list[float]:
+    """The edges of cells around `centres` on a log axis: halfway between neighbours, as far out at both ends."""
+    logs = [math.log(c) for c in centres]
+    if len(logs) == 1:
+        return [centres[0] / 2, centres[0] * 2]
+    mids = [(a + b) / 2 for a, b in itertools.pairwise(logs)]
+    return [math.exp(e) for e in [2 * logs[0] - mids[0], *mids, 2 * logs[-1] - mids[-1]]]
+
+
 def draw_heat_map(
     values: Sequence[Sequence[float]],
     xs: Sequence[float],
@@ -152,23 +162,41 @@ def draw_heat_map(
     title: str,
     path: Path,
     marks: Sequence[tuple[float, float, str]] = (),
+    marks_in_cell: bool = False,
 ) -> Path:
-    """A heat map of values[y][x] on log axes, with measured points marked and annotated."""
+    """A heat map of values[y][x] on log axes, with measured points marked and annotated; with `marks_in_cell`
+    (marks on grid points) each mark's text is written in its cell in place of the cell's value."""
     xlabel, ylabel, bar = labels
-    fig, ax = plt.subplots(figsize=(7, 5))
-    mesh = ax.pcolormesh(xs, ys, values, shading="nearest", cmap="RdYlGn", norm=matplotlib.colors.LogNorm(0.1, 10))
+    fig, ax = plt.subplots(figsize=(9, 6) if marks_in_cell else (7, 5))
+    mesh = ax.pcolormesh(
+        log_edges(xs), log_edges(ys), values, shading="flat", cmap="RdYlGn", norm=matplotlib.colors.LogNorm(0.1, 10)
+    )
     ax.contour(xs, ys, values, levels=[1.0], colors="black", linewidths=1.2)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(xs, [f"{x:g}" for x in xs])
     ax.set_yticks(ys, [f"{y:g}" for y in ys])
     ax.minorticks_off()
+    written = {(x, y) for x, y, _ in marks} if marks_in_cell else set()
     for row, y in zip(values, ys, strict=True):
         for value, x in zip(row, xs, strict=True):
-            ax.text(x, y, f"{value:.1f}", ha="center", va="center", fontsize=7, color="black")
-    for x, y, text in marks:
+            if (x, y) not in written:
+                ax.text(x, y, f"{value:.1f}", ha="center", va="center", fontsize=7, color="black")
+    box = {"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.75, "lw": 0}
+    for x, y, text in marks if marks_in_cell else ():
+        ax.text(x, y, text, ha="center", va="center", fontsize=7, color="blue", bbox=box)
+    for x, y, text in () if marks_in_cell else marks:
         ax.plot(x, y, "o", color="blue", ms=6)
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, -12), fontsize=7, color="blue")
+        ax.annotate(
+            text,
+            (x, y),
+            textcoords="offset points",
+            xytext=(5, -5),
+            va="top",
+            fontsize=7,
+            color="blue",
+            bbox=box,
+        )
     fig.colorbar(mesh, ax=ax, label=bar)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -12,16 +12,22 @@ from pathlib import Path
 from typing import Any
 
 from pipelearn.bench.speedup_map import speedup_map
+from pipelearn.bench.verdicts import REGIME_LABELS
 from pipelearn.config import NETWORK_PRESETS, ConfigError, RunConfig
 from pipelearn.planner.resolve import at_best_plan
 
 BENCH_MODES = ("fl", "sl", "sfl", "pipelearn")
+REGIME_SLOWDOWNS = {"strong": 4.0, "edge": 40.0}
+"""Each regime's device slowdown: strong devices (a laptop beside a desktop) and edge devices (Raspberry-Pi-class
+boards beside a server, as on the paper's testbed; docs/bench.md argues the value)."""
 
 
 @dataclass(frozen=True)
 class BenchPlan:
-    """Which models, networks and modes a bench runs, and how big each run is."""
+    """Which models, networks and modes a bench runs, in which regime (device slowdown), and how big each run is."""
 
+    regime: str = "strong"
+    device_slowdown: float = REGIME_SLOWDOWNS["strong"]
     models: tuple[str, ...] = ("vgg5", "resnet18")
     networks: tuple[str, ...] = ("4g", "4g+", "wifi")
     modes: tuple[str, ...] = BENCH_MODES
@@ -34,15 +40,46 @@ class BenchPlan:
     minutes on a CPU and would share the cores with the training it times."""
 
     @classmethod
-    def quick(cls) -> BenchPlan:
-        """A few minutes on a laptop: VGG5 under 4g and wifi, without the slow sequential sl."""
+    def of(cls, regime: str, quick: bool = False) -> BenchPlan:
+        """The bench of a regime ("strong" or "edge"), or with `quick` its one setting that runs in a minute or two."""
+        if regime not in REGIME_SLOWDOWNS:
+            raise ConfigError(f"--regime: unknown regime {regime!r}; expected one of {', '.join(REGIME_SLOWDOWNS)}")
+        slowdown = REGIME_SLOWDOWNS[regime]
+        if quick:
+            return cls.quick(regime)
+        if regime == "strong":
+            return cls()
+        # edge: devices 10 times slower than strong ones, so smaller data, one epoch and no sequential sl, for
+        # the whole of it to run in about an hour on 2 cores (an estimate: it was not run whole, see RESULTS.md)
         return cls(
+            regime=regime,
+            device_slowdown=slowdown,
+            modes=("fl", "sfl", "pipelearn"),
+            samples_per_device={"vgg5": 200, "resnet18": 100},
+            epochs=1,
+        )
+
+    @classmethod
+    def quick(cls, regime: str = "strong") -> BenchPlan:
+        """A minute or two on a laptop: VGG5 under wifi at the regime's slowdown, without the slow sequential sl."""
+        return cls(
+            regime=regime,
+            device_slowdown=REGIME_SLOWDOWNS[regime],
             models=("vgg5",),
-            networks=("4g", "wifi"),
+            networks=("wifi",),
             modes=("fl", "sfl", "pipelearn"),
             samples_per_device={"vgg5": 300},
             epochs=1,
         )
+
+    @property
+    def label(self) -> str:
+        """The regime as the table and the figures name it, e.g. "edge devices (slowdown 40)"."""
+        return f"{REGIME_LABELS.get(self.regime, self.regime)} (slowdown {self.device_slowdown:g})"
+
+    def run_dir(self, model: str, network: str, mode: str) -> str:
+        """The directory name of one run (the strong regime's keep the names of benches before regimes)."""
+        return f"{'' if self.regime == 'strong' else self.regime + '-'}{model}-{network}-{mode}"
 
     def chosen(
         self,
@@ -75,6 +112,8 @@ class BenchPlan:
                 changes[name] = {}  # an empty per-model table: every run takes the workload's value
         if "epochs" in given:
             changes["epochs"] = config.epochs
+        if "device_slowdown" in given:
+            changes["device_slowdown"] = config.device_slowdown
         return dataclasses.replace(self, **changes)
 
 
@@ -85,6 +124,7 @@ def run_config(base: RunConfig, model: str, network: str, mode: str, plan: Bench
         mode,
         model=model,
         network=network,
+        device_slowdown=plan.device_slowdown,
         samples_per_device=plan.samples_per_device.get(model, base.samples_per_device),
         epochs=plan.epochs,
         test_samples=plan.test_samples.get(model, base.test_samples),
@@ -119,27 +159,37 @@ def row_of(metrics: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     }
 
 
-def bench(base: RunConfig, plan: BenchPlan, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run every (model, network, mode) of the plan, keep each finished run, write bench.json and the report.
+def bench(
+    base: RunConfig,
+    plans: BenchPlan | Sequence[BenchPlan],
+    out: Path,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every (regime, model, network, mode) of the plans, keep each finished run, write bench.json, the report
+    and one sentence per setting on where pipelining paid ("verdicts").
 
     A run that fails is listed under "failed" and the bench goes on; its speed-up map is drawn per model."""
     from pipelearn.bench.report import report
+    from pipelearn.bench.verdicts import verdicts
 
+    plans = [plans] if isinstance(plans, BenchPlan) else list(plans)
     out.mkdir(parents=True, exist_ok=True)
-    cells = [(m, n, mode) for m in plan.models for n in plan.networks for mode in plan.modes]
+    cells = [(p, m, n, mode) for p in plans for m in p.models for n in p.networks for mode in p.modes]
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    result: dict[str, Any] = {"settings": _settings(base, plan), "runs": rows, "failed": failed}
-    for i, (model, network, mode) in enumerate(cells, 1):
-        run_dir = out / "runs" / f"{model}-{network}-{mode}"
-        label = f"[{i}/{len(cells)}] {model} {network} {mode}"
+    result: dict[str, Any] = {"settings": _settings(base, plans), "runs": rows, "failed": failed}
+    for i, (plan, model, network, mode) in enumerate(cells, 1):
+        run_dir = out / "runs" / plan.run_dir(model, network, mode)
+        label = f"[{i}/{len(cells)}] {plan.regime} {model} {network} {mode}"
+        regime = {"regime": plan.regime, "device_slowdown": plan.device_slowdown}
         try:
             metrics, wall_s = run_or_keep(
                 run_config(base, model, network, mode, plan, run_dir), resume, label, progress
             )
         except RuntimeError as exc:  # a failed run is recorded and the bench goes on; --resume runs it again
             failed.append(
-                {"model": model, "network": network, "mode": mode, "run_dir": run_dir.name, "error": str(exc)}
+                {"model": model, "network": network, "mode": mode, "run_dir": run_dir.name, "error": str(exc)} | regime
             )
             say(progress, f"    failed: {exc}")
         else:
@@ -148,16 +198,18 @@ def bench(base: RunConfig, plan: BenchPlan, out: Path, resume: bool = False, pro
                     progress,
                     f"    {sum(metrics['epoch_times_s']) / plan.epochs:.1f} s per epoch ({wall_s:.0f} s with start-up)",
                 )
-            rows.append(row_of(metrics, run_dir))
+            rows.append(row_of(metrics, run_dir) | regime)
         (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+    result["verdicts"] = verdicts(rows)
     result["maps"] = {}
-    for model in plan.models:
+    for model in dict.fromkeys(m for p in plans for m in p.models):
+        plan = next(p for p in plans if model in p.models)
         say(progress, f"predicting the speed-up map of {model} from a profile of the model ...")
         result["maps"][model] = speedup_map(
             dataclasses.replace(
                 base, model=model, samples_per_device=plan.samples_per_device.get(model, base.samples_per_device)
             ),
-            measured_points(rows, model, base.device_slowdown),
+            measured_points(rows, model, plan.device_slowdown),
         )
         (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
     report(out)
@@ -211,15 +263,19 @@ def check_same_settings(recorded: dict[str, Any], config: RunConfig, run_dir: Pa
 
 
 def measured_points(rows: list[dict[str, Any]], model: str, slowdown: float) -> list[dict[str, Any]]:
-    """pipelearn's measured speed-up over fl and sfl under each network, placed by slowdown and uplink rate."""
+    """pipelearn's measured speed-up over fl and sfl in each regime under each network, placed by the regime's
+    slowdown (`slowdown` for rows of a bench before regimes) and the network's uplink rate."""
     points = []
-    for network in dict.fromkeys(r["network"] for r in rows if r["model"] == model):
-        times = {r["mode"]: r["epoch_time_s"] for r in rows if (r["model"], r["network"]) == (model, network)}
+    mine = [r for r in rows if r["model"] == model]
+    for regime, network in dict.fromkeys((r.get("regime", "strong"), r["network"]) for r in mine):
+        same = [r for r in mine if (r.get("regime", "strong"), r["network"]) == (regime, network)]
+        times = {r["mode"]: r["epoch_time_s"] for r in same}
         if "pipelearn" in times and "fl" in times and "sfl" in times:
             points.append(
                 {
+                    "regime": regime,
                     "network": network,
-                    "slowdown": slowdown,
+                    "slowdown": same[0].get("device_slowdown", slowdown),
                     "up_mbps": NETWORK_PRESETS[network].up_mbps,
                     "over_fl": times["fl"] / times["pipelearn"],
                     "over_sfl": times["sfl"] / times["pipelearn"],
@@ -228,20 +284,29 @@ def measured_points(rows: list[dict[str, Any]], model: str, slowdown: float) -> 
     return points
 
 
-def _settings(base: RunConfig, plan: BenchPlan) -> dict[str, Any]:
+def _settings(base: RunConfig, plans: Sequence[BenchPlan]) -> dict[str, Any]:
     return {
         "devices": base.devices,
         "dataset": base.dataset,
-        "device_slowdown": base.device_slowdown,
         "batch_size": base.batch_size,
         "seed": base.seed,
-        "epochs": plan.epochs,
-        "samples_per_device": plan.samples_per_device,
-        "test_samples": plan.test_samples,
-        "eval_every": plan.eval_every,
+        "regimes": [
+            {
+                "regime": plan.regime,
+                "label": plan.label,
+                "device_slowdown": plan.device_slowdown,
+                "epochs": plan.epochs,
+                **{k: _of(getattr(plan, k), plan.models) for k in ("samples_per_device", "test_samples", "eval_every")},
+            }
+            for plan in plans
+        ],
         "plans": "each split mode at its own best plan from the planner (pipelearn: split and micro-batches; "
         "sl and sfl: split; fl: the whole model on the device)",
     }
+
+
+def _of(per_model: dict[str, int], models: Sequence[str]) -> dict[str, int]:
+    return {m: v for m, v in per_model.items() if m in models}
 
 
 def say(progress: bool, text: str) -> None:

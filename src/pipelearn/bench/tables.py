@@ -16,24 +16,23 @@ from pipelearn.bench.figures import (
 from pipelearn.metrics.trace import read_trace
 
 
+def setting(row: dict[str, Any]) -> tuple[str, str, str]:
+    """A run's setting: its regime (strong in a bench before regimes), model and network."""
+    return (row.get("regime", "strong"), row["model"], row["network"])
+
+
 def speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each model and network: pipelearn's speed-up and idle-time reduction over each other mode."""
+    """For each regime, model and network: pipelearn's speed-up and idle-time reduction over each other mode."""
     out = []
     for row in rows:
         if row["mode"] == "pipelearn":
             continue
-        ours = next(
-            (
-                r
-                for r in rows
-                if r["mode"] == "pipelearn" and (r["model"], r["network"]) == (row["model"], row["network"])
-            ),
-            None,
-        )
+        ours = next((r for r in rows if r["mode"] == "pipelearn" and setting(r) == setting(row)), None)
         if ours is None:
             continue
         out.append(
             {
+                "regime": setting(row)[0],
                 "model": row["model"],
                 "network": row["network"],
                 "over": row["mode"],
@@ -45,20 +44,50 @@ def speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def regimes(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The regimes of a bench's settings; a bench before regimes ran one, "strong", at its device slowdown."""
+    if "regimes" in settings:
+        return list(settings["regimes"])
+    keys = ("device_slowdown", "epochs", "samples_per_device", "test_samples", "eval_every")
+    only = {k: settings[k] for k in keys if k in settings}
+    return [{"regime": "strong", "label": f"strong devices (slowdown {settings['device_slowdown']:g})", **only}]
+
+
 def bench_markdown(bench: dict[str, Any]) -> str:
-    """The bench's results as markdown: one row per run, then pipelearn's gains over each other mode."""
-    settings, rows = bench["settings"], bench["runs"]
+    """The bench's results as markdown, a section per regime: one row per run, pipelearn's gains over each other
+    mode, and one sentence per setting on where pipelining paid."""
+    from pipelearn.bench.verdicts import verdicts
+
+    settings = bench["settings"]
     lines = [
         "# Bench",
         "",
-        f"{settings['devices']} devices, data set {settings['dataset']}, "
-        f"device slowdown {settings['device_slowdown']}, "
-        f"batch {settings['batch_size']}, {settings['epochs']} epoch(s), samples per device "
-        f"{settings['samples_per_device']}, seed {settings['seed']}"
-        + (f", test samples {settings['test_samples']}" if settings.get("test_samples") else "")
-        + (f", rounds between evaluations {settings['eval_every']}" if settings.get("eval_every") else "")
-        + f". Plans: {settings['plans']}.",
-        "",
+        f"{settings['devices']} devices, data set {settings['dataset']}, batch {settings['batch_size']}, "
+        f"seed {settings['seed']}. Plans: {settings['plans']}.",
+    ]
+    for regime in regimes(settings):
+        rows = [r for r in bench["runs"] if r.get("regime", "strong") == regime["regime"]]
+        failed = [f for f in bench.get("failed", []) if f.get("regime", "strong") == regime["regime"]]
+        lines += ["", f"## {regime['label']}", "", _regime_line(regime), ""]
+        lines += _regime_tables(rows, failed)
+        said = verdicts(rows)
+        if said:
+            lines += ["", "Where pipelining paid, and where it did not:", "", *(f"- {s}" for s in said)]
+    return "\n".join(lines) + "\n"
+
+
+def _regime_line(regime: dict[str, Any]) -> str:
+    return (
+        f"Device slowdown {regime['device_slowdown']:g}, {regime['epochs']} epoch(s), samples per device "
+        f"{regime['samples_per_device']}"
+        + (f", test samples {regime['test_samples']}" if regime.get("test_samples") else "")
+        + (f", rounds between evaluations {regime['eval_every']}" if regime.get("eval_every") else "")
+        + "."
+    )
+
+
+def _regime_tables(rows: list[dict[str, Any]], failed: list[dict[str, Any]]) -> list[str]:
+    lines = [
         "| model | network | mode | split | micro-batches | epoch time (s) | server idle (s) | mean device idle (s) "
         "| MB up | MB down | bound (s) | measured / bound | test accuracy |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -70,7 +99,7 @@ def bench_markdown(bench: dict[str, Any]) -> str:
             f"| {r['bytes_up'] / 1e6:.1f} | {r['bytes_down'] / 1e6:.1f} | {r['bound_s']:.1f} "
             f"| {r['measured_over_bound']:.2f} | {r['test_accuracy']:.4f} |"
         )
-    for f in bench.get("failed", []):
+    for f in failed:
         lines.append(f"| {f['model']} | {f['network']} | {f['mode']} | failed: {f['error']} |")
     gains = speedups(rows)
     if gains:
@@ -86,14 +115,25 @@ def bench_markdown(bench: dict[str, Any]) -> str:
                 f"| {g['model']} | {g['network']} | {g['over']} | {g['speedup']:.2f}x "
                 f"| {g['server_idle_reduction']:.2f}x | {g['device_idle_reduction']:.2f}x |"
             )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_bench_report(root: Path, bench: dict[str, Any]) -> list[Path]:
     """Write bench.md, the per-model epoch-time and idle figures and one timeline per run; return the files."""
-    rows = bench["runs"]
     written = [root / "bench.md"]
     written[0].write_text(bench_markdown(bench))
+    for regime in regimes(bench["settings"]):
+        rows = [r for r in bench["runs"] if r.get("regime", "strong") == regime["regime"]]
+        written += _regime_figures(root, rows, regime)
+    for model, grid in speedup_maps(bench).items():
+        written += draw_speedup_maps(grid, root, model)
+    return written
+
+
+def _regime_figures(root: Path, rows: list[dict[str, Any]], regime: dict[str, Any]) -> list[Path]:
+    """Figures 1-4 of one regime's runs (the strong regime's keep the names of benches before regimes)."""
+    written: list[Path] = []
+    suffix = "" if regime["regime"] == "strong" else f"_{regime['regime']}"
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         written.append(
@@ -101,8 +141,8 @@ def write_bench_report(root: Path, bench: dict[str, Any]) -> list[Path]:
                 mine,
                 "epoch_time_s",
                 "time per epoch (s)",
-                f"{model}: time per epoch by mode and network (lower is better)",
-                root / f"fig2_epoch_time_{model}.png",
+                f"{model}, {regime['label']}: time per epoch by mode and network (lower is better)",
+                root / f"fig2_epoch_time_{model}{suffix}.png",
             )
         )
         idle = [
@@ -115,8 +155,8 @@ def write_bench_report(root: Path, bench: dict[str, Any]) -> list[Path]:
                 idle,
                 "idle",
                 "idle time over the run (s)",
-                f"{model}: server and mean device idle time by mode and network",
-                root / f"fig3_idle_{model}.png",
+                f"{model}, {regime['label']}: server and mean device idle time by mode and network",
+                root / f"fig3_idle_{model}{suffix}.png",
             )
         )
         for r in mine:
@@ -124,17 +164,15 @@ def write_bench_report(root: Path, bench: dict[str, Any]) -> list[Path]:
             if trace.exists():
                 events = read_trace(trace)
                 window = _middle_iteration_window(events)
-                title = f"{model}, {r['network']}, {r['mode']}: one iteration, every resource"
+                title = f"{model}, {regime['label']}, {r['network']}, {r['mode']}: one iteration, every resource"
                 written.append(draw_timeline(events, root / f"fig1_timeline_{r['run_dir']}.png", title, window))
         for network in dict.fromkeys(r["network"] for r in mine):
             runs = [root / "runs" / r["run_dir"] / "metrics.json" for r in mine if r["network"] == network]
             recorded = [json.loads(p.read_text()) for p in runs if p.exists()]
             if any(m.get("rounds") for m in recorded):
-                path = root / f"fig4_accuracy_{model}_{network}.png"
-                title = f"{model}, {network}: test accuracy of the global model against training time"
+                path = root / f"fig4_accuracy_{model}_{network}{suffix}.png"
+                title = f"{model}, {regime['label']}, {network}: test accuracy of the global model against time"
                 written.append(plot_accuracy_over_time(recorded, path, title=title))
-    for model, grid in speedup_maps(bench).items():
-        written += draw_speedup_maps(grid, root, model)
     return written
 
 
@@ -150,8 +188,8 @@ def draw_speedup_maps(grid: dict[str, Any], root: Path, model: str) -> list[Path
     drawn = []
     for mode in ("fl", "sfl"):
         marks = [
-            (p["slowdown"], p["up_mbps"], f"{p['network']}: measured {p[f'over_{mode}']:.2f}x, "
-             f"predicted {p[f'predicted_over_{mode}']:.2f}x")
+            (p["slowdown"], p["up_mbps"], f"{p.get('regime', 'strong')} {p['network']}\n"
+             f"measured {p[f'over_{mode}']:.2f}x\npredicted {p[f'predicted_over_{mode}']:.2f}x")
             for p in grid.get("points", [])
         ]  # fmt: skip
         drawn.append(

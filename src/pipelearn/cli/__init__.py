@@ -89,6 +89,10 @@ def _bench(args: argparse.Namespace) -> None:
     given = _given(args)
     _refuse_for_bench(args, given)
     check_accuracy_flags(args)
+    if args.accuracy and args.regime:
+        raise ConfigError(
+            "--regime is for the timing bench; the accuracy table plans at the --device-slowdown given (default 4)"
+        )
     if args.accuracy:
         config = _config(args, WORKLOAD)
         out = Path(config.out if "out" in given else "runs/accuracy")
@@ -96,9 +100,20 @@ def _bench(args: argparse.Namespace) -> None:
         return
     config = _config(args)
     check_profile_in(config)
-    plan = (BenchPlan.quick() if args.quick else BenchPlan()).chosen(args.modes, args.models, args.networks)
+    names = list(dict.fromkeys(args.regime or (("strong", "edge") if args.quick else ("strong",))))
+    if len(names) > 1 and "device_slowdown" in given:
+        raise ConfigError(
+            f"{given['device_slowdown']}: the regimes {' and '.join(names)} each run at their own slowdown; give "
+            "--regime strong or --regime edge to run one at yours"
+        )
+    plans = [
+        BenchPlan.of(name, args.quick).chosen(args.modes, args.models, args.networks).with_workload(config, given)
+        for name in names
+    ]
     out = Path(config.out if "out" in given else "runs/bench")
-    bench(config, plan.with_workload(config, given), out, resume=args.resume, progress=not args.quiet)
+    result = bench(config, plans, out, resume=args.resume, progress=not args.quiet)
+    for sentence in result["verdicts"]:
+        print(sentence)
     print(f"bench: table in {out}/bench.md, results in {out}/bench.json, figures in {out}/*.png")
 
 

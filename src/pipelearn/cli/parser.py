@@ -164,14 +164,27 @@ def _parser() -> _Parser:
         bench,
         hidden=list(_BENCH_ALTERNATIVES),
         defaults={
-            "samples_per_device": "500 for vgg5, 200 for resnet18 (--quick: 300); --accuracy: 2500",
-            "epochs": "2 (--quick: 1); --accuracy: 10",
+            "samples_per_device": "500 for vgg5, 200 for resnet18 (--regime edge: 200, 100; --quick: 300); "
+            "--accuracy: 2500",
+            "epochs": "2 (--regime edge, --quick: 1); --accuracy: 10",
             "test_samples": "1000 for resnet18, else the whole split",
             "eval_every": "0 for resnet18, else 1; --accuracy: 0",
             "out": "runs/bench; --accuracy: runs/accuracy",
         },
     )
-    bench.add_argument("--quick", action="store_true", help="a small subset: VGG5 under 4g and wifi, one epoch")
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="minutes: VGG5 under wifi, one epoch, in each regime of --regime (default: both), with a verdict each",
+    )
+    bench.add_argument(
+        "--regime",
+        nargs="+",
+        choices=("strong", "edge"),
+        metavar="REGIME",
+        help="strong (devices 4 times slower than the server) or edge (40 times: Raspberry-Pi-class boards), or "
+        "both. Default: strong (--quick: both).",
+    )
     bench.add_argument("--resume", action="store_true", help="keep the runs an interrupted bench finished")
     bench.add_argument("--modes", nargs="+", metavar="MODE", help="only these modes. Default: all four.")
     bench.add_argument("--models", nargs="+", metavar="MODEL", help="only these models (of the bench or the table)")
