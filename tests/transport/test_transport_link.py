@@ -15,7 +15,6 @@ from pipelearn.transport.link import LinkSpec, Outbox
 from pipelearn.transport.service import envelope
 
 PAYLOAD = 500  # bytes of tensors per message; the envelope adds a few more
-SLACK = 1.0  # generous upper bound on scheduling delays, in seconds
 
 
 def _forward(m: int) -> Key:
@@ -58,8 +57,7 @@ def test_one_message_waits_for_transmission_and_latency() -> None:
     outbox.close()
     [(arrived, got)] = _arrivals(outbox)
     assert got == message
-    assert arrived - queued >= due - 1e-3
-    assert arrived - queued < due + SLACK
+    assert arrived - queued >= due - 1e-3  # never sooner than its bytes at the rate and the latency allow
 
 
 def test_back_to_back_messages_are_serialised_and_pipelined() -> None:
@@ -164,13 +162,11 @@ def test_unlimited_link_is_immediate() -> None:
     assert math.isinf(outbox.spec.rate_bps) and outbox.spec.latency_s == 0
     outbox.follow(LinkSpec(math.inf, 0.0), _uplink_lane(3), "device0/uplink", recorder)
     big = envelope(pb.ACTIVATION, 0, iteration=0, tensors=bytes(1_000_000))
-    start = time.time()
     for m in range(3):
         outbox.send(_forward(m), big.tensors)
     outbox.close()
     assert len(list(outbox)) == 3
-    assert time.time() - start < SLACK
-    assert all(e.duration == 0 for e in recorder.events)
+    assert all(e.duration == 0 for e in recorder.events)  # nothing paced: no time on the link
     assert outbox.bytes_sent == sum(e.args["bytes"] for e in recorder.events) >= 3 * big.ByteSize()
 
 
