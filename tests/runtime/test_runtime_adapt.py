@@ -102,13 +102,15 @@ def test_a_replan_in_the_round_a_device_is_dropped_leaves_the_run_consistent(sma
 
 def test_a_device_follows_its_slowdown_schedule(small_config: Any) -> None:
     config = small_config(
-        samples_per_device=100,
+        samples_per_device=200,
         epochs=2,
         device_slowdown=1.0,
-        device_overrides={1: DeviceOverride(slowdown_schedule=[[0, 1.0], [1.0, 12.0]])},
+        device_overrides={1: DeviceOverride(slowdown_schedule=[[0, 1.0], [0.2, 12.0]])},
     )
     metrics = run_local(config, progress=False)
-    assert metrics["device"][1]["slowdowns"] == [[0.0, 1.0], [1.0, 12.0]]
+    assert metrics["device"][1]["slowdowns"] == [[0.0, 1.0], [0.2, 12.0]]
     events = read_trace(Path(config.out, "trace.json"))
-    late = [e for e in events if e.track == "device1/compute" and e.start > 1.0 and e.args.get("cpu_s", 0) > 0]
+    late = [
+        e for e in events if e.track == "device1/compute" and e.start > 0.3 and e.args.get("cpu_s", 0) > 0
+    ]  # past the change, clock offsets allowed for
     assert late and all(e.duration >= 11.9 * e.args["cpu_s"] for e in late)  # each waits out 12 times its work

@@ -74,7 +74,13 @@ def test_a_users_own_network_ends_at_the_same_weights_in_pipelearn_and_sfl(small
     weights = {}
     for mode in ("pipelearn", "sfl"):
         config = small_config(
-            mode=mode, model=f"{plugin_nets}:tiny_net", dataset=data, split=3, samples_per_device=60, epochs=2
+            mode=mode,
+            model=f"{plugin_nets}:tiny_net",
+            dataset=data,
+            split=3,
+            samples_per_device=60,
+            epochs=2,
+            test_samples=None,  # the plug-in's test split holds 120
         )
         metrics = run_local(config, progress=False)
         assert metrics["failed_devices"] == [] and metrics["model"] == "plugin_nets:tiny_net"

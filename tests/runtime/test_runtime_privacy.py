@@ -15,6 +15,8 @@ from pipelearn.config import ConfigError
 from pipelearn.metrics.summary import summary
 from pipelearn.runtime.launch import run_local
 
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("opacus", reason="DP-SGD needs the dp extra (opacus), which the dev extra installs")
 
 

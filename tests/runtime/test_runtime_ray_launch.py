@@ -19,6 +19,8 @@ from pipelearn.config import ConfigError, DeviceOverride
 from pipelearn.config.loading import from_mapping
 from pipelearn.runtime import launch, ray_launch
 
+pytestmark = pytest.mark.slow
+
 ray = pytest.importorskip("ray", reason="launcher ray needs Ray: pip install 'pipelearn[ray]'")
 
 
