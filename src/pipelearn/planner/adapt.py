@@ -74,8 +74,9 @@ ROUNDS_MEASURED = 3
 """Rounds whose measurements the costs are fitted to, each the median over them: one noisy round moves nothing."""
 GAIN = 0.05
 """The share of a round a new plan must be predicted to save before the run changes plan (hysteresis)."""
-CHANGED = 0.1
-"""How far a measurement moves before the planner searches again (a search takes a second or so)."""
+CHANGED = 0.2
+"""How far a measured speed or rate moves before the planner searches again: a search takes seconds of the server's
+process (more on a loaded host), which the next round waits for."""
 
 
 class RunAdapter:
@@ -100,6 +101,8 @@ class RunAdapter:
         self.gain = gain
         self.searched: tuple[float, ...] | None = None
         """What was measured when the planner last searched: it searches again only where that changed."""
+        self.next_search = 0
+        """The first round after which it may search again: one search in ROUNDS_MEASURED rounds at most."""
         self.measures: list[RoundMeasure] = []
 
     def after_round(self, round: int, events: Sequence[Event], schedule: Schedule, plan: RunPlan) -> Replan | None:
@@ -111,11 +114,12 @@ class RunAdapter:
         if measured.seconds is None:
             return None
         seen = measured.summary()
-        if self.searched is not None and all(
-            math.isclose(a, b, rel_tol=CHANGED) for a, b in zip(seen, self.searched, strict=True)
+        if round < self.next_search or (
+            self.searched is not None
+            and all(math.isclose(a, b, rel_tol=CHANGED) for a, b in zip(seen, self.searched, strict=True))
         ):
-            return None  # the plan in force was searched for under these costs
-        self.searched = seen
+            return None  # the plan in force was searched for under these costs, or was just now
+        self.searched, self.next_search = seen, round + ROUNDS_MEASURED
         fleet = self.fleet(measured, plan)
         profile = self.fitted(measured, fleet, plan)
         costs = CostModel.for_run(profile, fleet)
@@ -186,8 +190,8 @@ class RunAdapter:
             return abs(math.log(epoch_s(fleet, plan, costs, self.samples) / target))
 
         low, high, best = 0.0, MESSAGE_S_LIMIT, self.message_s
-        for _ in range(3):  # a grid over the range, then over the cells either side of its best
-            grid = np.linspace(low, high, 7)
+        for _ in range(2):  # a grid over the range, then over the cells either side of its best
+            grid = np.linspace(low, high, 6)
             best = float(min(grid, key=error))
             low, high = max(best - (grid[1] - grid[0]), 0.0), min(best + (grid[1] - grid[0]), MESSAGE_S_LIMIT)
         self.message_s = best

@@ -128,9 +128,9 @@ class Measured:
         return median([r.mbps[direction][device] for r in self.rounds])
 
     def summary(self) -> tuple[float, ...]:
-        """Every measurement as one tuple (0 where unmeasured), to tell whether the costs moved."""
+        """The measured speeds and rates as one tuple (0 where unmeasured), to tell whether the costs moved."""
         devices = range(len(self.rounds[-1].slowdown))
-        values = [self.seconds, self.server_cpu]
+        values = [self.server_cpu]  # not the round's time, which any load on the host moves
         values += [f(d) for d in devices for f in (self.device_cpu, self.slowdown)]
         values += [self.mbps(direction, d) for direction in ("up", "down") for d in devices]
         return tuple(v or 0.0 for v in values)
