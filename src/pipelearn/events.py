@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, overload
 
 
 def now() -> float:
@@ -77,3 +77,31 @@ class Recorder:
         """Add events already in server-clock seconds (a device's, sent at the end)."""
         with self._lock:
             self.events.extend(Event(**e) for e in events)
+
+
+class Timeline(Sequence[dict[str, Any]]):
+    """The first `count` of a list of events as plain dicts, their times in seconds from `origin`, each made only when
+    read: a checkpoint takes the ones it has not yet written, and the list itself is not copied."""
+
+    def __init__(self, events: list[Event], count: int, origin: float) -> None:
+        self._events, self._count, self._origin = events, count, origin
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [self._plain(self._events[i]) for i in range(*index.indices(self._count))]
+        if not -self._count <= index < self._count:
+            raise IndexError(index)
+        return self._plain(self._events[index % self._count])
+
+    def _plain(self, e: Event) -> dict[str, Any]:
+        return {"track": e.track, "name": e.name, "start": e.start - self._origin, "end": e.end - self._origin,
+                "args": dict(e.args)}  # fmt: skip

@@ -125,6 +125,7 @@ def bench(base: RunConfig, plan: BenchPlan, out: Path, resume: bool = False, pro
     A run that fails is listed under "failed" and the bench goes on; its speed-up map is drawn per model."""
     from pipelearn.bench.report import report
 
+    refuse_earlier(out, "bench.json", resume, base.replace)
     out.mkdir(parents=True, exist_ok=True)
     cells = [(m, n, mode) for m in plan.models for n in plan.networks for mode in plan.modes]
     rows: list[dict[str, Any]] = []
@@ -166,7 +167,7 @@ def bench(base: RunConfig, plan: BenchPlan, out: Path, resume: bool = False, pro
 
 WALL_FILE = "bench_wall.json"
 """Written into a bench's run directory beside metrics.json: the run's wall time, start-up and evaluation included."""
-_NOT_RESULTS = ("out", "timeout_s", "heartbeat_s", "liveness_s", "data_dir", "download", "threads")
+_NOT_RESULTS = ("out", "replace", "timeout_s", "heartbeat_s", "liveness_s", "data_dir", "download", "threads")
 """Settings a kept run may differ in: where it wrote, how patient it was and where its data lay."""
 
 
@@ -186,7 +187,7 @@ def run_or_keep(
         return metrics, None
     say(progress, f"{label}: training ...")
     began = time.monotonic()
-    metrics = run_local(config, progress=False)
+    metrics = run_local(dataclasses.replace(config, replace=True), progress=False)  # the bench's own directory
     wall_s = time.monotonic() - began
     (run_dir / WALL_FILE).write_text(json.dumps({"wall_s": wall_s}) + "\n")
     return metrics, wall_s
@@ -242,6 +243,18 @@ def _settings(base: RunConfig, plan: BenchPlan) -> dict[str, Any]:
         "plans": "each split mode at its own best plan from the planner (pipelearn: split and micro-batches; "
         "sl and sfl: split; fl: the whole model on the device)",
     }
+
+
+def refuse_earlier(out: Path, results: str, resume: bool, replace: bool) -> None:
+    """Refuse to run a bench afresh into a directory that holds an earlier one's `results` (its runs would be run
+    again over theirs), unless told to keep them (`resume`) or to replace them."""
+    if (out / results).exists() and not (resume or replace):
+        shown = str(out).replace("{", "{{").replace("}", "}}")
+        raise ConfigError(
+            f"{shown} holds an earlier bench ({results}): give --resume to keep its finished runs, a new {{0}}, or "
+            "--replace to run them all again over theirs",
+            "out",
+        )
 
 
 def say(progress: bool, text: str) -> None:
