@@ -48,7 +48,6 @@ class Recorder:
         self.offset = offset
         self.events: list[Event] = []
         self._lock = threading.Lock()
-        self._sent = 0
 
     def record(self, track: str, name: str, start: float, end: float, **args: Any) -> None:
         """Add one event given in local clock readings."""
@@ -68,9 +67,10 @@ class Recorder:
             return [asdict(e) for e in self.events]
 
     def unsent_json(self) -> list[dict[str, Any]]:
-        """The events recorded since the last call, as plain dicts (a device sends its timeline in parts)."""
+        """The events recorded since the last call, as plain dicts, forgotten here (a device sends its timeline in
+        parts, and keeps none it has sent: over a long run they would add up)."""
         with self._lock:
-            fresh, self._sent = self.events[self._sent :], len(self.events)
+            fresh, self.events = self.events, []
             return [asdict(e) for e in fresh]
 
     def extend_json(self, events: list[dict[str, Any]]) -> None:
