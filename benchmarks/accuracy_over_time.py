@@ -39,7 +39,17 @@ def main() -> None:
     out = Path(args.out)
     runs = []
     for mode in args.modes:
-        flags = [*WORKLOAD, *rest, "--mode", mode, "--target-accuracy", str(args.target), "--out", str(out / mode)]
+        flags = [
+            *WORKLOAD,
+            *rest,
+            "--mode",
+            mode,
+            "--target-accuracy",
+            str(args.target),
+            "--out",
+            str(out / mode),
+            "--replace",
+        ]
         config = _config(_parser().parse_args(["run", *flags]))
         print(f"{mode}: pipelearn run {' '.join(flags)}", flush=True)
         runs.append(run_local(config, progress=False))

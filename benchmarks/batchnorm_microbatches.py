@@ -43,7 +43,7 @@ def main() -> None:
     for seed in args.seeds:
         for mode, n in settings:
             flags = [*WORKLOAD, *rest, "--mode", mode, "--microbatches", str(n), "--seed", str(seed)]
-            flags += ["--out", str(out / f"{mode}-mb{n}-seed{seed}")]
+            flags += ["--out", str(out / f"{mode}-mb{n}-seed{seed}"), "--replace"]
             print(f"pipelearn run {' '.join(flags)}", flush=True)
             began = time.monotonic()
             metrics = run_local(_config(_parser().parse_args(["run", *flags])), progress=False)

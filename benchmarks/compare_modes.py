@@ -30,7 +30,9 @@ def main() -> None:
     for network in args.networks:
         for mode in args.modes:
             out = Path(args.out) / f"{network}-{mode}"
-            run_args = _parser().parse_args(["run", *rest, "--mode", mode, "--network", network, "--out", str(out)])
+            run_args = _parser().parse_args(
+                ["run", *rest, "--mode", mode, "--network", network, "--out", str(out), "--replace"]
+            )
             metrics = run_local(_config(run_args), progress=False)
             epochs = metrics["epoch_times_s"]
             idle = [d["idle_s"] for d in metrics["device"]]

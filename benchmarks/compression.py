@@ -68,7 +68,19 @@ def compress_flags(setting: str) -> list[str]:
 
 def run(workload: str, setting: str, seed: int, flags: list[str], rest: list[str], out: Path) -> dict[str, Any]:
     """One run; its metrics, also kept in out/row.json."""
-    argv = ["run", *flags, "--network", "4g", *rest, *compress_flags(setting), "--seed", str(seed), "--out", str(out)]
+    argv = [
+        "run",
+        *flags,
+        "--network",
+        "4g",
+        *rest,
+        *compress_flags(setting),
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+        "--replace",
+    ]
     metrics = run_local(_config(_parser().parse_args(argv)), progress=False)
     (out / "row.json").write_text(json.dumps({"workload": workload, "setting": setting, **metrics}, indent=1))
     return metrics

@@ -40,7 +40,9 @@ def main() -> int:
     parser.add_argument("--out", default="runs/many-devices")
     args, rest = parser.parse_known_args()
     rest = [a for a in rest if a != "--"]
-    run_args = _parser().parse_args(["run", *_DEFAULTS, *rest, "--devices", str(args.devices), "--out", args.out])
+    run_args = _parser().parse_args(
+        ["run", *_DEFAULTS, *rest, "--devices", str(args.devices), "--out", args.out, "--replace"]
+    )
     config = _config(run_args)
     began = time.perf_counter()
     metrics = run_local(config, progress=False)

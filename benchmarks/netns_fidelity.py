@@ -20,7 +20,18 @@ from pipelearn.runtime.netns import unavailable_reason
 
 
 def _run(rest: list[str], mode: str, network: str, out: Path, netns: bool) -> dict[str, Any]:
-    flags = ["run", *rest, "--mode", mode, "--network", network, "--out", str(out), *(["--netns"] if netns else [])]
+    flags = [
+        "run",
+        *rest,
+        "--mode",
+        mode,
+        "--network",
+        network,
+        "--out",
+        str(out),
+        "--replace",
+        *(["--netns"] if netns else []),
+    ]
     return run_local(_config(_parser().parse_args(flags)), progress=False)
 
 

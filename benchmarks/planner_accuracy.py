@@ -90,8 +90,8 @@ def fleet(kind: str, network: str, devices: int) -> dict[int, DeviceOverride]:
 
 
 def measure(config: RunConfig) -> dict[str, Any]:
-    """Run it; return its metrics."""
-    return run_local(config, progress=False)
+    """Run it (into its own directory, replacing what an earlier call left there); return its metrics."""
+    return run_local(dataclasses.replace(config, replace=True), progress=False)
 
 
 def measure_again(config: RunConfig, runs: list[dict[str, Any]], repeats: int) -> list[dict[str, Any]]:

@@ -49,6 +49,7 @@ def main() -> None:
             device_slowdown=args.slowdown,
             server_device="cpu",
             out=str(Path(args.out) / f"r{repeat}"),
+            replace=True,
         ).validate()
         metrics = run_local(config, progress=False)
         first, *later = metrics["epoch_times_s"]

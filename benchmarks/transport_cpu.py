@@ -71,6 +71,7 @@ def main() -> None:
                 split=2,
                 microbatches=n,
                 out=str(where),
+                replace=True,
             ).validate()
             before = process_cpu_s()
             metrics = run_local(config, progress=False)

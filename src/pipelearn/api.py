@@ -107,13 +107,15 @@ def join(
     insecure: bool = False,
     data_dir: str | None = None,
     download: bool = False,
+    state_dir: str | None = None,
 ) -> None:
     """Take part in the run served at HOST:PORT as device `device`, training on `compute`, until it is over.
 
     Where the run uses plug-ins, give the same `model` and `dataset` as the server: a device imports only code
     that its own caller names, and the server refuses a device whose model part differs from its own. The device
     connects with its `credentials` (mutual TLS), or in plain text only where `insecure`; it reads its data from its
-    own `data_dir`, never from a directory the server names.
+    own `data_dir`, never from a directory the server names. It keeps its optimizer state in its own `state_dir`
+    (each round's, the last three), so that it rejoins, or a resumed run goes on, with the momentum it had.
     """
     from pipelearn.runtime.device import run_device
 
@@ -128,6 +130,7 @@ def join(
         insecure=insecure,
         data_dir=data_dir,
         download=download,
+        state_dir=state_dir,
     )
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, overload
 
 
 def now() -> float:
@@ -48,7 +48,6 @@ class Recorder:
         self.offset = offset
         self.events: list[Event] = []
         self._lock = threading.Lock()
-        self._sent = 0
 
     def record(self, track: str, name: str, start: float, end: float, **args: Any) -> None:
         """Add one event given in local clock readings."""
@@ -68,12 +67,41 @@ class Recorder:
             return [asdict(e) for e in self.events]
 
     def unsent_json(self) -> list[dict[str, Any]]:
-        """The events recorded since the last call, as plain dicts (a device sends its timeline in parts)."""
+        """The events recorded since the last call, as plain dicts, forgotten here (a device sends its timeline in
+        parts, and keeps none it has sent: over a long run they would add up)."""
         with self._lock:
-            fresh, self._sent = self.events[self._sent :], len(self.events)
+            fresh, self.events = self.events, []
             return [asdict(e) for e in fresh]
 
     def extend_json(self, events: list[dict[str, Any]]) -> None:
         """Add events already in server-clock seconds (a device's, sent at the end)."""
         with self._lock:
             self.events.extend(Event(**e) for e in events)
+
+
+class Timeline(Sequence[dict[str, Any]]):
+    """The first `count` of a list of events as plain dicts, their times in seconds from `origin`, each made only when
+    read: a checkpoint takes the ones it has not yet written, and the list itself is not copied."""
+
+    def __init__(self, events: list[Event], count: int, origin: float) -> None:
+        self._events, self._count, self._origin = events, count, origin
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [self._plain(self._events[i]) for i in range(*index.indices(self._count))]
+        if not -self._count <= index < self._count:
+            raise IndexError(index)
+        return self._plain(self._events[index % self._count])
+
+    def _plain(self, e: Event) -> dict[str, Any]:
+        return {"track": e.track, "name": e.name, "start": e.start - self._origin, "end": e.end - self._origin,
+                "args": dict(e.args)}  # fmt: skip

@@ -66,6 +66,44 @@ def carry_momentum(
             }
 
 
+def optimizer_tensors(optimizer: torch.optim.Optimizer | None, part: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of an optimizer's state tensors on the CPU, each named 'PARAMETER/KEY' after its part's parameter (SGD:
+    each parameter's momentum buffer, once it has one)."""
+    if optimizer is None:
+        return {}
+    tensors = {}
+    for name, p in part.named_parameters():
+        for key, value in optimizer.state.get(p, {}).items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{name}/{key}"] = value.detach().to("cpu", copy=True).contiguous()
+    return tensors
+
+
+def load_optimizer_tensors(
+    optimizer: torch.optim.Optimizer | None, part: nn.Module, tensors: Mapping[str, torch.Tensor]
+) -> None:
+    """Replace an optimizer's state with `tensors` (as `optimizer_tensors` names them). State of a parameter this part
+    does not have is left out, and a parameter without any starts afresh, as `carry_momentum` does after a re-plan;
+    ValueError, leaving the state as it was, where a tensor does not fit its parameter."""
+    parameters = dict(part.named_parameters())
+    state: dict[nn.Parameter, dict[str, torch.Tensor]] = {}
+    for label, value in tensors.items():
+        name, _, key = label.rpartition("/")
+        p = parameters.get(name)
+        if p is None or not key:
+            continue
+        if value.shape != p.shape or not value.is_floating_point():
+            raise ValueError(
+                f"optimizer state {label!r} has shape {list(value.shape)}; its parameter has {list(p.shape)}"
+            )
+        state.setdefault(p, {})[key] = value.to(device=p.device, dtype=p.dtype, copy=True)
+    if optimizer is None:
+        return
+    optimizer.state.clear()
+    for p, entry in state.items():
+        optimizer.state[p] = entry
+
+
 def fedavg(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
     """Average state dicts weighted by `weights` (sample counts); integer buffers are taken from the first."""
     if not states or len(states) != len(weights):

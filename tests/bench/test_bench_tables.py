@@ -210,3 +210,20 @@ def test_heat_map_cells_are_centred_on_their_points_on_the_log_axis() -> None:
     edges = log_edges([1.0, 100.0, 10000.0])
     assert [round(e, 6) for e in edges] == [0.1, 10.0, 1000.0, 100000.0]
     assert log_edges([4.0]) == [2.0, 8.0]
+
+
+def test_a_bench_into_an_earlier_benchs_directory_is_refused_unless_kept_or_replaced(tmp_path: Path) -> None:
+    from pipelearn.bench import runner
+    from pipelearn.bench.accuracy import Table, accuracy_bench
+    from pipelearn.config import ConfigError, RunConfig
+
+    for results in ("bench.json", "accuracy.json"):
+        (tmp_path / results).write_text("{}")
+    plan = runner.BenchPlan(models=("vgg5",), networks=("4g",), modes=("fl",), epochs=1)
+    with pytest.raises(ConfigError, match=r"holds an earlier bench \(bench.json\): give --resume .* or --replace"):
+        runner.bench(RunConfig(devices=2).validate(), plan, tmp_path, progress=False)
+    with pytest.raises(ConfigError, match=r"holds an earlier bench \(accuracy.json\)"):
+        accuracy_bench(RunConfig(devices=2).validate(), Table.chosen(["mnist"], ["vgg5"], ["fl"]), tmp_path)
+    assert all((tmp_path / r).read_text() == "{}" for r in ("bench.json", "accuracy.json"))
+    runner.refuse_earlier(tmp_path, "bench.json", resume=True, replace=False)  # kept, or replaced: on it goes
+    runner.refuse_earlier(tmp_path, "bench.json", resume=False, replace=True)

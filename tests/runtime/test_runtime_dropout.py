@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipelearn.runtime.server import Server, prepare
+from pipelearn.training import optimizer_tensors
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +28,14 @@ pytestmark = pytest.mark.slow
 SLOW_UPLINK = {"up_mbps": 2.0}
 
 
-def _start(config: Any) -> tuple[Server, str, threading.Thread, dict[str, Any], list[subprocess.Popen[bytes]]]:
-    """A server in this process and its devices as processes; training starts once every device has joined."""
+def _start(
+    config: Any, state: Path | None = None
+) -> tuple[Server, str, threading.Thread, dict[str, Any], list[subprocess.Popen[bytes]]]:
+    """A server in this process and its devices as processes (keeping their state in `state`/N if given); training
+    starts once every device has joined."""
     server = Server(prepare(config), progress=False)
     address = f"127.0.0.1:{server.listen('127.0.0.1:0', insecure=True)}"
-    devices = [_device(address, d) for d in range(config.devices)]
+    devices = [_device(address, d, state) for d in range(config.devices)]
     # process start-up on a busy machine may take longer than the short deadlines some tests set
     _until(lambda: len(server.sessions) == config.devices, "every device has joined")
     result: dict[str, Any] = {}
@@ -40,9 +44,11 @@ def _start(config: Any) -> tuple[Server, str, threading.Thread, dict[str, Any], 
     return server, address, thread, result, devices
 
 
-def _device(address: str, device: int, **kwargs: Any) -> subprocess.Popen[Any]:
+def _device(address: str, device: int, state: Path | None = None, **kwargs: Any) -> subprocess.Popen[Any]:
+    disk = ["--state-dir", str(state / str(device))] if state is not None else []
     return subprocess.Popen(
-        [sys.executable, "-m", "pipelearn", "device", "--insecure", "--server", address, "--id", str(device)], **kwargs
+        [sys.executable, "-m", "pipelearn", "device", "--insecure", "--server", address, "--id", str(device), *disk],
+        **kwargs,
     )
 
 
@@ -156,3 +162,57 @@ def test_a_killed_device_rejoins_at_the_next_round_with_the_global_model(small_c
     assert "device: training 40 samples from round 2/4" in lines
     assert [line for line in lines if line.endswith(" done")] == [f"device: round {r}/4 done" for r in (2, 3, 4)]
     assert lines[-1] == "device: done: the server ended the run"
+
+
+def _norm(tensors: dict[str, torch.Tensor]) -> float:
+    return sum(float(t.double().square().sum()) for t in tensors.values()) ** 0.5
+
+
+def test_a_restarted_device_rejoins_with_the_optimizer_state_of_its_last_finished_round(small_config, tmp_path):
+    # 4 rounds; device 1 finishes round 0, is killed in round 1 and comes back, with its disk, for rounds 2 and 3;
+    # device 0, frozen meanwhile, must outlast a busy machine's start of a new device process
+    patience = {"timeout_s": 180.0, "liveness_s": 180.0}
+    config = small_config(mode="pipelearn", epochs=2, aggregate_every=1, **SLOW_UPLINK, **patience)
+    state = tmp_path / "disks"
+    server, address, thread, result, devices = _start(config, state)
+    restored: dict[str, Any] = {}
+    reset = server.aggregator.reset
+
+    def reset_and_note(device: int) -> int | None:
+        restore = reset(device)
+        replica = server.aggregator.replicas[device]
+        restored.update(round=restore, replica=optimizer_tensors(replica.optimizer, replica.part))
+        restored["snapshot"] = server.aggregator.optimizer_states[device]
+        return restore
+
+    server.aggregator.reset = reset_and_note  # type: ignore[method-assign]
+    try:
+        _until(lambda: _server_trained(server, "d1.server.T.i1m0"), "device 1 is in round 1")
+        os.kill(devices[0].pid, signal.SIGSTOP)  # hold round 1 open until device 1 is back
+        os.kill(devices[1].pid, signal.SIGKILL)
+        _until(lambda: server.membership.is_out(1), "the server drops device 1")
+        (saved,) = (state / "1").glob("optimizer-*-round0.safetensors")  # what it kept of round 0
+        kept = _norm({k: v for k, v in load_file(saved).items() if k.startswith("optimizer/")})
+        devices.append(_device(address, 1, state))
+        _until(lambda: bool(server.membership.rejoined), "device 1 rejoins")
+        os.kill(devices[0].pid, signal.SIGCONT)
+        thread.join(120)
+        assert not thread.is_alive()
+        assert devices[0].wait(60) == 0 and devices[2].wait(60) == 0
+    finally:
+        for p in devices:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+                p.kill()
+                p.wait()
+    metrics = result["metrics"]
+    assert [(e["device"], e["round"]) for e in metrics["dropped"]] == [(1, 1)]
+    assert [(e["device"], e["round"]) for e in metrics["rejoined"]] == [(1, 2)]
+    # the device took back its momentum of round 0 from its disk ...
+    (event,) = [e for e in server.recorder.events if e.name == "d1.optimizer"]
+    assert event.args["restored_round"] == 0 and kept > 0
+    assert event.args["norm"] == pytest.approx(kept, rel=1e-9)
+    # ... and its server replica the momentum it had after that round, not what it gathered in round 1
+    assert restored["round"] == 0 and restored["replica"].keys() == restored["snapshot"].keys() != set()
+    assert all(torch.equal(restored["replica"][k], v) for k, v in restored["snapshot"].items())
+    _finite_model(config.out)

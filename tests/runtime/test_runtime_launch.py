@@ -1,4 +1,5 @@
-"""`pipelearn run` is mutual TLS by default: throw-away credentials, each device given only its own, removed after."""
+"""`pipelearn run` is mutual TLS by default: throw-away credentials in the run's directory, each device given only its
+own, removed after."""
 
 from __future__ import annotations
 
@@ -35,11 +36,13 @@ def test_a_local_run_is_mutual_tls_with_throw_away_credentials(small_config, mon
     def popen(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         path = Path(argv[argv.index("--credentials") + 1])
         seen["devices"].append((int(argv[argv.index("--id") + 1]), path, load_device_credentials(path).device))
+        seen.setdefault("modes", []).append((path.parent.stat().st_mode & 0o777, path.stat().st_mode & 0o777))
         return real_popen(argv, **kwargs)
 
     monkeypatch.setattr(Server, "listen", listen)
     monkeypatch.setattr(launch.subprocess, "Popen", popen)
-    metrics = launch.run_local(small_config(mode="sfl"), progress=False)
+    config = small_config(mode="sfl")
+    metrics = launch.run_local(config, progress=False)
     assert metrics["failed_devices"] == []
     assert seen["credentials"] is not None and seen["insecure"] is False and seen["address"].startswith("127.0.0.1:")
     assert [(d, path.name, certified) for d, path, certified in seen["devices"]] == [
@@ -47,6 +50,8 @@ def test_a_local_run_is_mutual_tls_with_throw_away_credentials(small_config, mon
         (1, "device-1.pem", 1),
     ]
     directory = seen["devices"][0][1].parent
+    assert directory == Path(config.out) / ".credentials"  # in the run's own directory, never the system's temporary
+    assert seen["modes"] == [(0o700, 0o600), (0o700, 0o600)]  # for their owner alone
     assert not directory.exists()  # removed when the run ended
 
 

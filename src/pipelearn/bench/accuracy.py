@@ -214,8 +214,9 @@ def accuracy_bench(
     """Plan, then run every cell this call runs, one after another, keeping each; write accuracy.json and
     accuracy.md after each cell; return the results."""
     from pipelearn.bench.accuracy_table import write_accuracy_report
-    from pipelearn.bench.runner import recorded_wall_s, run_or_keep, say
+    from pipelearn.bench.runner import recorded_wall_s, refuse_earlier, run_or_keep, say
 
+    refuse_earlier(out, "accuracy.json", resume, base.replace)
     out.mkdir(parents=True, exist_ok=True)
     earlier = _earlier(out, base) if resume else {"plans": {}, "cells": []}
     plans: dict[str, Any] = dict(earlier["plans"])

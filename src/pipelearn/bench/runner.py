@@ -174,6 +174,7 @@ def bench(
     from pipelearn.bench.verdicts import verdicts
 
     plans = [plans] if isinstance(plans, BenchPlan) else list(plans)
+    refuse_earlier(out, "bench.json", resume, base.replace)
     out.mkdir(parents=True, exist_ok=True)
     cells = [(p, m, n, mode) for p in plans for m in p.models for n in p.networks for mode in p.modes]
     rows: list[dict[str, Any]] = []
@@ -218,7 +219,7 @@ def bench(
 
 WALL_FILE = "bench_wall.json"
 """Written into a bench's run directory beside metrics.json: the run's wall time, start-up and evaluation included."""
-_NOT_RESULTS = ("out", "timeout_s", "heartbeat_s", "liveness_s", "data_dir", "download", "threads")
+_NOT_RESULTS = ("out", "replace", "timeout_s", "heartbeat_s", "liveness_s", "data_dir", "download", "threads")
 """Settings a kept run may differ in: where it wrote, how patient it was and where its data lay."""
 
 
@@ -238,7 +239,7 @@ def run_or_keep(
         return metrics, None
     say(progress, f"{label}: training ...")
     began = time.monotonic()
-    metrics = run_local(config, progress=False)
+    metrics = run_local(dataclasses.replace(config, replace=True), progress=False)  # the bench's own directory
     wall_s = time.monotonic() - began
     (run_dir / WALL_FILE).write_text(json.dumps({"wall_s": wall_s}) + "\n")
     return metrics, wall_s
@@ -307,6 +308,18 @@ def _settings(base: RunConfig, plans: Sequence[BenchPlan]) -> dict[str, Any]:
 
 def _of(per_model: dict[str, int], models: Sequence[str]) -> dict[str, int]:
     return {m: v for m, v in per_model.items() if m in models}
+
+
+def refuse_earlier(out: Path, results: str, resume: bool, replace: bool) -> None:
+    """Refuse to run a bench afresh into a directory that holds an earlier one's `results` (its runs would be run
+    again over theirs), unless told to keep them (`resume`) or to replace them."""
+    if (out / results).exists() and not (resume or replace):
+        shown = str(out).replace("{", "{{").replace("}", "}}")
+        raise ConfigError(
+            f"{shown} holds an earlier bench ({results}): give --resume to keep its finished runs, a new {{0}}, or "
+            "--replace to run them all again over theirs",
+            "out",
+        )
 
 
 def say(progress: bool, text: str) -> None:

@@ -69,7 +69,7 @@ def _resumed(args: argparse.Namespace) -> tuple[RunConfig, Checkpoint]:
     from pipelearn.runtime.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(args.resume)
-    return dataclasses.replace(checkpoint.config, out=str(args.resume)), checkpoint
+    return dataclasses.replace(checkpoint.config, out=str(checkpoint.directory)), checkpoint
 
 
 def _refuse_for_bench(args: argparse.Namespace, given: Mapping[str, str]) -> None:
@@ -166,6 +166,7 @@ def _command(args: argparse.Namespace) -> tuple[dict[str, Any], RunConfig] | Non
             insecure=args.insecure,
             data_dir=args.data_dir,
             download=args.download,
+            state_dir=args.state_dir,
         )
         return None
     if args.command == "plan":
@@ -204,6 +205,7 @@ def _command(args: argparse.Namespace) -> tuple[dict[str, Any], RunConfig] | Non
         metrics = api.run(config, progress=not args.quiet, resume=resume)
     from pipelearn.bench.report import report_run
 
+    config = dataclasses.replace(config, out=metrics["config"]["out"])  # the run's own directory (runs/latest's)
     report_run(Path(config.out))
     return metrics, config
 

@@ -16,7 +16,7 @@ DESCRIPTION = (
 )
 
 _LOCAL_SETTINGS = {"model", "dataset", "data_dir", "download", "batchnorm", "epochs", "batch_size"}
-_LOCAL_SETTINGS |= {"samples_per_device", "lr", "momentum", "seed", "test_samples", "threads", "out"}
+_LOCAL_SETTINGS |= {"samples_per_device", "lr", "momentum", "seed", "test_samples", "threads", "out", "replace"}
 """The settings `pipelearn train-local` takes: what one process training the whole model has."""
 _RAY_SETTINGS = ("launcher", "ray_address", "ray_server_cpus", "ray_server_gpus", "ray_device_cpus")
 """The settings of who places a run's processes: `pipelearn run`'s alone."""
@@ -135,6 +135,12 @@ def _parser() -> _Parser:
         "--data-dir", metavar="DIR", help="where this device's data set lives; the server's plan has no say"
     )
     device.add_argument("--download", action="store_true", help="fetch missing data set files (needs a network)")
+    device.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where this device keeps its optimizer state of its last rounds, to go on with it when it rejoins or "
+        "the run is resumed (give the same DIR again). Default: nowhere; momentum then starts afresh",
+    )
     timeout: dict[str, Any] = {"dest": "timeout_s", "type": float, "default": 120.0, "metavar": "SECONDS"}
     device.add_argument(
         "--timeout-s",

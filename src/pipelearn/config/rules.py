@@ -161,6 +161,7 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "heartbeat_s": (_rate, "a number above 0"),
     "liveness_s": (_rate, "a number above 0"),
     "out": (_string, "a directory"),
+    "replace": (lambda v: isinstance(v, bool), "true or false"),
 }
 """What each RunConfig key must be, and how to say so."""
 

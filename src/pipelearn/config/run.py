@@ -205,7 +205,11 @@ class RunConfig:
     server_amp: Literal["off", "bf16"] = "off"
     """Mixed precision of the server's forward passes: off, or bf16 (torch.autocast) where the hardware has it."""
     out: str = field(default="runs/latest", metadata=_meta(metavar="DIR"))
-    """Output directory for metrics.json, trace.json and model.safetensors."""
+    """Output directory for metrics.json, trace.json, model.safetensors and the checkpoints. The default gives each
+    run a new directory, runs/RUN, and points runs/latest at the newest; a directory given that holds another run's
+    results is refused unless replace is set."""
+    replace: bool = False
+    """Let this run replace the results of an earlier run in out (its metrics, trace, model and checkpoints)."""
     device_overrides: dict[int, DeviceOverride] = field(default_factory=dict)
     """Per-device settings, keyed by device id: TOML tables [device_overrides.N] of network, up_mbps, down_mbps,
     latency_ms, device_slowdown, slowdown_schedule, split, microbatches, up_schedule, down_schedule and ray_cpus."""

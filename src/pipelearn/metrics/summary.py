@@ -16,7 +16,13 @@ def summary(metrics: dict[str, Any], out: str) -> str:
     lines.append(_row("epochs", f"{epochs}  (training {metrics['train_time_s']:.1f} s{_startup(metrics)})"))
     if metrics.get("resumed_from_round") is not None:
         rounds = metrics["resumed_from_round"]
-        lines.append(_row("resumed", f"from a checkpoint after {rounds} rounds; the times are of the resumed part"))
+        lines.append(
+            _row(
+                "resumed",
+                f"from a checkpoint after {rounds} rounds; times, rounds and trace cover the whole run, less what was "
+                "lost after that checkpoint",
+            )
+        )
     predicted = (metrics.get("plan") or {}).get("predicted_epoch_s")
     if predicted is not None and metrics["epoch_times_s"]:
         mean = sum(metrics["epoch_times_s"]) / len(metrics["epoch_times_s"])

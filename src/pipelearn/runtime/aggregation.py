@@ -1,5 +1,6 @@
 """The global model on the server: the server's replicas of the devices' server parts, the weights devices upload
-each round, FedAvg over those that finished it, and a checkpoint after every aggregation."""
+each round, FedAvg over those that finished it, the optimizer state each device's replica had after the last round the
+device finished, and a checkpoint after every aggregation."""
 
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ from pipelearn.models.parts import device_part, make_model, output_shape, server
 from pipelearn.plan import RunPlan
 from pipelearn.runtime import hardware
 from pipelearn.runtime.checkpoint import Checkpoint, CheckpointWriter
-from pipelearn.training import carry_momentum, fedavg, make_optimizer, on_new_weights, warm_up
+from pipelearn.training import (
+    carry_momentum,
+    fedavg,
+    load_optimizer_tensors,
+    make_optimizer,
+    on_new_weights,
+    optimizer_tensors,
+    warm_up,
+)
 from pipelearn.transport.codec import TensorSpec, WireError, check_finite, spec_of
 from pipelearn.versions import GradientBank
 
@@ -101,6 +110,20 @@ class Aggregator:
         """The weights each device has sent this round (its part, decoded and checked against its spec)."""
         self.relay: State | None = None
         """sl: the device half the last device sent, which the next device starts from."""
+        self.device_rounds: dict[int, int] = {}
+        """Per device, the last round whose weights it sent and which was aggregated with them."""
+        self.optimizer_states: dict[int, State] = {}
+        """Per device, its replica's optimizer state as the round after device_rounds[device] began it."""
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Take each replica's optimizer state, and each device's last round, from a checkpoint (which is on disk)."""
+        self.checkpoints.written = checkpoint.rounds_done
+        self.device_rounds = dict(checkpoint.device_rounds)
+        self.optimizer_states = {d: dict(state) for d, state in checkpoint.optimizers.items()}
+        for d, state in self.optimizer_states.items():
+            if d in self.replicas:
+                replica = self.replicas[d]
+                load_optimizer_tensors(replica.optimizer, replica.part, state)
 
     def replan(self, plan: RunPlan, parts: Parts, data: tuple[tuple[int, int, int], int], where: torch.device) -> None:
         """Each device's replica as `plan` splits it, made from the global model where its split moved; what each
@@ -152,15 +175,29 @@ class Aggregator:
         for replica in self.replicas.values():  # a dropped device's replica, too, goes back to the global model
             replica.part.load_state_dict({k: self.global_state[k] for k in replica.part.state_dict()})
             on_new_weights(replica.optimizer, self.config)
-        self.checkpoints.submit(self.checkpoint(round, self.global_state))
+        for d in states:  # what a device that finished this round resumes or rejoins with
+            self.device_rounds[d] = round
+            if d in self.replicas and self.config.mode != "sl":
+                self.optimizer_states[d] = optimizer_tensors(self.replicas[d].optimizer, self.replicas[d].part)
         return refused
 
-    def reset(self, device: int) -> None:
-        """A rejoining device's replica starts with no gradients and a fresh optimizer (as the device does)."""
+    def save(self, round: int) -> None:
+        """Checkpoint the run as it stands after round `round` (its aggregation and any re-plan that followed), once
+        the checkpoint of the round before is on disk: so no more than one is ever unwritten
+        (device_state.KEEP_DEVICE_ROUNDS)."""
+        self.checkpoints.wait_written(round)
+        self.checkpoints.submit(self.checkpoint(round, self.global_state))
+
+    def reset(self, device: int) -> int | None:
+        """A rejoining device's replica starts with no gradients, and with the optimizer state it had after the last
+        round the device finished (none if it finished none); return that round, whose state the device restores."""
         replica = self.replicas.get(device)
         if replica is not None:
             replica.part.zero_grad(set_to_none=True)
             self.replicas[device] = Replica(replica.part, make_optimizer(replica.part, self.config))
+            fresh = self.replicas[device]
+            load_optimizer_tensors(fresh.optimizer, fresh.part, self.optimizer_states.get(device, {}))
+        return self.device_rounds.get(device)
 
     def final_state(self) -> State:
         """The trained global model: the last aggregate, or in sl the last device half with the server half."""

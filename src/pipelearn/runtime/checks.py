@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -276,6 +277,34 @@ def check_start(message: pb.Envelope, config: RunConfig, device: int, samples: i
     if counts[device] != samples:
         raise WireError(f"the server's START gives this device {counts[device]} samples, but it holds {samples}")
     return counts
+
+
+_RUN_ID = re.compile(r"[0-9a-f]{1,64}")
+
+
+@dataclass(frozen=True)
+class Begin:
+    """Where the server's START has a device begin: its first round, the run's identity and the round whose
+    optimizer state it takes back from its own disk (None: it starts afresh)."""
+
+    round: int
+    run_id: str
+    restore: int | None
+
+
+def check_begin(message: pb.Envelope, rounds: int) -> Begin:
+    """The first round (0 unless resuming or rejoining), run identity and round to restore in the server's START,
+    each within the run: a round past it, or a run identity that is not a short hexadecimal name (it names files on
+    this device's disk), is refused."""
+    begin = _json_object(message.text, "START")
+    first, run_id, restore = begin.get("round", 0), begin.get("run", ""), begin.get("restore")
+    if not (_whole(first) and 0 <= first <= rounds):
+        raise WireError(f"the server starts this device at round {first!r} of a {rounds}-round run")
+    if run_id and not (isinstance(run_id, str) and _RUN_ID.fullmatch(run_id)):
+        raise WireError(f"the server's START names the run {str(run_id)[:80]!r}, not a hexadecimal identity")
+    if restore is not None and not (_whole(restore) and 0 <= restore < first):
+        raise WireError(f"the server's START restores round {restore!r}, which is not a round before {first}")
+    return Begin(first, str(run_id), restore)
 
 
 def _check_tag(message: pb.Envelope, device: int) -> None:

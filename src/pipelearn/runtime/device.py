@@ -8,6 +8,7 @@ import json
 import logging
 import resource
 import time
+from pathlib import Path
 
 import torch
 
@@ -18,10 +19,28 @@ from pipelearn.models.parts import device_part, make_model
 from pipelearn.plan import RunPlan, schedule_for
 from pipelearn.privacy import PrivateSteps, dp_enabled
 from pipelearn.runtime.agreement import adopt, fingerprint
-from pipelearn.runtime.checks import check_plan, check_replan, check_start, device_threads, plan_words
+from pipelearn.runtime.checkpoint import CheckpointError
+from pipelearn.runtime.checks import (
+    Begin,
+    check_begin,
+    check_plan,
+    check_replan,
+    check_start,
+    device_threads,
+    plan_words,
+)
+from pipelearn.runtime.device_state import load_device_state, save_device_state
 from pipelearn.runtime.hardware import resolve_device
 from pipelearn.schedule import Action, Op, Resource, Schedule, splice
-from pipelearn.training import carry_momentum, make_optimizer, on_new_weights, scaled_loss, warm_up
+from pipelearn.training import (
+    carry_momentum,
+    load_optimizer_tensors,
+    make_optimizer,
+    on_new_weights,
+    optimizer_tensors,
+    scaled_loss,
+    warm_up,
+)
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.channel import channel_for
 from pipelearn.transport.codec import WireError, spec_of
@@ -54,6 +73,8 @@ class DeviceWorker:
         compute: torch.device | None = None,
         first_round: int = 0,
         origin: float | None = None,
+        state_dir: Path | None = None,
+        begin: Begin | None = None,
     ) -> None:
         self.config, self.plan, self.device, self.batches, self.schedule = config, plan, device, batches, schedule
         self.samples = samples
@@ -74,6 +95,11 @@ class DeviceWorker:
         """When (this side's clock) each slowdown factor of the device's schedule begins, and the factors."""
         self.stash = WeightStash(self.part, overtaken(schedule.lane(Resource.DEVICE, device, first_round)))
         self.memory = HeldMemory(self.part)
+        self.state_dir = state_dir
+        """Where this device keeps its optimizer state at the end of each round it trains (None: nowhere)."""
+        self.run_id = begin.run_id if begin is not None else ""
+        if begin is not None and begin.restore is not None:
+            self._restore(begin.restore)
         self._lane = iter(schedule.lane(Resource.DEVICE, device, first_round))
         self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._activations: dict[tuple[int, int], torch.Tensor] = {}
@@ -124,6 +150,9 @@ class DeviceWorker:
             )
             on_new_weights(self.optimizer, self.config)
         elif key.op is Op.SEND_WEIGHTS:  # with the timeline so far, which the server measures the round by
+            if self.state_dir is not None and self.run_id:  # on disk before the server can checkpoint this round
+                state = optimizer_tensors(self.optimizer, self.part)
+                save_device_state(self.state_dir, self.run_id, self.device, key.round, state)
             timeline = json.dumps(self.recorder.unsent_json())
             self.outbox.send(key, self.channel.encode(Op.WEIGHTS, self.part.state_dict()), timeline)
         elif key.op is Op.FORWARD:
@@ -166,6 +195,22 @@ class DeviceWorker:
         else:
             raise RuntimeError(f"a device cannot execute {key}")
         return {}
+
+    def _restore(self, round: int) -> None:
+        """Take back the optimizer state this device had at the end of `round`, as the server's START asks; without
+        it (no state directory, or no file of that round) the device starts afresh and says so."""
+        track, at = compute_track(self.device), now()
+        try:
+            if self.state_dir is None:
+                raise CheckpointError("this device keeps no state (no --state-dir)")
+            tensors = load_device_state(self.state_dir, self.run_id, self.device, round)
+            load_optimizer_tensors(self.optimizer, self.part, tensors)
+        except (CheckpointError, ValueError) as exc:
+            log.warning("device %d: momentum starts afresh: %s", self.device, exc)
+            self.recorder.record(track, f"d{self.device}.optimizer", at, at, missing_round=round)
+            return
+        norm = sum(float(t.double().square().sum()) for t in tensors.values()) ** 0.5
+        self.recorder.record(track, f"d{self.device}.optimizer", at, at, restored_round=round, norm=norm)
 
     def _follow(self, plan: RunPlan, round: int) -> None:
         """Run `plan` from `round` (whose weights are loading now) on, where it changes this device's part."""
@@ -212,6 +257,7 @@ def run_device(
     insecure: bool = False,
     data_dir: str | None = None,
     download: bool = False,
+    state_dir: str | None = None,
 ) -> None:
     """Join the server at HOST:PORT as device `device` and train until the server says the run is over.
 
@@ -219,6 +265,8 @@ def run_device(
     `compute` is where it trains (cpu, cuda, cuda:N, mps or auto). The device connects over mutual TLS with
     `credentials` (which must be device `device`'s), or in plain text only if `insecure`. It reads its training data
     from its own `data_dir` (fetching it only if `download`): what the server's plan says about paths is ignored.
+    It keeps its optimizer state of its last rounds in its own `state_dir`, to take it back when it rejoins or the
+    run is resumed (without one it starts afresh then).
     """
     began = now()
     if (credentials is None) != insecure:
@@ -261,9 +309,8 @@ def run_device(
         start = _take(inbox, pb.START)
         samples = check_start(start, config, device, len(indices))
         schedule = schedule_for(config, run_plan, samples)
-        first_round = int(json.loads(start.text).get("round", 0))  # later than 0 when rejoining or resuming a run
-        if not 0 <= first_round <= schedule.rounds:
-            raise WireError(f"the server starts this device at round {first_round} of a {schedule.rounds}-round run")
+        begin = check_begin(start, schedule.rounds)  # later than round 0 when rejoining or resuming a run
+        first_round = begin.round
         log.info("training %d samples from round %d/%d", len(indices), first_round + 1, schedule.rounds)
         origin = start.clock - recorder.offset  # training start, on this side's clock: the rate schedules' 0 s
         outbox.follow(
@@ -289,6 +336,8 @@ def run_device(
             where,
             first_round,
             origin,
+            Path(state_dir) if state_dir is not None else None,
+            begin,
         ).run()
         outbox.flush(config.timeout_s)  # the last upload is on the timeline only once it has left
         outbox.control(envelope(pb.EVENTS, device, text=json.dumps(recorder.unsent_json())))

@@ -9,7 +9,7 @@ import os
 import queue
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -70,6 +70,29 @@ class RoundEvaluator:
         self._thread = threading.Thread(target=self._work, daemon=True, name="round-evaluator")
         self._thread.start()
 
+    def resume(self, records: Sequence[Mapping[str, Any]], seen: int, state: State) -> None:
+        """Go on from a checkpoint: the records of its rounds, the number of events before this part, and its global
+        model, evaluated again where the checkpoint was written before that evaluation ended."""
+        self.records = [RoundRecord(**r) for r in records]
+        self._seen = seen
+        target = self.config.target_accuracy
+        for r in self.records:
+            if target is not None and r.test_accuracy is not None and r.test_accuracy >= target:
+                self.reached = r
+                break
+        last = self.records[-1] if self.records else None
+        if last is not None and last.test_accuracy is None and self._evaluates(last.round):
+            self._queue.put((last, {k: v.detach().clone() for k, v in state.items()}))
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The records so far, as plain dicts (for a checkpoint)."""
+        with self._lock:
+            return [asdict(r) for r in self.records]
+
+    def _evaluates(self, round: int) -> bool:
+        every = self.config.eval_every
+        return every > 0 and ((round + 1) % every == 0 or round == self.total - 1)
+
     def aggregated(self, round: int, state: State, events: Sequence[Event]) -> bool:
         """Note round `round`'s new global model and queue its evaluation; return whether the run should end here."""
         time_s = now() - self.start
@@ -83,8 +106,7 @@ class RoundEvaluator:
             stop = self.config.stop_at_target and self.reached is not None and round < self.total - 1
         if stop:
             self.stopped_after = round
-        every = self.config.eval_every
-        if every > 0 and ((round + 1) % every == 0 or round == self.total - 1 or stop):
+        if self._evaluates(round) or (stop and self.config.eval_every > 0):
             self._queue.put((record, {k: v.detach().clone() for k, v in state.items()}))
         else:
             self._log(record)  # an evaluated round's line waits for its accuracy

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,13 +22,22 @@ from pipelearn.metrics.results import add_metrics
 from pipelearn.planner.adapt import Adapter
 from pipelearn.plugins import device_environment, device_flags
 from pipelearn.runtime.checkpoint import Checkpoint
-from pipelearn.runtime.server import Server, prepare
+from pipelearn.runtime.server import Server
+from pipelearn.runtime.setup import claim_for, prepare_into
 from pipelearn.transport.credentials import device_file, load_server_credentials, make_credentials
 
+CREDENTIALS_DIR = ".credentials"
+"""Where in the run's output directory the launcher keeps the run's throw-away credentials (mode 0700, private keys
+0600), removed when the run ends and, after a launcher that was killed, when the next run there starts."""
+STATE_DIR = "device-state"
+"""Where in the run's output directory each local device keeps its optimizer state (device-state/N)."""
 
-def device_command(address: str, device: int, config: RunConfig, credentials: str, quiet: bool = False) -> list[str]:
-    """The command line of one device process joining the server at HOST:PORT with its own file of `credentials`
-    (`quiet`: logging only warnings and errors)."""
+
+def device_command(
+    address: str, device: int, config: RunConfig, credentials: str | Path, quiet: bool = False
+) -> list[str]:
+    """The command line of one device process joining the server at HOST:PORT with its own file of `credentials`,
+    keeping its state in the run's output directory (`quiet`: logging only warnings and errors)."""
     data = ["--data-dir", config.data_dir] if config.data_dir is not None else []
     return [
         sys.executable,
@@ -43,6 +52,8 @@ def device_command(address: str, device: int, config: RunConfig, credentials: st
         str(device_file(credentials, device)),
         "--timeout-s",
         str(config.timeout_s),
+        "--state-dir",
+        str(Path(config.out) / STATE_DIR / str(device)),
         *data,
         *(["--download"] if config.download else []),
         *device_flags(config.model, config.dataset),
@@ -54,20 +65,21 @@ def run_local(
     config: RunConfig, progress: bool = True, resume: Checkpoint | None = None, adapter: Adapter | None = None
 ) -> dict[str, Any]:
     """Start the server and one process per device over loopback (or in namespaces, `netns`) with mutual TLS; train
-    (from a checkpoint if given; re-planned by `adapter` where given, else as the configuration says); return the
-    metrics.
+    (from a checkpoint if given, into the directory it was read from; re-planned by `adapter` where given, else as
+    the configuration says); return the metrics.
 
-    The credentials are made for this run alone in a private temporary directory, each device process is given
-    only its own, and they are deleted when the run ends.
+    The output directory is claimed first (pipelearn.metrics.outdir.claim): another run's results there are refused,
+    a finished run is not resumed. The credentials are made for this run alone in its output directory
+    (CREDENTIALS_DIR), each device process is given only its own, and they are deleted when the run ends.
     """
     torch.set_num_threads(config.threads)
     if config.netns:
         return _run_in_namespaces(config, progress, resume)
-    # refuses a configuration the devices cannot serve before any starts
-    server = Server(prepare(config), progress, resume, adapter)
+    # refuses a configuration the devices cannot serve before any starts (and before its directory is claimed)
+    server = Server(prepare_into(config, resume), progress, resume, adapter)
+    config = server.config
     environment = device_environment(config.model, config.dataset)
-    with tempfile.TemporaryDirectory(prefix="pipelearn-credentials-") as credentials:
-        make_credentials(credentials, config.devices)
+    with _credentials(config, []) as credentials:
         port = server.listen("127.0.0.1:0", load_server_credentials(credentials))
         devices = [
             subprocess.Popen(device_command(f"127.0.0.1:{port}", d, config, credentials, not progress), env=environment)
@@ -91,19 +103,15 @@ def _run_in_namespaces(config: RunConfig, progress: bool, resume: Checkpoint | N
     # says at once, before any data is loaded, if namespaces cannot be made here
     network = Network(config.devices, [link_mtu(config, d) for d in range(config.devices)])
     environment = device_environment(config.model, config.dataset)
-    with (
-        _exit_on_terminate(),
-        tempfile.TemporaryDirectory(prefix="pipelearn-credentials-") as credentials,
-        network,
-    ):
-        # the devices dial the server at its address in the namespaces: its certificate must name it
-        make_credentials(credentials, config.devices, ips=[network.server_address])
+    config = claim_for(config, resume)
+    # the devices dial the server at its address in the namespaces: its certificate must name it
+    with _exit_on_terminate(), _credentials(config, [network.server_address]) as credentials, network:
         links = KernelLinks(network, config)
         # the server is a process of its own in its namespace, like the devices: a thread of this process that
         # entered the namespace would also put there the threads gRPC starts from it, for every later connection
         command = [
             *("-m", "pipelearn.runtime.netns_server", "--address", network.server_address),
-            *("--credentials", credentials),
+            *("--credentials", str(credentials)),
             *([] if progress else ["--quiet"]),
             *(["--resume"] if resume is not None else []),
         ]
@@ -151,6 +159,18 @@ def _run_in_namespaces(config: RunConfig, progress: bool, resume: Checkpoint | N
     if links.errors:
         raise RuntimeError(f"scheduled rate changes failed, so the run did not follow its schedule: {links.errors}")
     return metrics
+
+
+@contextmanager
+def _credentials(config: RunConfig, ips: list[str]) -> Iterator[Path]:
+    """This run's throw-away credentials, in its output directory for as long as the with-block lasts."""
+    directory = Path(config.out) / CREDENTIALS_DIR
+    shutil.rmtree(directory, ignore_errors=True)  # a killed launcher's
+    make_credentials(directory, config.devices, ips=ips)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _stop(devices: list[subprocess.Popen[bytes]], timeout_s: float, kill: bool) -> None:

@@ -36,14 +36,15 @@ def main() -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not garble the launcher's messages
     setup_logging()
     from pipelearn.runtime.checkpoint import load_checkpoint
-    from pipelearn.runtime.server import Server, prepare
+    from pipelearn.runtime.server import Server
+    from pipelearn.runtime.setup import prepare
     from pipelearn.transport.credentials import load_server_credentials
 
     try:
         config = RunConfig.from_json(sys.stdin.read())
         torch.set_num_threads(config.threads)
         resume = load_checkpoint(config.out) if args.resume else None
-        server = Server(prepare(config), progress=not args.quiet, resume=resume)
+        server = Server(prepare(config, resume=resume), progress=not args.quiet, resume=resume)
         _say(channel, port=server.listen(f"{args.address}:0", load_server_credentials(args.credentials)))
         server.on_start = lambda clock: _say(channel, start=clock)
         _say(channel, metrics=server.run())

@@ -21,7 +21,7 @@ def write_run_results(server: Server, start: float, end: float) -> dict[str, Any
     model = make_model(config, test.input_shape, test.num_classes)
     model.load_state_dict(final)
     accuracy = evaluate(model, test, config.test_samples, config.seed)
-    sessions = server.sessions
+    bytes_up, bytes_down = server.bytes_so_far()
     return write_results(
         Path(config.out),
         config,
@@ -32,8 +32,8 @@ def write_run_results(server: Server, start: float, end: float) -> dict[str, Any
         final,
         plan=server.plan,
         samples=server.samples,
-        bytes_up=sessions.bytes_per_device(lambda s: s.inbox.bytes_received),
-        bytes_down=sessions.bytes_per_device(lambda s: s.outbox.bytes_sent),
+        bytes_up=bytes_up,
+        bytes_down=bytes_down,
         compression=[server.channels[d].usage() for d in range(config.devices)],
         errors=server.errors,
         startup_s={"server": server.startup_s, "devices": server.device_startup_s},

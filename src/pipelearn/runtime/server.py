@@ -1,38 +1,34 @@
 """The server of a run: built from a resolved plan, it admits every device, walks its lanes of the schedule with a
-ServerWorker, aggregates and writes the results. `prepare` resolves what it is built from; `serve` does it all."""
+ServerWorker, aggregates and writes the results. `prepare` (pipelearn.runtime.setup) resolves what it is built from;
+`serve` does it all."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
-from pipelearn.config import RunConfig, check_profile_in, check_sizes
-from pipelearn.data import Dataset
-from pipelearn.data.dealing import load_data
-from pipelearn.events import Recorder, now
+from pipelearn.config import RunConfig
+from pipelearn.events import Recorder, Timeline, now
 from pipelearn.logs import progress_bar
-from pipelearn.models.parts import device_part, make_model
-from pipelearn.plan import RunPlan, schedule_for
+from pipelearn.models.parts import device_part
+from pipelearn.plan import schedule_for
 from pipelearn.planner.adapt import Adapter, Replan, adapter_for
-from pipelearn.planner.profile import Profile
-from pipelearn.planner.resolve import resolve
-from pipelearn.privacy import dp_enabled, refuse_batchnorm
-from pipelearn.runtime import hardware
 from pipelearn.runtime.aggregation import Aggregator, device_parts, make_replicas
 from pipelearn.runtime.agreement import fingerprint
 from pipelearn.runtime.checkpoint import Checkpoint, check_fits
-from pipelearn.runtime.checks import PlanLimits, check_ready, device_samples, plan_limits
+from pipelearn.runtime.checks import check_ready
 from pipelearn.runtime.evaluate import RoundEvaluator
 from pipelearn.runtime.membership import Membership, RejoinError
 from pipelearn.runtime.results import write_run_results
 from pipelearn.runtime.server_worker import ServerWorker
 from pipelearn.runtime.sessions import Sessions
+from pipelearn.runtime.setup import ServerSetup, prepare_into
+from pipelearn.runtime.setup import prepare as prepare  # where tests and plug-ins have always found it
 from pipelearn.schedule import COORDINATOR, Resource, splice
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.channel import channel_for
@@ -44,56 +40,6 @@ from pipelearn.transport.service import envelope
 
 State = dict[str, torch.Tensor]
 log = logging.getLogger("pipelearn.server")
-
-
-@dataclass(frozen=True)
-class ServerSetup:
-    """What a server is built from: the run's configuration, its test data and model, and the resolved plan with
-    each device's sample count and message limits."""
-
-    config: RunConfig
-    test: Dataset
-    model: nn.Sequential
-    plan: RunPlan
-    limits: PlanLimits
-    where: torch.device
-    """Where the server trains its parts."""
-    startup_s: float
-    """Seconds it took to load the data, build the model and plan."""
-    profile: Profile | None = None
-    """The profile the plan was made from; None where nothing was planned."""
-
-
-def prepare(config: RunConfig, plan: RunPlan | None = None) -> ServerSetup:
-    """Load the run's data and model, deal its samples and resolve its plan (unless given); ValueError (a
-    ConfigError where a setting is wrong) when the devices cannot serve it."""
-    began = now()
-    config = config.validate()
-    where = hardware.resolve_device(config.server_device)
-    hardware.check_amp(where, config.server_amp)
-    test, train = load_data(config, "test"), load_data(config, "train")
-    model = make_model(config, test.input_shape, test.num_classes)
-    if dp_enabled(config):
-        refuse_batchnorm(model)  # before any device joins: a zoo model's is refused with the settings
-    samples = device_samples(config, train)
-    for warning in check_profile_in(config):
-        log.warning("%s", warning)
-    profile = None
-    if plan is None:
-        plan, profile = resolve(config, model, test.input_shape, samples)
-    if plan.predicted_epoch_s is not None:
-        log.info(
-            "planned split %s, micro-batches %s; predicted epoch %.2f s, bound %.2f s",
-            plan.splits,
-            plan.microbatches,
-            plan.predicted_epoch_s,
-            plan.bound_s,
-        )
-    adapting = adapter_for(config, model, test.input_shape, profile, samples) is not None
-    limits = plan_limits(config, plan, model, test.input_shape, samples, adapting)
-    for warning in check_sizes(config, len(test), samples):
-        log.warning("%s", warning)
-    return ServerSetup(config, test, model, plan, limits, where, now() - began, profile)
 
 
 class Server:
@@ -118,6 +64,8 @@ class Server:
         if resume is not None:
             check_fits(resume, state, self.samples)
             state = dict(resume.weights)
+        self.run_id = resume.run_id if resume is not None and resume.run_id else uuid.uuid4().hex
+        """The run's identity, in its checkpoints and in what each device keeps of its optimizer state."""
         self.first_round = resume.rounds_done if resume is not None else 0
         self.schedule = schedule_for(config, self.plan, self.samples)
         self.recorder = Recorder()
@@ -129,6 +77,8 @@ class Server:
         data = (self.test.input_shape, self.test.num_classes)
         replicas = make_replicas(config, self.plan, state, parts, self.torch_device, data)
         self.aggregator = Aggregator(config, state, replicas, parts, self.samples, self._checkpoint)
+        if resume is not None:
+            self.aggregator.restore(resume)
         self.rounds = RoundEvaluator(config, setup.model, self.test, self.schedule, self.samples)
         actions_done = Progress()
         fingerprints = {
@@ -136,7 +86,7 @@ class Server:
             for d, s in enumerate(self.plan.devices)
         }
         self.sessions = Sessions(
-            config, self.plan, setup.limits, self.membership, actions_done, fingerprints, self._rejoin
+            config, self.plan, setup.limits, self.membership, actions_done, fingerprints, self._rejoin, self.run_id
         )
         self.channels = {d: channel_for(config, "server") for d in range(config.devices)}
         self.worker = ServerWorker(
@@ -178,16 +128,19 @@ class Server:
             self._stop_before_training(exc)
             raise
         self.device_startup_s = ready.startup_s
-        start = self.start = now()
+        # a resumed run's clock starts where its checkpoint left off: its times, trace and rounds go on from there
+        start = self.start = now() - (self.resume.elapsed_s if self.resume else 0.0)
+        if self.resume is not None:
+            self._go_on_from(self.resume, start)
         if self.on_start is not None:
             self.on_start(start)
-        elapsed = self.resume.elapsed_s if self.resume else 0.0
-        self.membership.begin(self.schedule.rounds, self.first_round, start - elapsed)
+        self.membership.begin(self.schedule.rounds, self.first_round, start)
         for d, reason in ready.refused.items():
             self._fail(d, WireError(reason), self.first_round)
         for d in self.sessions:
             if not self.membership.is_out(d):
-                self.sessions.start(d, self.schedule, self.first_round, start, self.recorder)
+                restore = self.aggregator.device_rounds.get(d)
+                self.sessions.start(d, self.schedule, self.first_round, start, self.recorder, restore)
         total = sum(len(lane) for (r, _), lane in self.schedule.lanes.items() if r is Resource.SERVER)
         bar = progress_bar(
             total=total, desc=f"{self.config.mode} server", unit="action", enabled=self.progress, log=log
@@ -248,7 +201,26 @@ class Server:
             decision.predicted_old_s,
         )
 
+    def _go_on_from(self, resume: Checkpoint, start: float) -> None:
+        """Take back what the checkpoint kept of the run before it: its timeline (on this part's clock, which starts
+        at `start`), its rounds' records and the server's random state."""
+        self.recorder.extend_json([{**e, "start": e["start"] + start, "end": e["end"] + start} for e in resume.events])
+        self.rounds.resume(resume.records, len(self.recorder.events), resume.weights)
+        if resume.rng is not None:
+            torch.set_rng_state(resume.rng)
+
+    def bytes_so_far(self) -> tuple[list[int], list[int]]:
+        """Per device, the bytes received from it and sent to it, over every part of the run."""
+        up = self.sessions.bytes_per_device(lambda s: s.inbox.bytes_received)
+        down = self.sessions.bytes_per_device(lambda s: s.outbox.bytes_sent)
+        if self.resume is not None and self.resume.bytes_up:
+            up = [a + b for a, b in zip(up, self.resume.bytes_up, strict=True)]
+            down = [a + b for a, b in zip(down, self.resume.bytes_down, strict=True)]
+        return up, down
+
     def _checkpoint(self, round: int, state: State) -> Checkpoint:
+        assert self.start is not None  # checkpoints are made after aggregations, once training runs
+        up, down = self.bytes_so_far()
         return Checkpoint(
             config=self.config,
             rounds_done=round + 1,
@@ -259,6 +231,15 @@ class Server:
             dropped=list(self.membership.dropped),
             rejoined=list(self.membership.rejoined),
             errors=dict(self.errors),
+            run_id=self.run_id,
+            plan=self.plan.to_dict(),
+            optimizers=dict(self.aggregator.optimizer_states),
+            device_rounds=dict(self.aggregator.device_rounds),
+            rng=torch.get_rng_state(),
+            records=self.rounds.snapshot(),
+            events=Timeline(self.recorder.events, len(self.recorder.events), self.start),
+            bytes_up=up,
+            bytes_down=down,
         )
 
     def _rejoin(self, device: int) -> None:
@@ -268,7 +249,7 @@ class Server:
             if self.config.mode == "sl":
                 raise RejoinError("an sl run hands one device half from device to device; a device cannot rejoin it")
             check_ready(session.inbox.take(), device, self.samples[device])
-            self.worker.reset(device)
+            restore = self.worker.reset(device)
             first = self.membership.rejoin(device)
         except (PeerError, WireError, RejoinError) as exc:
             self.membership.release(device)
@@ -277,7 +258,7 @@ class Server:
             return
         log.info("device %d rejoined; it takes part again from round %d", device, first)
         assert self.start is not None  # a device can only rejoin once training runs
-        self.sessions.start(device, self.schedule, first, self.start, self.recorder)
+        self.sessions.start(device, self.schedule, first, self.start, self.recorder, restore)
         self.worker.start(device, first)
 
     def _stop_before_training(self, exc: Exception) -> None:
@@ -323,11 +304,12 @@ def serve(
     resume: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Run the server of a run on HOST:PORT (plain text if `credentials` is None) until the run is over (from a
-    checkpoint if given); return the metrics."""
+    checkpoint if given, into the directory it was read from); return the metrics. The output directory is claimed
+    as `pipelearn run` claims it (pipelearn.metrics.outdir.claim)."""
     torch.set_num_threads(config.threads)
     if config.host_cores == "auto":  # the devices compute elsewhere, not on this machine's cores
         config = dataclasses.replace(config, host_cores="off")
-    server = Server(prepare(config), progress, resume)
+    server = Server(prepare_into(config, resume), progress, resume)
     port = server.listen(listen, credentials, insecure=credentials is None)
     security = "plain text" if credentials is None else "mutual TLS"
     log.info("listening on port %d (%s); waiting for %d devices", port, security, config.devices)

@@ -129,10 +129,11 @@ class ServerWorker:
         self.schedule, self.plan_text = schedule, json.dumps(plan.to_dict())
         self.compute.priority = list(schedule.server_order) if schedule.server_order is not None else None
 
-    def reset(self, device: int) -> None:
-        """A rejoining device's replica starts afresh, between two server actions."""
+    def reset(self, device: int) -> int | None:
+        """A rejoining device's replica starts again from its last finished round, between two server actions; return
+        that round."""
         with self.compute.turn(device):
-            self.aggregator.reset(device)
+            return self.aggregator.reset(device)
 
     def _run(self, lane: int, first_round: int) -> None:
         if lane != COORDINATOR and self.membership.is_out(lane):
@@ -208,6 +209,7 @@ class ServerWorker:
             for device, exc in self.aggregator.aggregate(key.round).items():
                 self.fail(device, exc, key.round)
             self.aggregated(key.round)
+            self.aggregator.save(key.round)  # after a re-plan there, so that the checkpoint holds the plan in force
         else:
             raise RuntimeError(f"the server cannot execute {key}")
         return {}

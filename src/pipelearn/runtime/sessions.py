@@ -73,8 +73,11 @@ class Sessions(Mapping[int, Session]):
         progress: Progress,
         fingerprints: Mapping[int, Any],
         on_rejoin: Callable[[int], None],
+        run_id: str = "",
     ) -> None:
         self.config, self.plan, self.limits, self.membership = config, plan, limits, membership
+        self.run_id = run_id
+        """The run's identity, which START tells each device (it names the optimizer state the device keeps)."""
         self.progress = progress
         self.fingerprints = fingerprints
         """Per device, the fingerprint of the model part the plan gives it, which its READY must declare."""
@@ -179,9 +182,18 @@ class Sessions(Mapping[int, Session]):
             raise PeerError(f"every device was refused: {'; '.join(refused.values())}")
         return Ready(startup, refused)
 
-    def start(self, device: int, schedule: Schedule, first_round: int, clock: float, recorder: Recorder) -> None:
+    def start(
+        self,
+        device: int,
+        schedule: Schedule,
+        first_round: int,
+        clock: float,
+        recorder: Recorder,
+        restore: int | None = None,
+    ) -> None:
         """Send a device START, and have its downlink carry its schedule from `first_round` on; `clock` is when
-        training started (the origin of the links' rate schedules)."""
+        training started (the origin of the links' rate schedules); `restore` is the round whose optimizer state the
+        device is to take back from its own disk (None: it starts afresh)."""
         session = self._sessions[device]
         self._first[device], self._recorder = first_round, recorder
         session.outbox.follow(
@@ -194,7 +206,7 @@ class Sessions(Mapping[int, Session]):
         if self.config.netns:  # the kernel paces the uplink: this side times its transfers as they arrive
             uplink = schedule.lane(Resource.UPLINK, device, first_round)
             session.inbox.time_transfers(uplink, link_track(device, "uplink"), recorder)
-        start = {"samples": self.limits.samples, "round": first_round}
+        start = {"samples": self.limits.samples, "round": first_round, "run": self.run_id, "restore": restore}
         session.outbox.control(envelope(pb.START, device, text=json.dumps(start), clock=clock))
 
     def replan(self, plan: RunPlan, schedule: Schedule, from_round: int) -> None:
