@@ -117,7 +117,7 @@ def join(
     own `data_dir`, never from a directory the server names. It keeps its optimizer state in its own `state_dir`
     (each round's, the last three), so that it rejoins, or a resumed run goes on, with the momentum it had.
     """
-    from pipelearn.runtime.device import run_device
+    from pipelearn.runtime.joining import run_device
 
     run_device(
         server,

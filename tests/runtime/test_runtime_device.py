@@ -13,7 +13,7 @@ import pytest
 from pipelearn.config import RunConfig
 from pipelearn.data import DatasetError, dealing
 from pipelearn.plan import RunPlan, fixed_setups, plan_message
-from pipelearn.runtime.device import run_device
+from pipelearn.runtime.joining import run_device
 from pipelearn.transport import pipelearn_pb2 as pb
 from pipelearn.transport.codec import WireError
 from pipelearn.transport.credentials import load_device_credentials

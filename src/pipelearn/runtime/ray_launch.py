@@ -106,7 +106,7 @@ class DeviceActor:
 
     def run(self, address: str, device: int, config_json: str, credential: bytes) -> int:
         """Join the server at HOST:PORT as `device` and train until the run is over; return 0."""
-        from pipelearn.runtime.device import run_device
+        from pipelearn.runtime.joining import run_device
 
         config = RunConfig.from_json(config_json)
         with tempfile.TemporaryDirectory(prefix="pipelearn-credentials-") as directory:
