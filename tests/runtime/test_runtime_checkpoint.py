@@ -32,6 +32,8 @@ from pipelearn.runtime.checkpoint import (
 )
 from pipelearn.runtime.launch import CREDENTIALS_DIR, run_local
 
+pytestmark = pytest.mark.slow
+
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -13,6 +13,8 @@ from pipelearn.cli import main
 from pipelearn.config import ConfigError, RunConfig
 from pipelearn.metrics.outdir import claim
 
+pytestmark = pytest.mark.slow
+
 SMALL = "--dataset synthetic --no-batchnorm --devices 2 --epochs 1 --samples-per-device 40 --batch-size 20"
 SMALL += " --network unlimited --test-samples 100 --split 2 --microbatches 2 --quiet"
 
